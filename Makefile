@@ -1,0 +1,63 @@
+# The README's two commands: `make run` and `make test`. Every install step lives here.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= gateway.sim.toml
+
+.PHONY: run test lint typecheck pytest pytest-native pytest-python mosquitto bench fuzz verify-systemd clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Editable install: compiles native/*.pyx in place (a failed compile stops here, loudly).
+$(STAMP): $(BIN)/python pyproject.toml setup.py $(wildcard native/*.pyx native/*.pxd)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	mkdir -p var
+	$(BIN)/obd-gateway run --sim --config $(CONFIG)
+
+mosquitto:
+	@if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing mosquitto (the tests start their own broker)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto; \
+	else \
+		echo "make test needs the mosquitto broker: install it with 'apt-get install mosquitto' (Debian) and run again" >&2; exit 1; \
+	fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway firmware_sim tests bench setup.py
+
+typecheck: $(STAMP)
+	$(BIN)/mypy gateway
+
+verify-systemd:
+	@if command -v systemd-analyze >/dev/null 2>&1; then \
+		systemd-analyze verify --man=no systemd/obd-gateway.service && echo "systemd-analyze verify: clean"; \
+	else echo "systemd-analyze not found: skipping unit verification"; fi
+
+pytest-native: $(STAMP) mosquitto
+	OBD_GATEWAY_PURE=0 $(BIN)/python -c "from gateway.obd import PARSER_BUILD as b; assert b == 'native', b"
+	OBD_GATEWAY_PURE=0 $(BIN)/python -m pytest -q -p no:cacheprovider
+
+pytest-python: $(STAMP) mosquitto
+	OBD_GATEWAY_PURE=1 $(BIN)/python -m pytest -q -p no:cacheprovider
+
+test: lint typecheck verify-systemd pytest-native pytest-python
+
+bench: $(STAMP)
+	$(BIN)/python bench/parser.py
+	$(BIN)/python bench/link.py
+	$(BIN)/python bench/store.py
+
+fuzz: $(STAMP)
+	$(BIN)/python tests/fuzz/fuzz_parser.py -max_total_time=3600
+
+clean:
+	rm -rf $(VENV) build *.egg-info gateway/_native*.so native/*.c var

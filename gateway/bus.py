@@ -1,0 +1,83 @@
+"""In-process fan-out of samples, events and trips to the consumers (detectors, store, diag).
+
+Each subscriber has its own bounded queue. A slow subscriber never blocks the publisher:
+``lossless`` subscribers (the store) apply back-pressure by making ``publish`` wait, the others
+(diagnostic clients) drop their oldest item and count the drop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+
+class Subscription:
+    """One consumer's queue. Iterate it with ``async for``; close it with :meth:`close`."""
+
+    def __init__(self, bus: Bus, maxsize: int, lossless: bool, name: str) -> None:
+        self._bus = bus
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize)
+        self.lossless = lossless
+        self.name = name
+        self.dropped = 0
+
+    async def get(self) -> Any:
+        """The next item."""
+        return await self.queue.get()
+
+    def get_nowait_all(self) -> list[Any]:
+        """Every item waiting now, without blocking."""
+        items = []
+        while not self.queue.empty():
+            items.append(self.queue.get_nowait())
+        return items
+
+    def close(self) -> None:
+        """Stop receiving."""
+        self._bus.unsubscribe(self)
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        while True:
+            yield await self.queue.get()
+
+
+class Bus:
+    """Publish items to every subscription."""
+
+    def __init__(self) -> None:
+        self._subs: list[Subscription] = []
+
+    def subscribe(self, name: str, maxsize: int = 10_000, lossless: bool = False) -> Subscription:
+        """A new subscription; ``lossless`` ones make publishers wait instead of dropping."""
+        sub = Subscription(self, maxsize, lossless, name)
+        self._subs.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Remove a subscription (idempotent)."""
+        if sub in self._subs:
+            self._subs.remove(sub)
+
+    async def publish(self, item: Any) -> None:
+        """Deliver ``item`` to every subscriber; waits only for full lossless subscribers."""
+        for sub in list(self._subs):
+            if sub.lossless:
+                await sub.queue.put(item)
+            else:
+                self._put_dropping(sub, item)
+
+    def publish_nowait(self, item: Any) -> None:
+        """Deliver without waiting; a full lossless queue raises ``asyncio.QueueFull``."""
+        for sub in list(self._subs):
+            if sub.lossless:
+                sub.queue.put_nowait(item)
+            else:
+                self._put_dropping(sub, item)
+
+    @staticmethod
+    def _put_dropping(sub: Subscription, item: Any) -> None:
+        if sub.queue.full():
+            sub.queue.get_nowait()
+            sub.dropped += 1
+        sub.queue.put_nowait(item)

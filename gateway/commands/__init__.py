@@ -1,0 +1,1 @@
+"""Subcommands of ``obd-gateway``; each module has ``register(subparsers)``."""

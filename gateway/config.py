@@ -1,0 +1,329 @@
+"""Configuration: one TOML file → frozen dataclasses, one per section, validated.
+
+Every error names the key (``mqtt.port``) and the problem in one line and raises
+:class:`~gateway.errors.ConfigError`. Unknown keys are errors, so a typo never silently falls back
+to a default. Adding a setting is adding a typed field (with a default) to its section's dataclass;
+value checks live in the section's ``validate()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+from gateway.errors import ConfigError
+
+SYSTEM_CONFIG_PATH = Path("/etc/obd-gateway/config.toml")
+
+
+def _positive(section: str, name: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{section}.{name}: must be greater than 0 (got {value})")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceConfig:
+    """Who this box is."""
+
+    id: str = "obd-gateway-0001"
+    car_id: str = ""
+
+    def validate(self) -> None:
+        if not self.id or any(c in self.id for c in "/#+ "):
+            raise ConfigError(f"device.id: must be non-empty without '/', '#', '+' or spaces (got {self.id!r})")
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterConfig:
+    """How to reach the car.
+
+    ``port``: a serial device (``/dev/ttyUSB0``, ``/dev/rfcomm0``), ``tcp:HOST:PORT``,
+    ``ble:NAME_OR_ADDRESS`` or ``can:INTERFACE:CHANNEL`` (``can:socketcan:can0``).
+    """
+
+    port: str = "/dev/ttyUSB0"
+    baud: int = 38400
+    protocol: str = "auto"
+    timeout_s: float = 5.0
+    fast_baud: int = 0
+    reconnect_max_s: float = 30.0
+    state_file: str = ""
+
+    def validate(self) -> None:
+        if not self.port:
+            raise ConfigError("adapter.port: must not be empty")
+        if self.baud not in (9600, 19200, 38400, 57600, 115200, 230400, 500000, 1000000, 2000000):
+            raise ConfigError(f"adapter.baud: unsupported baud rate {self.baud}")
+        _positive("adapter", "timeout_s", self.timeout_s)
+        _positive("adapter", "reconnect_max_s", self.reconnect_max_s)
+        valid = {"AUTO"} | {format(i, "X") for i in range(1, 13)}
+        if self.protocol.upper() not in valid:
+            raise ConfigError(f"adapter.protocol: must be 'auto' or an ELM327 protocol 1-C (got {self.protocol!r})")
+
+
+@dataclass(frozen=True, slots=True)
+class PollingConfig:
+    """What to ask the car, and how often.
+
+    ``pids``: mode 01 PIDs as hex strings. ``rates``: PID → Hz overriding the reference table.
+    ``priorities``: PID → priority (higher first when the link cannot carry all demand).
+    """
+
+    pids: list[str] = field(default_factory=lambda: ["0C", "0D", "05", "04", "10", "11", "2F", "46", "5E"])
+    rates: dict[str, float] = field(default_factory=dict)
+    priorities: dict[str, int] = field(default_factory=dict)
+    idle_unrequested_s: float = 60.0
+    parked_interval_s: float = 5.0
+    parked_min_battery_v: float = 11.8
+    multi_pid: bool = True
+
+    def validate(self) -> None:
+        for pid in [*self.pids, *self.rates, *self.priorities]:
+            try:
+                ok = 0 <= int(pid, 16) <= 0xFF and len(pid) == 2
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ConfigError(f"polling.pids: {pid!r} is not a two-digit hex PID")
+        for pid, hz in self.rates.items():
+            if hz <= 0 or hz > 100:
+                raise ConfigError(f"polling.rates.{pid}: must be between 0 and 100 Hz (got {hz})")
+        _positive("polling", "parked_interval_s", self.parked_interval_s)
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionConfig:
+    """Event thresholds; defaults are the reference's trigger rules."""
+
+    hard_brake_kmh_per_s: float = 11.0
+    hard_accel_kmh_per_s: float = 11.0
+    refractory_s: float = 5.0
+    max_gap_s: float = 2.0
+    speeding_mph: list[float] = field(default_factory=lambda: [70.0, 75.0, 80.0])
+    speeding_rearm_mph: float = 5.0
+    ignition_off_confirm_s: float = 60.0
+    charging_voltage_v: float = 13.2
+    min_trip_distance_m: float = 10.0
+
+    def validate(self) -> None:
+        _positive("detection", "hard_brake_kmh_per_s", self.hard_brake_kmh_per_s)
+        _positive("detection", "hard_accel_kmh_per_s", self.hard_accel_kmh_per_s)
+        _positive("detection", "max_gap_s", self.max_gap_s)
+        if self.ignition_off_confirm_s < 0:
+            raise ConfigError("detection.ignition_off_confirm_s: must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """The SQLite buffer."""
+
+    path: str = "/var/lib/obd-gateway/buffer.sqlite"
+    max_mb: float = 256.0
+    commit_interval_s: float = 1.0
+    batch_samples: int = 500
+
+    def validate(self) -> None:
+        _positive("store", "max_mb", self.max_mb)
+        _positive("store", "commit_interval_s", self.commit_interval_s)
+        _positive("store", "batch_samples", self.batch_samples)
+
+
+@dataclass(frozen=True, slots=True)
+class MqttConfig:
+    """The MQTT uplink (off by default)."""
+
+    enabled: bool = False
+    host: str = "localhost"
+    port: int = 8883
+    protocol: str = "5"
+    tls: bool = True
+    tls_insecure_skip_verify: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    username: str = ""
+    password_file: str = ""
+    topic_prefix: str = "obd"
+    payload_format: str = "json"
+    home_assistant_discovery: bool = False
+    batch_samples: int = 100
+
+    def validate(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"mqtt.port: must be 1-65535 (got {self.port})")
+        if self.protocol not in ("3.1.1", "5"):
+            raise ConfigError(f"mqtt.protocol: must be '3.1.1' or '5' (got {self.protocol!r})")
+        if self.payload_format not in ("json", "msgpack"):
+            raise ConfigError(f"mqtt.payload_format: must be 'json' or 'msgpack' (got {self.payload_format!r})")
+        _positive("mqtt", "batch_samples", self.batch_samples)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpsConfig:
+    """The DRUST-style HTTPS uplink (off by default)."""
+
+    enabled: bool = False
+    base_url: str = "https://api.example.com"
+    token_url: str = ""
+    client_id: str = ""
+    client_secret_file: str = ""
+    username: str = ""
+    password_file: str = ""
+    token_file: str = "/var/lib/obd-gateway/oauth-token.json"
+    ca_file: str = ""
+    tls_insecure_skip_verify: bool = False
+    batch_samples: int = 1000
+    timeout_s: float = 15.0
+
+    def validate(self) -> None:
+        if self.enabled and not self.base_url.startswith("https://"):
+            raise ConfigError(f"https.base_url: must start with https:// (got {self.base_url!r})")
+        _positive("https", "timeout_s", self.timeout_s)
+
+
+@dataclass(frozen=True, slots=True)
+class DiagConfig:
+    """The local diagnostic socket."""
+
+    socket: str = "/run/obd-gateway/diag.sock"
+    group: str = ""
+    tcp_port: int = 0
+    allow_clear_dtc: bool = False
+    max_clients: int = 32
+
+    def validate(self) -> None:
+        if not 0 <= self.tcp_port < 65536:
+            raise ConfigError(f"diag.tcp_port: must be 0 (off) or 1-65535 (got {self.tcp_port})")
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    """Logging."""
+
+    level: str = "INFO"
+    console: bool = False
+
+    def validate(self) -> None:
+        if self.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"log.level: must be DEBUG, INFO, WARNING or ERROR (got {self.level!r})")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration."""
+
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    polling: PollingConfig = field(default_factory=PollingConfig)
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    https: HttpsConfig = field(default_factory=HttpsConfig)
+    diag: DiagConfig = field(default_factory=DiagConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is None:
+        return {float: "a number", int: "an integer", str: "a string", bool: "true or false"}.get(
+            tp, getattr(tp, "__name__", str(tp))
+        )
+    if origin is list:
+        return f"a list of {_type_name(get_args(tp)[0])}s"
+    if origin is dict:
+        return f"a table of {_type_name(get_args(tp)[1])}s"
+    return str(tp)
+
+
+def _coerce(key: str, tp: Any, value: Any) -> Any:
+    origin = get_origin(tp)
+    if origin is types.UnionType or origin is typing.Union:
+        for arg in get_args(tp):
+            try:
+                return _coerce(key, arg, value)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: expected {tp}, got {type(value).__name__} {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        (item_tp,) = get_args(tp)
+        return [_coerce(f"{key}[{i}]", item_tp, v) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        _, val_tp = get_args(tp)
+        return {str(k): _coerce(f"{key}.{k}", val_tp, v) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is type(None):
+        if value is None:
+            return None
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+
+
+def _build_section(name: str, cls: type[Any], raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{name}: expected a table [{name}], got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"{name}.{key}: unknown key (known: {', '.join(sorted(known))})")
+    kwargs = {key: _coerce(f"{name}.{key}", hints[key], value) for key, value in raw.items()}
+    section = cls(**kwargs)
+    section.validate()
+    return section
+
+
+def from_dict(raw: dict[str, Any]) -> Config:
+    """Build and validate a :class:`Config` from parsed TOML."""
+    hints = typing.get_type_hints(Config)
+    known = {f.name for f in dataclasses.fields(Config)}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"{key}: unknown section (known: {', '.join(sorted(known))})")
+    sections = {key: _build_section(key, hints[key], value) for key, value in raw.items()}
+    cfg = Config(**sections)
+    for f in dataclasses.fields(Config):
+        getattr(cfg, f.name).validate()
+    return cfg
+
+
+def load(path: str | Path) -> Config:
+    """Read, parse and validate a TOML configuration file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: configuration file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read configuration file: {exc}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    return from_dict(raw)
+
+
+def replace(cfg: Config, section: str, **changes: Any) -> Config:
+    """A copy of ``cfg`` with some keys of one section changed (validated)."""
+    new_section = dataclasses.replace(getattr(cfg, section), **changes)
+    new_section.validate()
+    return dataclasses.replace(cfg, **{section: new_section})

@@ -1,0 +1,82 @@
+"""The one exception tree of obd-gateway.
+
+::
+
+    GatewayError
+     ├── ConfigError(GatewayError, ValueError)          a key of the configuration is wrong
+     ├── ParseError(GatewayError, ValueError)           adapter output or CAN frames we cannot read
+     ├── TransportError(GatewayError, OSError)          the byte stream to the adapter failed
+     │    └── TransportTimeout(TransportError, TimeoutError)
+     ├── AdapterError(GatewayError)                     the adapter answered, but not usefully
+     │    ├── NoDataError(AdapterError)                 NO DATA: the ECU did not answer this request
+     │    ├── BusError(AdapterError)                    CAN ERROR, BUS ERROR, UNABLE TO CONNECT ...
+     │    └── UnsupportedCommand(AdapterError)          "?" to a command a clone lacks
+     ├── StoreError(GatewayError)                       the SQLite buffer cannot be used
+     │    └── StoreFull(StoreError)                     the disk is full
+     ├── UplinkError(GatewayError)                      a back-end refused or could not be reached
+     │    ├── AuthError(UplinkError)                    credentials refused
+     │    └── RejectedBatch(UplinkError)                the receiver says the batch is malformed (4xx)
+     └── ForbiddenRequest(GatewayError, PermissionError) a write to the vehicle that is not enabled
+
+Third-party errors are translated at the boundary and chained (``raise TransportError(...) from exc``).
+"""
+
+
+class GatewayError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class ConfigError(GatewayError, ValueError):
+    """The configuration is invalid; the message names the key and the problem."""
+
+
+class ParseError(GatewayError, ValueError):
+    """Adapter output or CAN frames could not be parsed."""
+
+
+class TransportError(GatewayError, OSError):
+    """The byte stream to the adapter failed (closed, unplugged, refused)."""
+
+
+class TransportTimeout(TransportError, TimeoutError):
+    """The adapter did not answer in time."""
+
+
+class AdapterError(GatewayError):
+    """The adapter answered, but with an error instead of data."""
+
+
+class NoDataError(AdapterError):
+    """``NO DATA``: no ECU answered the request."""
+
+
+class BusError(AdapterError):
+    """The vehicle bus failed: CAN ERROR, BUS ERROR, UNABLE TO CONNECT, BUFFER FULL ..."""
+
+
+class UnsupportedCommand(AdapterError):
+    """The adapter answered ``?``: it does not know the command (common on clones)."""
+
+
+class StoreError(GatewayError):
+    """The SQLite buffer cannot be used."""
+
+
+class StoreFull(StoreError):
+    """The disk holding the buffer is full."""
+
+
+class UplinkError(GatewayError):
+    """A back-end could not be reached or refused a request."""
+
+
+class AuthError(UplinkError):
+    """The back-end refused our credentials."""
+
+
+class RejectedBatch(UplinkError):
+    """The receiver rejected a batch as malformed; retrying the same bytes will not help."""
+
+
+class ForbiddenRequest(GatewayError, PermissionError):
+    """A request that would write to the vehicle, while that is not enabled in the configuration."""

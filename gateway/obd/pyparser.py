@@ -1,0 +1,1 @@
+"""Pure-Python twin of the native parser (placeholder until the parser lands)."""

@@ -1,0 +1,26 @@
+"""Build hook: compiles native/*.pyx into gateway._native.
+
+A failed compile fails the install (no silent fallback, as msgpack learned in #568).
+``OBD_GATEWAY_PURE=1 pip install .`` is the explicit way to install without the extension.
+"""
+
+import os
+import sys
+
+from setuptools import Extension, setup
+
+PURE = os.environ.get("OBD_GATEWAY_PURE", "") not in ("", "0")
+
+ext_modules = []
+if PURE:
+    print("obd-gateway: OBD_GATEWAY_PURE set, building the pure-Python parser only", file=sys.stderr)
+else:
+    from Cython.Build import cythonize
+
+    print("obd-gateway: building the native parser (gateway._native)", file=sys.stderr)
+    ext_modules = cythonize(
+        [Extension("gateway._native", ["native/parser.pyx"], extra_compile_args=["-O2"])],
+        compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
+    )
+
+setup(ext_modules=ext_modules)
