@@ -15,8 +15,11 @@ from typing import Any
 class Subscription:
     """One consumer's queue. Iterate it with ``async for``; close it with :meth:`close`."""
 
-    def __init__(self, bus: Bus, maxsize: int, lossless: bool, name: str) -> None:
+    def __init__(
+        self, bus: Bus, maxsize: int, lossless: bool, name: str, kinds: tuple[type, ...] | None = None
+    ) -> None:
         self._bus = bus
+        self.kinds = kinds
         self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize)
         self.lossless = lossless
         self.name = name
@@ -48,9 +51,15 @@ class Bus:
     def __init__(self) -> None:
         self._subs: list[Subscription] = []
 
-    def subscribe(self, name: str, maxsize: int = 10_000, lossless: bool = False) -> Subscription:
-        """A new subscription; ``lossless`` ones make publishers wait instead of dropping."""
-        sub = Subscription(self, maxsize, lossless, name)
+    def subscribe(
+        self, name: str, maxsize: int = 10_000, lossless: bool = False, kinds: tuple[type, ...] | None = None
+    ) -> Subscription:
+        """A new subscription; ``lossless`` ones make publishers wait instead of dropping.
+
+        ``kinds`` limits the subscription to items of those types (a consumer that also publishes,
+        such as detection, must not receive its own output or it could wait on itself).
+        """
+        sub = Subscription(self, maxsize, lossless, name, kinds)
         self._subs.append(sub)
         return sub
 
@@ -62,6 +71,8 @@ class Bus:
     async def publish(self, item: Any) -> None:
         """Deliver ``item`` to every subscriber; waits only for full lossless subscribers."""
         for sub in list(self._subs):
+            if sub.kinds is not None and not isinstance(item, sub.kinds):
+                continue
             if sub.lossless:
                 await sub.queue.put(item)
             else:
@@ -70,6 +81,8 @@ class Bus:
     def publish_nowait(self, item: Any) -> None:
         """Deliver without waiting; a full lossless queue raises ``asyncio.QueueFull``."""
         for sub in list(self._subs):
+            if sub.kinds is not None and not isinstance(item, sub.kinds):
+                continue
             if sub.lossless:
                 sub.queue.put_nowait(item)
             else:

@@ -32,6 +32,7 @@ class DeviceConfig:
 
     id: str = "obd-gateway-0001"
     car_id: str = ""
+    state_dir: str = "/var/lib/obd-gateway"
 
     def validate(self) -> None:
         if not self.id or any(c in self.id for c in "/#+ "):
