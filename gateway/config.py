@@ -236,10 +236,14 @@ def _type_name(tp: Any) -> str:
             tp, getattr(tp, "__name__", str(tp))
         )
     if origin is list:
-        return f"a list of {_type_name(get_args(tp)[0])}s"
+        return f"a list of {_plural(get_args(tp)[0])}"
     if origin is dict:
-        return f"a table of {_type_name(get_args(tp)[1])}s"
+        return f"a table of {_plural(get_args(tp)[1])}"
     return str(tp)
+
+
+def _plural(tp: Any) -> str:
+    return {float: "numbers", int: "integers", str: "strings", bool: "booleans"}.get(tp, str(tp))
 
 
 def _coerce(key: str, tp: Any, value: Any) -> Any:
