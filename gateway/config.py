@@ -277,9 +277,8 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
     elif tp is str:
         if isinstance(value, str):
             return value
-    elif tp is type(None):
-        if value is None:
-            return None
+    elif tp is type(None) and value is None:
+        return None
     raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
 
 

@@ -55,8 +55,8 @@ class SimProcess:
 
     async def start(self) -> str:
         """Start the simulator and return the port (pseudo-terminal path) it prints first."""
-        exe = shutil.which("obd-gateway-sim") or str(Path(sys.executable).with_name("obd-gateway-sim"))
-        argv = [exe] if Path(exe).exists() else [sys.executable, "-m", "firmware_sim.cli"]
+        exe = shutil.which("obd-gateway-sim") or shutil.which("obd-gateway-sim", path=str(Path(sys.executable).parent))
+        argv = [exe] if exe else [sys.executable, "-m", "firmware_sim.cli"]
         if self.drive:
             argv += ["--drive", self.drive]
         argv += shlex.split(self.extra)
@@ -118,7 +118,8 @@ class ConsolePrinter:
                 self._print(f"EVENT {item.automatic_type} {_short(item.payload)}")
             elif isinstance(item, TripRecord):
                 trip = item.to_dict()
-                self._print(f"TRIP {item.id} distance={trip.get('distance', 0):.0f} m duration={trip.get('duration', 0) / 1000:.0f} s")
+                distance, duration = trip.get("distance", 0), trip.get("duration", 0) / 1000
+                self._print(f"TRIP {item.id} distance={distance:.0f} m duration={duration:.0f} s")
             if time.monotonic() >= next_line:
                 next_line = time.monotonic() + self.interval_s
                 if self.latest:
@@ -215,7 +216,8 @@ class Daemon:
         """Latest values from the cache, for the retained MQTT state topic."""
         if self.poller is None:
             return {}
-        return {s.name: s.value for s in self.poller.cache.latest()} | {"recordUpdatedAt": int(time.time() * 1000)}
+        values = {s.name: s.value for s in self.poller.cache.latest()}
+        return values | {"recordUpdatedAt": int(time.time() * 1000)}
 
     # -- loops ----------------------------------------------------------------------------------
     async def detection_loop(self, sub: Subscription) -> None:
