@@ -110,13 +110,40 @@ class DetectionConfig:
     ignition_off_confirm_s: float = 60.0
     charging_voltage_v: float = 13.2
     min_trip_distance_m: float = 10.0
+    # rate window: the speed change rate is taken against a sample at least this old (0: consecutive)
+    rate_window_s: float = 0.5
+    integrate_max_gap_s: float = 30.0
+    mil_dtc_wait_s: float = 10.0
+    state_save_interval_s: float = 10.0
+    stoich_afr: float = 14.7
+    fuel_density_g_per_l: float = 745.0
 
     def validate(self) -> None:
         _positive("detection", "hard_brake_kmh_per_s", self.hard_brake_kmh_per_s)
         _positive("detection", "hard_accel_kmh_per_s", self.hard_accel_kmh_per_s)
         _positive("detection", "max_gap_s", self.max_gap_s)
+        _positive("detection", "integrate_max_gap_s", self.integrate_max_gap_s)
+        _positive("detection", "state_save_interval_s", self.state_save_interval_s)
+        _positive("detection", "stoich_afr", self.stoich_afr)
+        _positive("detection", "fuel_density_g_per_l", self.fuel_density_g_per_l)
         if self.ignition_off_confirm_s < 0:
             raise ConfigError("detection.ignition_off_confirm_s: must not be negative")
+        for name in ("refractory_s", "speeding_rearm_mph", "min_trip_distance_m", "mil_dtc_wait_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"detection.{name}: must not be negative")
+        if not 0 <= self.rate_window_s <= self.max_gap_s:
+            raise ConfigError(
+                f"detection.rate_window_s: must be between 0 and max_gap_s ({self.max_gap_s}) "
+                f"(got {self.rate_window_s})"
+            )
+        if not self.speeding_mph or any(v <= 0 for v in self.speeding_mph):
+            raise ConfigError(
+                f"detection.speeding_mph: must be a non-empty list of positive speeds (got {self.speeding_mph})"
+            )
+        if not 8 <= self.charging_voltage_v <= 16:
+            raise ConfigError(
+                f"detection.charging_voltage_v: must be between 8 and 16 V (got {self.charging_voltage_v})"
+            )
 
 
 @dataclass(frozen=True, slots=True)
