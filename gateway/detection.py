@@ -1,0 +1,303 @@
+"""The detection engine: runs every detector and the trip accounting over one stream of samples.
+
+``feed(item)`` takes samples and link states in time order and returns the events and finished
+trips they complete; ``tick(now_ms)`` lets time-outs (the ignition-off confirmation, a ``mil:on``
+waiting for its codes) fire while nothing arrives. The same code runs live (the daemon feeds the bus)
+and in replay (``obd-gateway replay``): nothing here reads a clock, so a recorded drive gives the same
+events and trips as the live run it was recorded from.
+
+The state of the open trip and of every detector is written to ``state_path`` (JSON, atomically, with
+fsync) on every transition and at most every ``state_save_interval_s`` of sample time otherwise, so a
+restarted daemon continues the same trip with the same UUID.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from gateway.config import DetectionConfig
+from gateway.detectors.base import IdFactory, uuid4_str
+from gateway.detectors.harsh import HardAccelDetector, HardBrakeDetector
+from gateway.detectors.ignition import IgnitionDetector
+from gateway.detectors.mil import MilDetector
+from gateway.detectors.motion import MotionDetector
+from gateway.detectors.speeding import SpeedingDetector
+from gateway.model import Event, LinkState, Sample, TripRecord
+from gateway.trips import TripAccumulator
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+Output = Event | TripRecord
+
+
+class DetectionEngine:
+    """Events and trips from samples; see the module docstring and docs/events-and-trips.md."""
+
+    def __init__(
+        self,
+        cfg: DetectionConfig,
+        *,
+        device_id: str,
+        car_id: str = "",
+        state_path: Path | None = None,
+        new_id: IdFactory = uuid4_str,
+    ) -> None:
+        self.cfg = cfg
+        self.device_id = device_id
+        self.car_id = car_id
+        self.state_path = state_path
+        self._new_id = new_id
+        self._build()
+        self._trip: TripAccumulator | None = None
+        # The trip as it stood when the running evidence stopped: what it is if the off is confirmed.
+        self._trip_at_off: TripAccumulator | None = None
+        self._last_save_ms: int | None = None
+        self._dirty = False
+        if state_path is not None:
+            self._load(state_path)
+
+    # -- the contract of docs/interfaces.md ---------------------------------------------------------
+
+    @property
+    def ignition_on(self) -> bool:
+        """Whether the ignition is on (a trip is open)."""
+        return self.ignition.on
+
+    @property
+    def current_trip_id(self) -> str | None:
+        """The UUID of the open trip, ``None`` while parked."""
+        return self._trip.id if self._trip is not None else None
+
+    def note_user_cleared_dtcs(self) -> None:
+        """The gateway cleared the trouble codes: the next ``mil:off`` carries ``user_cleared``."""
+        self.mil.note_user_cleared_dtcs()
+        self._dirty = True
+        self._maybe_save(None, force=True)
+
+    def feed(self, item: Sample | LinkState) -> list[Output]:
+        """Events and finished trips completed by ``item`` (items must come in time order)."""
+        now = item.ts_ms
+        out: list[Output] = []
+        for ev in self.ignition.tick(now):
+            out.extend(self._ignition_off(ev))
+        off_before = self.ignition.off_since
+        for ev in self.ignition.feed(item):
+            if ev.type == "IGNITION_ON":
+                out.extend(self._ignition_on(ev))
+            else:  # an off confirmed inside feed (cannot happen after the tick above, kept for safety)
+                out.extend(self._ignition_off(ev))
+        if self._trip is not None and isinstance(item, Sample):
+            self._trip.feed(item)
+            if self._trip_at_off is not None:
+                self._trip_at_off.feed(item)
+        if self.ignition.off_since is None:
+            self._trip_at_off = None
+        elif off_before is None and self._trip is not None:
+            self._trip_at_off = self._trip.copy()
+        for detector in (self.hard_brake, self.hard_accel, self.speeding, self.motion, self.mil):
+            out.extend(self._stamp(detector.feed(item)))
+        self._maybe_save(now, force=bool(out))
+        return out
+
+    def tick(self, now_ms: int) -> list[Output]:
+        """Time-outs up to ``now_ms``: a confirmed ignition-off, a ``mil:on`` that waited for codes."""
+        out: list[Output] = []
+        for ev in self.ignition.tick(now_ms):
+            out.extend(self._ignition_off(ev))
+        out.extend(self._stamp(self.mil.tick(now_ms)))
+        self._maybe_save(now_ms, force=bool(out))
+        return out
+
+    # -- extensions ----------------------------------------------------------------------------------
+
+    def end_of_input(self, now_ms: int) -> list[Output]:
+        """The recording ends at ``now_ms`` (replay): close what is open as if the ignition went off.
+
+        A trip whose off was being confirmed ends when its running evidence stopped (as it would
+        live); a trip still running ends at ``now_ms``.
+        """
+        out = self.tick(now_ms)
+        for ev in self.ignition.force_off(now_ms):
+            out.extend(self._ignition_off(ev))
+        self._maybe_save(now_ms, force=bool(out))
+        return out
+
+    def save_state(self) -> None:
+        """Write the state file now (no-op without ``state_path``)."""
+        self._dirty = True
+        self._maybe_save(None, force=True)
+
+    # -- internals -----------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        """Fresh detectors from the configuration."""
+        cfg, new_id = self.cfg, self._new_id
+        self.ignition = IgnitionDetector(
+            confirm_s=cfg.ignition_off_confirm_s, charging_voltage_v=cfg.charging_voltage_v, new_id=new_id
+        )
+        harsh: dict[str, Any] = {
+            "refractory_s": cfg.refractory_s,
+            "max_gap_s": cfg.max_gap_s,
+            "rate_window_s": cfg.rate_window_s,
+            "new_id": new_id,
+        }
+        self.hard_brake = HardBrakeDetector(threshold_kmh_per_s=cfg.hard_brake_kmh_per_s, **harsh)
+        self.hard_accel = HardAccelDetector(threshold_kmh_per_s=cfg.hard_accel_kmh_per_s, **harsh)
+        self.speeding = SpeedingDetector(
+            thresholds_mph=cfg.speeding_mph,
+            rearm_mph=cfg.speeding_rearm_mph,
+            max_gap_s=cfg.integrate_max_gap_s,
+            new_id=new_id,
+        )
+        self.motion = MotionDetector(new_id=new_id)
+        self.mil = MilDetector(dtc_wait_s=cfg.mil_dtc_wait_s, new_id=new_id)
+        self._trip = None
+        self._trip_at_off = None
+
+    def _stamp(self, events: list[Event]) -> list[Output]:
+        """Attach the open trip to events and count the driving ones in it."""
+        if self._trip is None:
+            return list(events)
+        out: list[Output] = []
+        for ev in events:
+            stamped = Event(ev.id, ev.type, ev.automatic_type, ev.date_ms, self._trip.id, ev.payload)
+            self._trip.note_event(stamped)
+            if self._trip_at_off is not None:
+                self._trip_at_off.note_event(stamped)
+            out.append(stamped)
+        return out
+
+    def _ignition_on(self, ev: Event) -> list[Output]:
+        cfg = self.cfg
+        self._trip = TripAccumulator(
+            id=self._new_id(),
+            start_ms=ev.date_ms,
+            thresholds_mph=list(cfg.speeding_mph),
+            max_gap_ms=round(cfg.integrate_max_gap_s * 1000),
+            stoich_afr=cfg.stoich_afr,
+            fuel_density_g_per_l=cfg.fuel_density_g_per_l,
+        )
+        self._trip_at_off = None
+        return self._stamp([ev])
+
+    def _ignition_off(self, ev: Event) -> list[Output]:
+        out = self._stamp(self.speeding.flush())
+        trip = self._trip_at_off or self._trip
+        stop = ev.date_ms
+        out.extend(self._stamp([ev]))
+        out.extend(self._stamp(self.motion.park(stop)))
+        if trip is not None:
+            summary = trip.summary(stop, device_id=self.device_id, car_id=self.car_id)
+            if trip.distance_m >= self.cfg.min_trip_distance_m:
+                finished = Event(
+                    self._new_id(), "TRIP_FINISHED", "trip:finished", stop, trip.id, {"trip": summary}
+                )
+                out.append(finished)
+                out.append(TripRecord(id=trip.id, start_ms=trip.start_ms, stop_ms=stop, summary=summary))
+            else:
+                log.info("trip %s discarded: %.1f m < %.1f m", trip.id, trip.distance_m, self.cfg.min_trip_distance_m)
+        self._trip = None
+        self._trip_at_off = None
+        return out
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "device_id": self.device_id,
+            "trip": self._trip.to_state() if self._trip else None,
+            "trip_at_off": self._trip_at_off.to_state() if self._trip_at_off else None,
+            "ignition": self.ignition.to_state(),
+            "hard_brake": self.hard_brake.to_state(),
+            "hard_accel": self.hard_accel.to_state(),
+            "speeding": self.speeding.to_state(),
+            "motion": self.motion.to_state(),
+            "mil": self.mil.to_state(),
+        }
+
+    def _maybe_save(self, now_ms: int | None, *, force: bool) -> None:
+        if self.state_path is None:
+            return
+        if force:
+            self._dirty = True
+        elif now_ms is not None:
+            due = self._last_save_ms is None or now_ms - self._last_save_ms >= self.cfg.state_save_interval_s * 1000
+            if not due:
+                return
+            self._dirty = True
+        if not self._dirty:
+            return
+        try:
+            _atomic_write_json(self.state_path, self._state())
+        except OSError as exc:
+            # Detection must go on with a full or read-only disk; the next save tries again.
+            log.warning("cannot save detection state to %s: %s", self.state_path, exc)
+            return
+        self._dirty = False
+        if now_ms is not None:
+            self._last_save_ms = now_ms
+
+    def _load(self, path: Path) -> None:
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.warning("cannot read detection state %s: %s; starting afresh", path, exc)
+            return
+        try:
+            state = json.loads(raw)
+            if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+                raise ValueError(f"unknown state version {state.get('version') if isinstance(state, dict) else '?'}")
+            self.ignition.load_state(state["ignition"])
+            self.hard_brake.load_state(state["hard_brake"])
+            self.hard_accel.load_state(state["hard_accel"])
+            self.speeding.load_state(state["speeding"])
+            self.motion.load_state(state["motion"])
+            self.mil.load_state(state["mil"])
+            self._trip = TripAccumulator.from_state(state["trip"]) if state.get("trip") else None
+            at_off = state.get("trip_at_off")
+            self._trip_at_off = TripAccumulator.from_state(at_off) if at_off else None
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            # Keep the unreadable file for inspection instead of overwriting it on the next save.
+            aside = path.with_name(path.name + ".corrupt")
+            log.warning("detection state %s unreadable (%s); kept as %s, starting afresh", path, exc, aside)
+            try:
+                os.replace(path, aside)
+            except OSError:
+                pass
+            self._build()
+            return
+        if self.ignition.on and self._trip is None:
+            self.ignition.on = False  # an ignition without a trip cannot be continued
+        if self._trip is not None and self.ignition.on and self._trip_at_off is None:
+            # load_state starts confirming an off from the last running moment: keep the trip as it was.
+            self._trip_at_off = self._trip.copy()
+
+
+def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` so that a crash leaves either the old file or the new one, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, separators=(",", ":"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
