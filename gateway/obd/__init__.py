@@ -27,9 +27,8 @@ def _select() -> tuple[ModuleType, str]:
         from gateway.obd import pyparser
 
         return pyparser, "python"
-    from gateway import _native  # an extension that exists but cannot load must fail loudly
-
-    return _native, "native"
+    # an extension that exists but cannot load must fail loudly
+    return importlib.import_module("gateway._native"), "native"
 
 
 parser, PARSER_BUILD = _select()
