@@ -100,7 +100,7 @@ class DetectionEngine:
             self._trip_at_off = None
         elif off_before is None and self._trip is not None:
             self._trip_at_off = self._trip.copy()
-        for detector in (self.hard_brake, self.hard_accel, self.speeding, self.motion, self.mil):
+        for detector in (self.motion, self.hard_brake, self.hard_accel, self.speeding, self.mil):
             out.extend(self._stamp(detector.feed(item)))
         self._maybe_save(now, force=bool(out))
         return out
