@@ -1,0 +1,626 @@
+"""The ELM327 firmware: a sans-I/O command interpreter.
+
+:meth:`Elm327.execute` takes one command line (the bytes before the CR) and returns a :class:`Reply`:
+the bytes the chip prints, each with the time (seconds after the CR arrived) at which its last byte
+has left the chip's UART, computed with :mod:`firmware_sim.timing`. The port servers
+(:mod:`firmware_sim.server`) play a reply out in real time, abort it with ``STOPPED`` when the host
+sends a byte before the prompt, run ATMA monitors and the ATBRD handshake.
+
+Output conventions, as on a real v1.5 chip (and common clones):
+- every line ends with CR (CR LF with ATL1); after an answer comes one blank line and the ``>`` prompt,
+  so a reply ends ``\\r\\r>`` (``\\r\\n\\r\\n>`` with ATL1);
+- echo is on after reset (ATE1): the command comes back followed by CR;
+- with spaces on (ATS1) each byte is printed followed by a space, the last one too (``41 0C 1A F8 ``);
+- ATZ prints a blank line, ``ELM327 v1.5``, then the prompt; ATL0 is the power-up default.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from firmware_sim.ecu import (
+    CAN_PROTOCOLS,
+    PROTOCOL_NAMES,
+    Ecu,
+    can_bitrate,
+    is_29bit,
+    isotp_frames,
+    legacy_check,
+    legacy_header,
+)
+from firmware_sim.faults import Faults
+from firmware_sim.timing import LEGACY_LATENCY_S, ST_UNIT_S, TimingModel, brd_baud, serial_time
+from firmware_sim.vehicle import Vehicle
+
+VERSION = "ELM327 v1.5"
+DEVICE_DESCRIPTION = "OBDII to RS232 Interpreter"
+SEARCH_ORDER = "123456789"
+SEARCH_COST_S = {"1": 0.30, "2": 0.30, "3": 2.50, "4": 2.50, "5": 0.40, "6": 0.12, "7": 0.12, "8": 0.12, "9": 0.12,
+                 "A": 0.12, "B": 0.12, "C": 0.12}
+"""Seconds the chip spends trying each protocol during a search (slow inits dominate)."""
+BUS_INIT_S = 2.5
+RESET_S = 0.8
+CF_INTERVAL_S = 0.001  # ECU consecutive-frame spacing after the chip's flow control (STmin 0)
+
+
+@dataclass
+class Chunk:
+    """Bytes the chip has finished sending ``at`` seconds after the command's CR arrived."""
+
+    at: float
+    data: bytes
+
+
+@dataclass
+class Reply:
+    """Everything the chip does in answer to one command line."""
+
+    chunks: list[Chunk] = field(default_factory=list)
+    interruptible: bool = False  # an OBD request: input before the prompt makes the chip print STOPPED
+    monitor: Monitor | None = None  # ATMA: stream frames until any byte arrives
+    brd_baud: int | None = None  # ATBRD: the handshake at this baud rate follows "OK"
+    ended_at: float = 0.0
+
+    def data(self) -> bytes:
+        """All bytes of the reply, concatenated (for sans-I/O tests)."""
+        return b"".join(c.data for c in self.chunks)
+
+
+@dataclass
+class Settings:
+    """The chip's volatile settings (restored by ATZ / ATWS / ATD)."""
+
+    echo: bool = True
+    linefeeds: bool = False
+    spaces: bool = True
+    headers: bool = False
+    dlc: bool = False
+    caf: bool = True
+    cfc: bool = True
+    responses: bool = True
+    st: int = 0x32
+    adaptive: int = 1
+    header: int | None = None  # ATSH; None = the protocol's functional default
+    cra: int | None = None
+    memory: bool = True
+    brt: int = 0x0F  # ATBRT hh, × 5 ms = 75 ms
+
+
+class CarBus:
+    """What the adapter's OBD port is wired to: the vehicle, its ECUs and its bus protocol."""
+
+    def __init__(self, vehicle: Vehicle, ecus: list[Ecu], protocol: str = "6", *,
+                 sync: Callable[[], None] | None = None) -> None:
+        if protocol not in PROTOCOL_NAMES or protocol in {"A", "B", "C"}:
+            raise ValueError(f"vehicle protocol must be one of 1-9, got {protocol!r}")
+        self.vehicle = vehicle
+        self.ecus = ecus
+        self.protocol = protocol
+        self.sync = sync or (lambda: None)
+
+    def alive(self) -> bool:
+        """Whether the ECUs are on the bus (ignition on)."""
+        self.sync()
+        with self.vehicle.lock:
+            return self.vehicle.state.ignition
+
+    def broadcast(self) -> list[tuple[int, float, Callable[[], bytes]]]:
+        """Periodic CAN traffic seen by ATMA: (identifier, period s, payload builder)."""
+        v = self.vehicle
+
+        def speed() -> bytes:
+            return int(v.state.speed_kmh * 100).to_bytes(2, "big") + bytes([v.state.gear, 0, 0, 0, 0, 0])
+
+        def rpm() -> bytes:
+            return int(v.state.rpm * 4).to_bytes(2, "big") + bytes([int(v.state.throttle_pct * 2.55), 0, 0, 0, 0, 0])
+
+        def body() -> bytes:
+            return bytes([int(v.state.coolant_c + 40), int(v.state.fuel_level_pct * 2.55), 0x80 if v.state.mil else 0,
+                          0, 0, 0, 0, 0])
+
+        if not v.state.ignition:
+            return []
+        return [(0x130, 0.05, speed), (0x1A0, 0.05, rpm), (0x3F0, 1.0, body)]
+
+
+@dataclass
+class _Answer:
+    ecu: Ecu
+    arrival: float  # seconds after the request left the chip
+    message: bytes
+
+
+class Monitor:
+    """The ATMA stream: yields (delay before the next line, line bytes) until the host interrupts."""
+
+    def __init__(self, elm: Elm327, bus: CarBus) -> None:
+        self.elm = elm
+        self.bus = bus
+
+    def frames(self) -> Iterator[tuple[float, bytes]]:
+        """An endless schedule of formatted monitor lines (nothing on a silent or legacy bus)."""
+        elm = self.elm
+        proto = elm.active or self.bus.protocol
+        next_due: dict[int, float] = {}
+        t = 0.0
+        while True:
+            self.bus.sync()
+            traffic = self.bus.broadcast() if proto in CAN_PROTOCOLS and proto == self.bus.protocol else []
+            if not traffic:
+                yield 0.1, b""
+                t += 0.1
+                next_due.clear()
+                continue
+            for ident, period, _ in traffic:
+                next_due.setdefault(ident, t + period)
+            ident = min(next_due, key=lambda i: next_due[i])
+            due = next_due[ident]
+            period, build = next((p, b) for i, p, b in traffic if i == ident)
+            next_due[ident] = due + period
+            delay, t = due - t, due
+            if elm.settings.cra is not None and elm.settings.cra != ident:
+                yield delay, b""
+                continue
+            yield delay, elm.line(elm.format_can_frame(ident, build(), False, raw=True))
+
+
+class Elm327:
+    """One ELM327 chip: settings, protocol state and the command interpreter."""
+
+    def __init__(self, bus: CarBus, *, timing: TimingModel | None = None, faults: Faults | None = None,
+                 fast: bool = False, seed: int = 1, linefeeds_default: bool = False) -> None:
+        self.bus = bus
+        self.base_timing = timing or TimingModel()
+        self.baud = self.base_timing.baud
+        self.faults = faults or Faults()
+        self.fast = fast
+        self.rng = random.Random(seed)
+        self.linefeeds_default = linefeeds_default
+        self.settings = Settings(linefeeds=linefeeds_default)
+        self.saved_protocol = "0"  # ATSP writes it to EEPROM; it survives resets
+        self.last_good: str | None = None
+        self.protocol_setting = "0"
+        self.active: str | None = None
+        self.bus_inited = False
+        self.last_command = b""
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def eol(self) -> bytes:
+        """The line ending (CR, or CR LF with ATL1)."""
+        return b"\r\n" if self.settings.linefeeds else b"\r"
+
+    def line(self, text: str | bytes) -> bytes:
+        """One output line with its ending."""
+        raw = text.encode("ascii") if isinstance(text, str) else text
+        return raw + self.eol
+
+    @property
+    def auto(self) -> bool:
+        """Whether the protocol is chosen automatically (SP 0 or SP Ah)."""
+        return self.protocol_setting == "0" or self.protocol_setting.startswith("A")
+
+    @property
+    def timing(self) -> TimingModel:
+        """The live timing model (baud, ST and adaptive mode as set by the host)."""
+        return self.base_timing.with_(baud=self.baud, st=self.settings.st, adaptive=self.settings.adaptive)
+
+    def hexs(self, data: bytes) -> str:
+        """Bytes as hex, each followed by a space when spaces are on."""
+        if self.settings.spaces:
+            return "".join(f"{b:02X} " for b in data)
+        return data.hex().upper()
+
+    def _reset(self) -> None:
+        self.settings = Settings(linefeeds=self.linefeeds_default)
+        self.protocol_setting = self.saved_protocol
+        self.active = None
+        self.bus_inited = False
+        self.baud = self.base_timing.baud
+
+    def _simple(self, text: str | None, *, delay: float = 0.0, echo: bytes = b"") -> Reply:
+        """A reply of zero or one line, then the prompt, timed at the current baud rate."""
+        reply = Reply()
+        body = echo + (self.line(text) if text is not None else b"")
+        self._finish(reply, body, delay)
+        return reply
+
+    def _finish(self, reply: Reply, body: bytes, ready_at: float) -> None:
+        t = 0.0 if self.fast else max(ready_at, 0.0) + serial_time(len(body), self.baud)
+        reply.chunks.append(Chunk(t, body + self.eol + b">"))
+        reply.ended_at = t
+
+    # ------------------------------------------------------------------ entry point
+    def execute(self, raw: bytes) -> Reply:
+        """Interpret one command line (without its CR) and return the chip's reply."""
+        echo = raw + self.eol if self.settings.echo else b""
+        t_in = 0.0 if self.fast else serial_time(len(raw) + 1, self.baud)
+        cleaned = bytes(b for b in raw if b > 0x20 and b != 0x7F).upper()
+        if not cleaned:
+            if self.last_command:
+                cleaned = self.last_command  # a bare CR repeats the previous command
+            else:
+                reply = Reply()
+                self._finish(reply, echo, t_in)
+                return reply
+        if self.faults.strikes("reset"):
+            return self._banner(echo, t_in, spontaneous=True)
+        text = cleaned.decode("ascii", "replace")
+        if text.startswith("AT"):
+            reply = self._at(text[2:], echo, t_in)
+            if text[2:] not in {"Z", "WS", "D"}:
+                self.last_command = b""
+        elif re.fullmatch(r"[0-9A-F]+", text):
+            self.last_command = cleaned
+            reply = self._obd(text, echo, t_in)
+        else:
+            reply = self._simple("?", delay=t_in, echo=echo)
+        return self._apply_output_faults(reply)
+
+    def _apply_output_faults(self, reply: Reply) -> Reply:
+        if not reply.chunks:
+            return reply
+        if self.faults.strikes("noise"):
+            c = reply.chunks[len(reply.chunks) // 2]
+            pos = self.faults.randint(0, len(c.data))
+            junk = bytes(self.faults.randint(0x21, 0x7E) for _ in range(self.faults.randint(1, 4)))
+            c.data = c.data[:pos] + junk + c.data[pos:]
+        rate = self.faults.rate("drop_bytes")
+        if rate > 0:
+            for c in reply.chunks:
+                c.data = bytes(b for b in c.data if self.faults.uniform(0, 1) >= rate)
+        if self.faults.strikes("truncate"):
+            last = reply.chunks[-1]
+            keep = max(0, len(last.data) - 1 - self.faults.randint(1, max(1, len(last.data) // 2)))
+            last.data = last.data[:keep]
+        return reply
+
+    def _banner(self, echo: bytes, t_in: float, *, spontaneous: bool = False, warm: bool = False) -> Reply:
+        self._reset()
+        reply = Reply()
+        body = (b"" if spontaneous else echo) + self.eol + self.eol + self.line(VERSION)
+        delay = 0.0 if self.fast else t_in + (0.05 if warm else RESET_S)
+        self._finish(reply, body, delay)
+        return reply
+
+    # ------------------------------------------------------------------ AT commands
+    def _at(self, cmd: str, echo: bytes, t_in: float) -> Reply:
+        s = self.settings
+        ok = "OK"
+
+        def flag(prefix: str, attr: str) -> Reply | None:
+            m = re.fullmatch(prefix + r"([01])", cmd)
+            if m:
+                setattr(s, attr, m.group(1) == "1")
+                return self._simple(ok, delay=t_in, echo=echo)
+            return None
+
+        if cmd == "Z":
+            return self._banner(echo, t_in)
+        if cmd == "WS":
+            return self._banner(echo, t_in, warm=True)
+        if cmd == "D":
+            keep = (self.protocol_setting, self.active)
+            self.settings = Settings(linefeeds=self.linefeeds_default, echo=s.echo)
+            self.protocol_setting, self.active = keep
+            return self._simple(ok, delay=t_in, echo=echo)
+        if cmd == "I":
+            return self._simple(VERSION, delay=t_in, echo=echo)
+        if cmd == "@1":
+            return self._simple(DEVICE_DESCRIPTION, delay=t_in, echo=echo)
+        if cmd == "RV":
+            self.bus.sync()
+            with self.bus.vehicle.lock:
+                volts = self.bus.vehicle.state.battery_v - 0.1  # diode drop in the adapter
+            return self._simple(f"{volts:.1f}V", delay=t_in, echo=echo)
+        if cmd == "DP":
+            if self.active is None:
+                name = "AUTO" if self.auto else PROTOCOL_NAMES[self.protocol_setting.lstrip("A") or "6"]
+            else:
+                name = ("AUTO, " if self.auto else "") + PROTOCOL_NAMES[self.active]
+            return self._simple(name, delay=t_in, echo=echo)
+        if cmd == "DPN":
+            digit = self.active or (self.protocol_setting.lstrip("A") or "0")
+            return self._simple(("A" if self.auto and self.protocol_setting != digit else "") + digit, delay=t_in,
+                                echo=echo)
+        for prefix, attr in (("E", "echo"), ("L", "linefeeds"), ("S", "spaces"), ("H", "headers"), ("D", "dlc"),
+                             ("CAF", "caf"), ("CFC", "cfc"), ("R", "responses"), ("M", "memory")):
+            r = flag(prefix, attr)
+            if r is not None:
+                return r
+        m = re.fullmatch(r"AT([012])", cmd)
+        if m:
+            s.adaptive = int(m.group(1))
+            return self._simple(ok, delay=t_in, echo=echo)
+        m = re.fullmatch(r"ST([0-9A-F]{2})", cmd)
+        if m:
+            s.st = int(m.group(1), 16) or 0x32
+            return self._simple(ok, delay=t_in, echo=echo)
+        m = re.fullmatch(r"(SP|TP)(A?[0-9A-C]|00)", cmd)
+        if m:
+            value = m.group(2)
+            if value == "00":
+                value = "0"
+            if value in {"A0"}:
+                value = "0"
+            self.protocol_setting = value
+            self.active = None
+            self.bus_inited = False
+            if m.group(1) == "SP":
+                self.saved_protocol = value
+            return self._simple(ok, delay=t_in, echo=echo)
+        m = re.fullmatch(r"SH([0-9A-F]{3}|[0-9A-F]{6}|[0-9A-F]{8})", cmd)
+        if m:
+            s.header = int(m.group(1), 16)
+            return self._simple(ok, delay=t_in, echo=echo)
+        m = re.fullmatch(r"CRA([0-9A-F]{3}|[0-9A-F]{8})?", cmd)
+        if m:
+            s.cra = int(m.group(1), 16) if m.group(1) else None
+            return self._simple(ok, delay=t_in, echo=echo)
+        if cmd in {"PC"}:
+            self.active = None if self.auto else self.active
+            self.bus_inited = False
+            return self._simple(ok, delay=t_in, echo=echo)
+        m = re.fullmatch(r"BRD([0-9A-F]{2})", cmd)
+        if m:
+            div = int(m.group(1), 16)
+            try:
+                new = brd_baud(div)
+            except ValueError:
+                return self._simple("?", delay=t_in, echo=echo)
+            reply = Reply(brd_baud=new)
+            body = echo + self.line("OK")
+            t = 0.0 if self.fast else t_in + serial_time(len(body), self.baud)
+            reply.chunks.append(Chunk(t, body))
+            reply.ended_at = t
+            return reply
+        m = re.fullmatch(r"BRT([0-9A-F]{2})", cmd)
+        if m:
+            s.brt = int(m.group(1), 16) or 0x0F
+            return self._simple(ok, delay=t_in, echo=echo)
+        if cmd in {"MA", "MR", "MT"} or re.fullmatch(r"M[RT][0-9A-F]{2}", cmd):
+            if self.faults.strikes("buffer_full"):
+                return self._simple("BUFFER FULL", delay=t_in, echo=echo)
+            if self.active is None and not self.bus.alive():
+                return self._simple("UNABLE TO CONNECT" if self.auto else "NO DATA", delay=t_in, echo=echo)
+            if self.active is None:
+                self.active = self.bus.protocol
+            reply = Reply(monitor=Monitor(self, self.bus))
+            t = 0.0 if self.fast else t_in + serial_time(len(echo), self.baud)
+            reply.chunks.append(Chunk(t, echo))
+            return reply
+        if cmd == "CS":
+            return self._simple("T:00 R:00 ", delay=t_in, echo=echo)
+        if cmd == "LP":
+            return self._simple(ok, delay=t_in, echo=echo)
+        if re.fullmatch(r"(AL|NL|AR|BI|SI|FI|KW[01]|V[01]|JE|JS|CEA([0-9A-F]{2})?|IB(10|48|96)|CP[0-9A-F]{2}|"
+                        r"CF[0-9A-F]{3}|CF[0-9A-F]{8}|CM[0-9A-F]{3}|CM[0-9A-F]{8}|FCSH[0-9A-F]{3}|"
+                        r"FCSH[0-9A-F]{8}|FCSD[0-9A-F]{2,10}|FCSM[0-2]|SW[0-9A-F]{2}|WM[0-9A-F]{6,12}|"
+                        r"SR[0-9A-F]{2}|RA[0-9A-F]{2}|TA[0-9A-F]{2}|CV[0-9]{4}|PP[0-9A-F]{2}(ON|OFF|SV[0-9A-F]{2})|"
+                        r"PPFFOFF|PPFFON|SD[0-9A-F]{2}|IIA[0-9A-F]{2}|CSM[01]|D0|D1)", cmd):
+            return self._simple(ok, delay=t_in, echo=echo)
+        if cmd == "PPS":
+            return self._simple("00:FF F  01:FF F  02:FF F  03:32 F  ", delay=t_in, echo=echo)
+        if cmd == "RD":
+            return self._simple("FF ", delay=t_in, echo=echo)
+        return self._simple("?", delay=t_in, echo=echo)
+
+    # ------------------------------------------------------------------ OBD requests
+    def _obd(self, text: str, echo: bytes, t_in: float) -> Reply:
+        count: int | None = None
+        if len(text) % 2 == 1:
+            count = int(text[-1], 16) or None
+            text = text[:-1]
+        payload = bytes.fromhex(text)
+        proto_for_len = self.active or self.bus.protocol
+        if not payload or (self.settings.caf and len(payload) > 7 and proto_for_len in CAN_PROTOCOLS):
+            return self._simple("?", delay=t_in, echo=echo)
+        reply = Reply(interruptible=True)
+        out = _Out(self, reply, start=t_in)
+        out.emit(echo, t_in)
+        f = self.faults
+        if f.strikes("stopped"):
+            out.emit(self.line("STOPPED"), t_in + 0.01)
+            return out.done(t_in + 0.01)
+        fail = f.strikes("unable_to_connect")
+        if f.strikes("searching") or fail:
+            self.active = None
+        if f.strikes("buffer_full"):
+            out.emit(self.line("BUFFER FULL"), t_in + 0.02)
+            return out.done(t_in + 0.02)
+        t = t_in
+        if self.active is None:
+            t = self._connect(out, t, fail=fail)
+            if self.active is None:
+                return out.done(t)
+        assert self.active is not None
+        proto = self.active
+        if f.strikes("can_error") and proto in CAN_PROTOCOLS:
+            out.emit(self.line("CAN ERROR"), t + 0.05)
+            return out.done(t + 0.05)
+        if f.strikes("no_data") or proto != self.bus.protocol or not self.bus.alive():
+            if proto != self.bus.protocol and proto in CAN_PROTOCOLS and (
+                    self.bus.protocol not in CAN_PROTOCOLS or can_bitrate(proto) != can_bitrate(self.bus.protocol)):
+                out.emit(self.line("CAN ERROR"), t + 0.05)
+                return out.done(t + 0.05)
+            end = t + (0 if self.fast else self.timing.st_timeout)
+            out.emit(self.line("NO DATA"), end)
+            return out.done(end)
+        answers = self._collect(proto, payload)
+        if not answers:
+            end = t + (0 if self.fast else self.timing.st_timeout)
+            out.emit(self.line("NO DATA"), end)
+            return out.done(end)
+        shown = answers[:count] if count else answers
+        last_arrival = t
+        for ans in shown:
+            arrival = t + (0.0 if self.fast else ans.arrival)
+            if self.settings.responses:
+                self._emit_answer(out, proto, ans, arrival)
+            last_arrival = max(last_arrival, arrival)
+        if count is not None and len(shown) >= count:
+            end = last_arrival
+        else:
+            learned = max(a.arrival for a in answers)
+            end = last_arrival + (0.0 if self.fast else self.timing.wait_after_last(learned))
+        return out.done(end)
+
+    def _connect(self, out: _Out, t: float, *, fail: bool = False) -> float:
+        """Find or open the protocol before the first request; returns the time it took."""
+        alive = self.bus.alive() and not fail
+        if self.auto:
+            out.emit(self.line("SEARCHING..."), t)
+            first = self.protocol_setting[1:] if self.protocol_setting.startswith("A") else ""
+            order = [p for p in (first, self.last_good if self.settings.memory else None) if p]
+            order += [p for p in SEARCH_ORDER if p not in order]
+            for p in order:
+                t += 0.0 if self.fast else SEARCH_COST_S[p]
+                if alive and p == self.bus.protocol:
+                    self.active = p
+                    self.last_good = p
+                    return t
+            out.emit(self.line("UNABLE TO CONNECT"), t)
+            return t
+        p = self.protocol_setting
+        if fail:
+            out.emit(self.line("UNABLE TO CONNECT"), t)
+            return t
+        if p in {"3", "4", "5"}:
+            t += 0.0 if self.fast else (BUS_INIT_S if p != "5" else 0.3)
+            good = alive and p == self.bus.protocol
+            out.emit(self.line("BUS INIT: ...OK" if good else "BUS INIT: ...ERROR"), t)
+            if good:
+                self.active = p
+            return t
+        self.active = p
+        return t
+
+    def _collect(self, proto: str, payload: bytes) -> list[_Answer]:
+        """Send the request on the bus and gather the ECUs' answers, ordered by arrival."""
+        can = proto in CAN_PROTOCOLS
+        header = self.settings.header
+        targets: list[tuple[Ecu, bool]] = []
+        request = payload
+        if can and not self.settings.caf:
+            if not payload or payload[0] > 7 or len(payload) < payload[0] + 1:
+                return []
+            request = payload[1:1 + payload[0]]
+        for ecu in self.bus.ecus:
+            if not can or header is None:
+                targets.append((ecu, False))
+            elif is_29bit(proto):
+                if header in (0x18DB33F1, 0xDB33F1):
+                    targets.append((ecu, False))
+                elif header & 0xFFFF in (ecu.request_id_29 & 0xFFFF,):
+                    targets.append((ecu, True))
+            elif header == 0x7DF:
+                targets.append((ecu, False))
+            elif header == ecu.request_id_11:
+                targets.append((ecu, True))
+        base = self.base_timing.ecu_latency if can else max(self.base_timing.ecu_latency, LEGACY_LATENCY_S)
+        answers = []
+        self.bus.sync()
+        for ecu, physical in targets:
+            msgs = ecu.handle(self.bus.vehicle, request, can=can, physical=physical)
+            for i, msg in enumerate(msgs):
+                lat = base + ecu.latency_offset + i * (0.01 if not can else 0.0)
+                if not self.fast:
+                    lat += self.rng.uniform(-self.base_timing.jitter, self.base_timing.jitter)
+                    if self.faults.strikes("latency"):
+                        lat += self.faults.uniform(0.0, self.faults.extra_latency)
+                if not self.fast and lat > self.timing.st_timeout:
+                    continue  # the chip gave up listening before this ECU answered
+                if self.settings.cra is not None and self.settings.cra not in (
+                        ecu.can_id_11, ecu.can_id_29, ecu.can_id_29 & 0xFFFFFF):
+                    continue
+                answers.append(_Answer(ecu, lat, msg))
+        answers.sort(key=lambda a: a.arrival)
+        return answers
+
+    def _emit_answer(self, out: _Out, proto: str, ans: _Answer, arrival: float) -> None:
+        s = self.settings
+        if proto in CAN_PROTOCOLS:
+            ident = ans.ecu.can_id_29 if is_29bit(proto) else ans.ecu.can_id_11
+            frames = isotp_frames(ans.message)
+            if len(frames) == 1:
+                if s.caf and not s.headers:
+                    out.emit(self.line(self.hexs(ans.message)), arrival)
+                else:
+                    out.emit(self.line(self.format_can_frame(ident, frames[0], s.caf)), arrival)
+                return
+            if s.caf and not s.headers:
+                out.emit(self.line(f"{len(ans.message):03X}"), arrival)
+                out.emit(self.line(f"0: {self.hexs(frames[0][2:])}" if s.spaces else f"0:{self.hexs(frames[0][2:])}"),
+                         arrival)
+                for i, fr in enumerate(frames[1:], start=1):
+                    sep = ": " if s.spaces else ":"
+                    out.emit(self.line(f"{i & 0xF:X}{sep}{self.hexs(fr[1:])}"), arrival + i * CF_INTERVAL_S)
+                return
+            for i, fr in enumerate(frames):
+                out.emit(self.line(self.format_can_frame(ident, fr, False)), arrival + i * CF_INTERVAL_S)
+            return
+        # legacy protocols: header + data + check byte with headers on, data alone with them off
+        frame = legacy_header(proto, ans.ecu.address, len(ans.message)) + ans.message
+        if s.headers:
+            out.emit(self.line(self.hexs(frame + bytes([legacy_check(proto, frame)]))), arrival)
+        else:
+            out.emit(self.line(self.hexs(ans.message)), arrival)
+
+    def format_can_frame(self, ident: int, frame: bytes, caf: bool, *, raw: bool = False) -> str:
+        """One CAN frame as the chip prints it: header (H1), DLC (D1), then the bytes.
+
+        With CAN auto-formatting a single frame is cut to its PCI length (padding hidden); raw frames
+        (CAF0, ATMA) show all bytes.
+        """
+        s = self.settings
+        data = frame
+        if caf and not raw and frame and frame[0] >> 4 == 0:
+            data = frame[:1 + (frame[0] & 0x0F)]
+        parts = ""
+        if s.headers or (raw and s.headers):
+            if ident > 0x7FF:
+                hb = ident.to_bytes(4, "big")
+                parts += self.hexs(hb)
+            else:
+                parts += f"{ident:03X}" + (" " if s.spaces else "")
+            if s.dlc:
+                parts += f"{len(frame)}" + (" " if s.spaces else "")
+        return parts + self.hexs(data)
+
+
+class _Out:
+    """Schedules a reply's lines on the chip's UART: a line leaves when it is ready and the UART is free."""
+
+    def __init__(self, elm: Elm327, reply: Reply, start: float) -> None:
+        self.elm = elm
+        self.reply = reply
+        self.uart_free = start
+
+    def emit(self, data: bytes, ready: float) -> None:
+        if not data:
+            return
+        if self.elm.fast:
+            self.reply.chunks.append(Chunk(0.0, data))
+            return
+        begin = max(ready, self.uart_free)
+        self.uart_free = begin + serial_time(len(data), self.elm.baud)
+        self.reply.chunks.append(Chunk(self.uart_free, data))
+
+    def done(self, ready: float) -> Reply:
+        tail = self.elm.eol + b">"
+        if self.elm.fast:
+            self.reply.chunks.append(Chunk(0.0, tail))
+            return self.reply
+        begin = max(ready, self.uart_free)
+        end = begin + serial_time(len(tail), self.elm.baud)
+        self.reply.chunks.append(Chunk(end, tail))
+        self.reply.ended_at = end
+        return self.reply
+
+
+def st_seconds(st: int) -> float:
+    """ATST hh in seconds."""
+    return (st or 0x32) * ST_UNIT_S

@@ -1,0 +1,353 @@
+"""Serving the ELM327 firmware on a pseudo-terminal or a TCP socket, in real time.
+
+Each server runs one background thread that reads command lines, asks :class:`~firmware_sim.elm327.Elm327`
+for the reply and plays it out at the times the timing model gives (none with ``fast``). Input that
+arrives before the prompt of an OBD request interrupts it (``STOPPED``), as on the real chip; the byte
+that interrupted is swallowed and the rest is kept as the start of the next command.
+
+The pseudo-terminal is published under a stable symlink (``<tmpdir>/obd-sim-XXXX/elm327``): after
+:meth:`PtyServer.close_port` the symlink dangles (the adapter vanished, opening fails), and after
+:meth:`PtyServer.reopen_port` it points to a fresh pty, with the chip freshly powered up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shutil
+import socket
+import tempfile
+import termios
+import threading
+import time
+import tty
+from collections.abc import Callable
+from types import TracebackType
+
+from firmware_sim.elm327 import VERSION, Elm327, Reply
+from firmware_sim.timing import serial_time
+
+BUFFER_BYTES = 256  # the chip's output buffer during ATMA; overflow prints BUFFER FULL
+MAX_LINE = 256
+
+
+class _Interrupted(Exception):
+    """Input arrived while the chip was answering."""
+
+
+class _Gone(Exception):
+    """The link closed (pty closed by close_port, TCP peer disconnected, server stopping)."""
+
+
+class _Session:
+    """Plays one ELM327 over one byte link (a pty master fd or a connected socket)."""
+
+    def __init__(self, elm: Elm327, read_fd: int, *, read: Callable[[], bytes | None], write: Callable[[bytes], None],
+                 wake_fd: int, stopping: Callable[[], bool]) -> None:
+        self.elm = elm
+        self.fd = read_fd
+        self._read = read
+        self._write = write
+        self.wake_fd = wake_fd
+        self.stopping = stopping
+        self.buf = bytearray()
+
+    def _wait_input(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` for input; True when some arrived (it is appended to ``buf``)."""
+        if self.stopping():
+            raise _Gone
+        r, _, _ = select.select([self.fd, self.wake_fd], [], [], timeout)
+        if self.wake_fd in r:
+            raise _Gone
+        if self.fd in r:
+            data = self._read()
+            if data is None:
+                return False
+            if not data:
+                raise _Gone
+            self.buf += data
+            return True
+        return False
+
+    def _sleep_until(self, deadline: float, *, interruptible: bool) -> None:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            before = len(self.buf)
+            if self._wait_input(left) and interruptible and len(self.buf) > before:
+                raise _Interrupted
+
+    def send(self, data: bytes) -> None:
+        if data:
+            self._write(data)
+
+    def run(self) -> None:
+        """Serve until the link goes away."""
+        with contextlib.suppress(_Gone):
+            while True:
+                while b"\r" not in self.buf:
+                    if len(self.buf) > MAX_LINE:
+                        self.buf.clear()
+                    self._wait_input(None)
+                idx = self.buf.index(b"\r")
+                line = bytes(self.buf[:idx]).replace(b"\n", b"")
+                del self.buf[:idx + 1]
+                self.play(self.elm.execute(line), time.monotonic())
+
+    def play(self, reply: Reply, t0: float) -> None:
+        """Write the reply's chunks at their times; handle interruption, ATMA and ATBRD."""
+        elm = self.elm
+        try:
+            for chunk in reply.chunks:
+                self._sleep_until(t0 + chunk.at, interruptible=reply.interruptible)
+                self.send(chunk.data)
+        except _Interrupted:
+            del self.buf[:1]
+            self.send(elm.line("STOPPED") + elm.eol + b">")
+            return
+        if reply.monitor is not None:
+            self._monitor(reply)
+        elif reply.brd_baud is not None:
+            self._brd(reply.brd_baud)
+
+    def _monitor(self, reply: Reply) -> None:
+        elm = self.elm
+        assert reply.monitor is not None
+        backlog = 0.0
+        try:
+            for delay, line in reply.monitor.frames():
+                self._sleep_until(time.monotonic() + delay, interruptible=True)
+                if not line:
+                    continue
+                if not elm.fast:
+                    backlog = max(0.0, backlog + len(line) - delay * elm.baud / 10)
+                    if backlog > BUFFER_BYTES:
+                        self.send(elm.line("BUFFER FULL") + elm.eol + b">")
+                        return
+                self.send(line)
+        except _Interrupted:
+            del self.buf[:1]
+            self.send(elm.line("STOPPED") + elm.eol + b">")
+
+    def _brd(self, new_baud: int) -> None:
+        """The ATBRD handshake: ID string at the new rate, then wait for the host's CR."""
+        elm = self.elm
+        window = elm.settings.brt * 0.005
+        old = elm.baud
+        self.buf.clear()
+        time.sleep(window)
+        elm.baud = new_baud
+        ident = elm.line(VERSION)
+        time.sleep(0 if elm.fast else serial_time(len(ident), new_baud))
+        self.send(ident)
+        deadline = time.monotonic() + window
+        while time.monotonic() < deadline:
+            if b"\r" in self.buf:
+                break
+            self._wait_input(max(0.0, deadline - time.monotonic()))
+        if b"\r" in self.buf:
+            del self.buf[:self.buf.index(b"\r") + 1]
+            self.send(elm.line("OK") + elm.eol + b">")
+        else:
+            elm.baud = old
+            self.send(elm.eol + b">")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+        except BlockingIOError:
+            select.select([], [fd], [], 0.5)
+            continue
+        view = view[n:]
+
+
+class PtyServer:
+    """An ELM327 on a pseudo-terminal, served by a background thread.
+
+    ``path`` is a stable symlink to the current pty slave; ``device`` is the slave itself.
+    Use as a context manager (``with sim.serve_pty() as path``) or call :meth:`stop`.
+    """
+
+    def __init__(self, elm_factory: Callable[[], Elm327], *, link_name: str = "elm327") -> None:
+        self._factory = elm_factory
+        self.elm = elm_factory()
+        self._dir = tempfile.mkdtemp(prefix="obd-sim-")
+        self.path = os.path.join(self._dir, link_name)
+        self.device = ""
+        self._master: int | None = None
+        self._slave: int | None = None
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()
+        self._stopping = False
+        self._open_event = threading.Event()
+        self._open_pty()
+        self._thread = threading.Thread(target=self._run, name=f"sim-pty-{self.device}", daemon=True)
+        self._thread.start()
+
+    def _open_pty(self) -> None:
+        master, slave = os.openpty()
+        # Raw mode on our side, so the line discipline never echoes or translates what the host sends.
+        tty.setraw(slave, termios.TCSANOW)
+        os.set_blocking(master, False)
+        self._master, self._slave = master, slave
+        self.device = os.ttyname(slave)
+        tmp = self.path + ".new"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        os.symlink(self.device, tmp)
+        os.replace(tmp, self.path)
+        self._open_event.set()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+
+    def _drain_wake(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.set_blocking(self._wake_r, False)
+            while os.read(self._wake_r, 64):
+                pass
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._open_event.wait()
+            if self._stopping:
+                return
+            with self._lock:
+                master = self._master
+            if master is None:
+                self._open_event.clear()
+                continue
+            self._drain_wake()
+
+            def read(fd: int = master) -> bytes | None:
+                try:
+                    return os.read(fd, 4096)
+                except BlockingIOError:
+                    return None
+                except OSError:
+                    return b""
+
+            def write(data: bytes, fd: int = master) -> None:
+                try:
+                    _write_all(fd, data)
+                except OSError as exc:
+                    raise _Gone from exc
+
+            session = _Session(self.elm, master, read=read, write=write, wake_fd=self._wake_r, stopping=
+                               lambda m=master: self._stopping or self._master != m)
+            session.run()
+
+    # ------------------------------------------------------------------ public API
+    def close_port(self) -> None:
+        """The adapter vanishes: the pty is closed (the host sees EOF/EIO, the symlink dangles)."""
+        with self._lock:
+            self._open_event.clear()
+            master, slave = self._master, self._slave
+            self._master = self._slave = None
+        self._wake()
+        for fd in (master, slave):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def reopen_port(self) -> None:
+        """The adapter comes back: a new pty behind the same ``path``, chip freshly powered up."""
+        with self._lock:
+            if self._master is not None:
+                return
+            self.elm = self._factory()
+            self._open_pty()
+
+    def stop(self) -> None:
+        """Stop serving and remove the pty and its symlink."""
+        self._stopping = True
+        self._open_event.set()
+        self._wake()
+        self._thread.join(timeout=5)
+        self.close_port()
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> str:
+        return self.path
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+class TcpServer:
+    """An ELM327 behind a TCP socket, like a Wi-Fi adapter (loopback only unless ``host`` says otherwise).
+
+    One client at a time; the chip keeps its settings across connections, as a real adapter does.
+    """
+
+    def __init__(self, elm_factory: Callable[[], Elm327], *, port: int = 35000, host: str = "127.0.0.1") -> None:
+        self.elm = elm_factory()
+        self._sock = socket.create_server((host, port), reuse_port=False)
+        self.host = host
+        self.port = self._sock.getsockname()[1]
+        self.address = f"tcp:{host}:{self.port}"
+        self._wake_r, self._wake_w = os.pipe()
+        self._stopping = False
+        self._conn: socket.socket | None = None
+        self._thread = threading.Thread(target=self._run, name=f"sim-tcp-{self.port}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping:
+            r, _, _ = select.select([self._sock, self._wake_r], [], [], None)
+            if self._wake_r in r or self._stopping:
+                return
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._conn = conn
+
+            def read(c: socket.socket = conn) -> bytes | None:
+                try:
+                    return c.recv(4096)
+                except OSError:
+                    return b""
+
+            def write(data: bytes, c: socket.socket = conn) -> None:
+                try:
+                    c.sendall(data)
+                except OSError as exc:
+                    raise _Gone from exc
+
+            _Session(self.elm, conn.fileno(), read=read, write=write, wake_fd=self._wake_r,
+                     stopping=lambda: self._stopping).run()
+            with contextlib.suppress(OSError):
+                conn.close()
+            self._conn = None
+
+    def stop(self) -> None:
+        """Stop serving and close the listening socket and any client."""
+        self._stopping = True
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+        self._thread.join(timeout=5)
+        with contextlib.suppress(OSError):
+            self._sock.close()
+        if self._conn is not None:
+            with contextlib.suppress(OSError):
+                self._conn.close()
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def __enter__(self) -> str:
+        return self.address
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,45 @@
+"""A third-party ELM327 client (python-OBD) against the simulator over a real pseudo-terminal."""
+
+from __future__ import annotations
+
+import obd
+import pytest
+
+from firmware_sim import Simulator
+
+
+@pytest.fixture
+def conn(sim: Simulator, sim_pty: str):
+    c = obd.OBD(sim_pty, baudrate=38400, fast=False, timeout=2)
+    yield c
+    c.close()
+
+
+def test_python_obd_autodetects_protocol(conn: obd.OBD) -> None:
+    assert conn.status() == obd.OBDStatus.CAR_CONNECTED
+    assert conn.protocol_id() == "6"
+
+
+def test_python_obd_values_match_ground_truth(sim: Simulator, conn: obd.OBD) -> None:
+    sim.vehicle.hold(87.0)
+    sim.sync()
+    speed = conn.query(obd.commands.SPEED)
+    rpm = conn.query(obd.commands.RPM)
+    coolant = conn.query(obd.commands.COOLANT_TEMP)
+    st = sim.vehicle.state
+    assert speed.value.magnitude == 87
+    assert abs(rpm.value.magnitude - st.rpm) < 25
+    assert abs(coolant.value.magnitude - st.coolant_c) <= 1
+
+
+def test_python_obd_reads_vin_and_dtcs(sim: Simulator, conn: obd.OBD) -> None:
+    sim.vehicle.set_dtcs(["P0301", "P0420"])
+    # python-OBD 0.7.3 strips the characters 0, 1, 2, x and \\ from both ends of a VIN (a bug), so the
+    # default VIN neither starts nor ends with one of them.
+    vin = conn.query(obd.commands.VIN, force=True)
+    assert vin.value in ("JHMCM56557C404453", b"JHMCM56557C404453")
+    dtcs = conn.query(obd.commands.GET_DTC)
+    assert [code for code, _ in dtcs.value] == ["P0301", "P0420"]
+    status = conn.query(obd.commands.STATUS)
+    assert status.value.MIL is True
+    assert status.value.DTC_count == 2
