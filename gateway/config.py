@@ -154,11 +154,17 @@ class StoreConfig:
     max_mb: float = 256.0
     commit_interval_s: float = 1.0
     batch_samples: int = 500
+    # pages of many group commits reach the main file once per checkpoint (SD-card wear)
+    checkpoint_interval_s: float = 60.0
+    # rejections (4xx other than auth and rate limits) of one record before it is dead-lettered
+    dead_letter_after: int = 3
 
     def validate(self) -> None:
         _positive("store", "max_mb", self.max_mb)
         _positive("store", "commit_interval_s", self.commit_interval_s)
         _positive("store", "batch_samples", self.batch_samples)
+        _positive("store", "checkpoint_interval_s", self.checkpoint_interval_s)
+        _positive("store", "dead_letter_after", self.dead_letter_after)
 
 
 @dataclass(frozen=True, slots=True)
