@@ -37,10 +37,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy gateway
 
+# Verifies a copy whose ExecStart points at a stub when /usr/local/bin/obd-gateway is not installed.
 verify-systemd:
-	@if command -v systemd-analyze >/dev/null 2>&1; then \
-		systemd-analyze verify --man=no systemd/obd-gateway.service && echo "systemd-analyze verify: clean"; \
-	else echo "systemd-analyze not found: skipping unit verification"; fi
+	@sh systemd/verify.sh
 
 pytest-native: $(STAMP) mosquitto
 	OBD_GATEWAY_PURE=0 $(BIN)/python -c "from gateway.obd import PARSER_BUILD as b; assert b == 'native', b"
