@@ -1,0 +1,252 @@
+"""What to ask the car next: a pure scheduling policy, and the thin loop that drives it.
+
+The policy (:class:`SchedulerPolicy`) has no I/O and takes the time as an argument, so every rule is
+tested with plain numbers:
+
+* every PID has a target rate (Hz; ``math.inf`` = as fast as the link allows) and a priority;
+* a PID is *due* once ``elapsed × target_hz ≥ 1``; its *urgency* is ``elapsed × target_hz × 2**priority``;
+* the most urgent due PID picks the ECU; up to six due PIDs of that ECU (most urgent first) share one
+  mode 01 request where the ECU takes multi-PID requests, else one PID per request; PIDs nearly due
+  (urgency ≥ :attr:`SchedulerPolicy.piggyback`) fill free places, because an extra PID in a request
+  costs a few bytes while a request costs a whole ECU round trip;
+* when the link cannot carry the demand, urgency keeps growing for every PID that waits, so each keeps
+  a share proportional to ``target × 2**priority`` (higher priority first, nothing starves);
+* ``NO DATA`` streaks back a PID off exponentially; an answer resets the streak;
+* a PID that no consumer asked for within ``idle_unrequested_s`` is not polled (``always`` PIDs —
+  the daemon's configured set — count as asked for all the time), as the reference adapter does;
+* the achieved rate per PID is measured over a sliding window.
+
+On-demand requests do not pass through the policy: the loop serves them before asking for a batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+MAX_PIDS_PER_REQUEST = 6
+FAST_HZ = 1000.0
+DUE = 1.0 - 1e-6  # float rounding must not keep a PID a hair short of due  # what "as fast as possible" means inside the urgency arithmetic
+
+
+@dataclass
+class PidEntry:
+    """The scheduling state of one PID on one ECU."""
+
+    pid: int
+    ecu: int
+    target_hz: float
+    priority: int = 0
+    always: bool = True
+    name: str = ""
+    supported: bool = True
+    last_polled: float = -math.inf
+    last_requested: float = -math.inf
+    nodata_streak: int = 0
+    backoff_until: float = -math.inf
+    values: int = 0
+    nodata: int = 0
+    answered_at: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+
+    @property
+    def rate(self) -> float:
+        """The target rate used in the arithmetic (∞ is capped to a large finite number)."""
+        return FAST_HZ if math.isinf(self.target_hz) else self.target_hz
+
+    def weight(self) -> float:
+        """``2 ** priority``, priority clamped to ±8."""
+        return float(2.0 ** max(-8, min(8, self.priority)))
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One mode 01 request the loop should send: PIDs of one ECU."""
+
+    ecu: int
+    pids: tuple[int, ...]
+
+
+class SchedulerPolicy:
+    """Pure scheduling policy; every method takes ``now`` (seconds, monotonic)."""
+
+    def __init__(
+        self,
+        *,
+        idle_unrequested_s: float = 60.0,
+        window_s: float = 10.0,
+        nodata_threshold: int = 3,
+        backoff_base_s: float = 1.0,
+        backoff_max_s: float = 60.0,
+        piggyback: float = 0.7,
+        max_pids: int = MAX_PIDS_PER_REQUEST,
+    ) -> None:
+        self.idle_unrequested_s = idle_unrequested_s
+        self.window_s = window_s
+        self.nodata_threshold = nodata_threshold
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.piggyback = piggyback
+        self.max_pids = max_pids
+        self.entries: dict[tuple[int, int], PidEntry] = {}
+        self.multi_pid: dict[int, bool] = {}
+        self.started: float | None = None
+
+    # -- plan -------------------------------------------------------------------------------------
+    def set_pid(
+        self,
+        pid: int,
+        ecu: int,
+        target_hz: float,
+        *,
+        priority: int = 0,
+        always: bool = True,
+        name: str = "",
+        supported: bool = True,
+    ) -> PidEntry:
+        """Add or update a PID; its history (last poll, achieved rate) is kept across updates."""
+        if target_hz <= 0:
+            raise ValueError(f"target rate of PID {pid:02X} must be positive")
+        entry = self.entries.get((ecu, pid))
+        if entry is None:
+            entry = PidEntry(pid, ecu, target_hz, priority, always, name, supported)
+            self.entries[(ecu, pid)] = entry
+        else:
+            entry.target_hz, entry.priority, entry.always = target_hz, priority, always
+            entry.supported = supported
+            entry.name = name or entry.name
+        return entry
+
+    def remove(self, pid: int, ecu: int) -> None:
+        """Stop scheduling a PID."""
+        self.entries.pop((ecu, pid), None)
+
+    def set_multi_pid(self, ecu: int, ok: bool) -> None:
+        """Whether ``ecu`` answers multi-PID requests (per-ECU fallback to single PIDs)."""
+        self.multi_pid[ecu] = ok
+
+    def note_interest(self, pid: int, now: float, ecu: int | None = None) -> None:
+        """A consumer asked for ``pid``: keep (or start) polling it."""
+        for (e, p), entry in self.entries.items():
+            if p == pid and (ecu is None or e == ecu):
+                entry.last_requested = now
+
+    # -- choosing ---------------------------------------------------------------------------------
+    def active(self, entry: PidEntry, now: float) -> bool:
+        """Whether ``entry`` is polled at all right now."""
+        if not entry.supported or now < entry.backoff_until:
+            return False
+        return entry.always or now - entry.last_requested < self.idle_unrequested_s
+
+    def urgency(self, entry: PidEntry, now: float) -> float:
+        """How overdue ``entry`` is, in periods, weighted by priority (≥ 1 × weight means due)."""
+        elapsed = now - entry.last_polled
+        if math.isinf(elapsed):
+            return math.inf
+        return elapsed * entry.rate * entry.weight()
+
+    def _due_ratio(self, entry: PidEntry, now: float) -> float:
+        elapsed = now - entry.last_polled
+        return math.inf if math.isinf(elapsed) else elapsed * entry.rate
+
+    def next_batch(self, now: float) -> Batch | None:
+        """The next request to send, or None when nothing is due."""
+        if self.started is None:
+            self.started = now
+        due = [e for e in self.entries.values() if self.active(e, now) and self._due_ratio(e, now) >= DUE]
+        if not due:
+            return None
+        due.sort(key=lambda e: (-self.urgency(e, now), -e.priority, e.pid))
+        ecu = due[0].ecu
+        limit = self.max_pids if self.multi_pid.get(ecu, False) else 1
+        chosen = [e for e in due if e.ecu == ecu][:limit]
+        if len(chosen) < limit:
+            extra = [
+                e
+                for e in self.entries.values()
+                if e.ecu == ecu
+                and e not in chosen
+                and self.active(e, now)
+                and self.piggyback <= self._due_ratio(e, now) < DUE
+            ]
+            extra.sort(key=lambda e: -self._due_ratio(e, now))
+            chosen += extra[: limit - len(chosen)]
+        return Batch(ecu, tuple(e.pid for e in chosen))
+
+    def next_due_in(self, now: float) -> float:
+        """Seconds until some PID becomes due (0 if one is due now; ∞ if none is active)."""
+        best = math.inf
+        for e in self.entries.values():
+            if not e.supported:
+                continue
+            if now < e.backoff_until:
+                best = min(best, e.backoff_until - now)
+                continue
+            if not self.active(e, now):
+                continue
+            ratio = self._due_ratio(e, now)
+            best = min(best, 0.0 if ratio >= DUE else max(1e-4, (1.0 - ratio) / e.rate))
+        return best
+
+    # -- feedback ---------------------------------------------------------------------------------
+    def record(self, batch: Batch, now: float, answered: Iterable[int]) -> None:
+        """The answer to ``batch`` arrived: PIDs in ``answered`` had values, the others NO DATA."""
+        got = set(answered)
+        for pid in batch.pids:
+            entry = self.entries.get((batch.ecu, pid))
+            if entry is None:
+                continue
+            entry.last_polled = now
+            if pid in got:
+                entry.values += 1
+                entry.nodata_streak = 0
+                entry.answered_at.append(now)
+            else:
+                self._nodata(entry, now)
+
+    def record_failure(self, batch: Batch, now: float) -> None:
+        """The request failed as a whole (bus error, garbage): poll again soon, no backoff."""
+        for pid in batch.pids:
+            entry = self.entries.get((batch.ecu, pid))
+            if entry is not None:
+                entry.last_polled = now
+
+    def _nodata(self, entry: PidEntry, now: float) -> None:
+        entry.nodata += 1
+        entry.nodata_streak += 1
+        if entry.nodata_streak >= self.nodata_threshold:
+            steps = entry.nodata_streak - self.nodata_threshold
+            entry.backoff_until = now + min(self.backoff_max_s, self.backoff_base_s * 2.0**steps)
+
+    # -- reporting --------------------------------------------------------------------------------
+    def achieved_hz(self, entry: PidEntry, now: float) -> float:
+        """Values per second of ``entry`` over the sliding window."""
+        horizon = now - self.window_s
+        while entry.answered_at and entry.answered_at[0] < horizon:
+            entry.answered_at.popleft()
+        span = min(self.window_s, now - (self.started if self.started is not None else now))
+        if span <= 0:
+            return 0.0
+        return len(entry.answered_at) / span
+
+    def stats(self, now: float) -> list[dict[str, object]]:
+        """One row per PID: pid, name, ecu, supported, polled, target_hz, achieved_hz, priority, counts."""
+        rows: list[dict[str, object]] = []
+        for e in sorted(self.entries.values(), key=lambda e: (e.ecu, e.pid)):
+            rows.append(
+                {
+                    "pid": f"{e.pid:02X}",
+                    "name": e.name,
+                    "ecu": f"{e.ecu:X}",
+                    "supported": e.supported,
+                    "polled": self.active(e, now),
+                    "target_hz": None if math.isinf(e.target_hz) else e.target_hz,
+                    "achieved_hz": round(self.achieved_hz(e, now), 3),
+                    "priority": e.priority,
+                    "values": e.values,
+                    "nodata": e.nodata,
+                    "nodata_streak": e.nodata_streak,
+                }
+            )
+        return rows

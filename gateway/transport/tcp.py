@@ -1,0 +1,60 @@
+"""TCP transport (Wi-Fi adapters; 192.168.0.10:35000 is the usual address)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.errors import TransportError
+from gateway.transport.base import Transport
+
+DEFAULT_HOST = "192.168.0.10"
+DEFAULT_PORT = 35000
+
+
+class TcpTransport(Transport):
+    """A TCP connection to an adapter."""
+
+    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, connect_timeout_s: float = 5.0) -> None:
+        super().__init__()
+        self.host = host
+        self.port = port
+        self.connect_timeout_s = connect_timeout_s
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self.description = f"tcp:{host}:{port}"
+
+    async def _open(self) -> None:
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        except (OSError, TimeoutError) as exc:
+            raise TransportError(f"{self.description}: cannot connect: {exc or 'timed out'}") from exc
+
+    async def _close(self) -> None:
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is not None:
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except OSError:
+                pass  # the peer is already gone
+
+    async def _write(self, data: bytes) -> None:
+        if self._writer is None:
+            raise TransportError(f"{self.description}: not open")
+        try:
+            self._writer.write(data)
+            await self._writer.drain()
+        except OSError as exc:
+            raise TransportError(f"{self.description}: write failed: {exc}") from exc
+
+    async def _read_chunk(self) -> bytes:
+        if self._reader is None:
+            raise TransportError(f"{self.description}: not open")
+        try:
+            data = await self._reader.read(4096)
+        except OSError as exc:
+            raise TransportError(f"{self.description}: read failed: {exc}") from exc
+        if not data:
+            raise TransportError(f"{self.description}: connection closed by the adapter")
+        return data

@@ -1,0 +1,121 @@
+"""The scheduler policy with plain numbers for time."""
+
+import math
+
+from gateway.scheduler import Batch, SchedulerPolicy
+
+
+def drive(policy: SchedulerPolicy, seconds: float, request_s: float, answer_all: bool = True) -> int:
+    """Run the policy as a link that takes ``request_s`` per request; returns the number of requests."""
+    now, n = 0.0, 0
+    while now < seconds:
+        batch = policy.next_batch(now)
+        if batch is None:
+            now += min(policy.next_due_in(now), 0.01) or 0.001
+            continue
+        now += request_s
+        policy.record(batch, now, batch.pids if answer_all else ())
+        n += 1
+    return n
+
+
+def test_packs_up_to_six_pids_of_one_ecu_when_multi_pid_works() -> None:
+    p = SchedulerPolicy()
+    for pid in (0x0C, 0x0D, 0x05, 0x04, 0x10, 0x11, 0x2F):
+        p.set_pid(pid, 0x7E8, 5.0)
+    p.set_multi_pid(0x7E8, True)
+    batch = p.next_batch(0.0)
+    assert batch is not None and batch.ecu == 0x7E8 and len(batch.pids) == 6
+
+
+def test_single_pid_fallback_per_ecu() -> None:
+    p = SchedulerPolicy()
+    p.set_pid(0x0C, 0x7E8, 5.0)
+    p.set_pid(0x0D, 0x7E8, 5.0)
+    p.set_pid(0x0D, 0x7E9, 5.0)
+    p.set_multi_pid(0x7E8, True)
+    p.set_multi_pid(0x7E9, False)
+    seen = set()
+    for _ in range(2):
+        b = p.next_batch(0.0)
+        assert b is not None
+        seen.add(b)
+        p.record(b, 0.0, b.pids)
+    assert Batch(0x7E9, (0x0D,)) in seen
+    assert any(b.ecu == 0x7E8 and len(b.pids) == 2 for b in seen)
+    assert p.next_batch(0.0) is None  # everything polled at t=0: nothing due yet
+
+
+def test_rates_are_met_when_the_link_has_room() -> None:
+    p = SchedulerPolicy(piggyback=1.0)
+    p.set_pid(0x0C, 0x7E8, 5.0)
+    p.set_pid(0x2F, 0x7E8, 0.5)
+    drive(p, 20.0, 0.02)
+    rates = {r["pid"]: r["achieved_hz"] for r in p.stats(20.0)}
+    assert 4.5 <= rates["0C"] <= 5.1
+    assert 0.4 <= rates["2F"] <= 0.6
+
+
+def test_overload_degrades_fairly_and_nothing_starves() -> None:
+    p = SchedulerPolicy(piggyback=1.0)
+    # demand: 4 × 10 Hz single-PID requests = 40 requests/s on a link that carries 10
+    for pid in (0x0C, 0x0D, 0x05, 0x04):
+        p.set_pid(pid, 0x7E8, 10.0, priority=1 if pid == 0x0D else 0)
+    drive(p, 30.0, 0.1)
+    rates = {r["pid"]: r["achieved_hz"] for r in p.stats(30.0)}
+    assert all(r > 1.0 for r in rates.values()), rates  # every PID keeps a share
+    assert rates["0D"] > rates["0C"] * 1.5  # priority 1 weighs twice
+    assert abs(rates["0C"] - rates["05"]) < 0.5  # equal PIDs share equally
+    assert sum(rates.values()) <= 10.5
+
+
+def test_nodata_streak_backs_off_and_answer_resets() -> None:
+    p = SchedulerPolicy(nodata_threshold=3, backoff_base_s=2.0)
+    e = p.set_pid(0x0C, 0x7E8, 100.0)
+    now = 0.0
+    for _ in range(3):
+        b = p.next_batch(now)
+        assert b is not None
+        p.record(b, now, ())
+        now += 0.05
+    assert e.nodata_streak == 3
+    assert p.next_batch(now) is None  # backed off
+    assert 1.0 < p.next_due_in(now) <= 2.0
+    now = e.backoff_until
+    b = p.next_batch(now)
+    assert b is not None
+    p.record(b, now, b.pids)
+    assert e.nodata_streak == 0
+
+
+def test_unrequested_pids_stop_and_interest_restarts_them() -> None:
+    p = SchedulerPolicy(idle_unrequested_s=10.0)
+    p.set_pid(0x0C, 0x7E8, 1.0, always=True)
+    p.set_pid(0x5C, 0x7E8, 1.0, always=False)
+    p.note_interest(0x5C, 0.0)
+    assert set(p.next_batch(1.0).pids) == {0x0C}  # type: ignore[union-attr]
+    p.set_multi_pid(0x7E8, True)
+    assert set(p.next_batch(1.0).pids) == {0x0C, 0x5C}  # type: ignore[union-attr]
+    b = p.next_batch(20.0)
+    assert b is not None and b.pids == (0x0C,)  # 5C: nobody asked for 20 s
+    p.note_interest(0x5C, 20.0)
+    assert 0x5C in p.next_batch(20.0).pids  # type: ignore[union-attr]
+
+
+def test_as_fast_as_possible_round_robins_all_pids() -> None:
+    p = SchedulerPolicy()
+    pids = list(range(0x01, 0x0D))  # 12 PIDs, two full requests
+    for pid in pids:
+        p.set_pid(pid, 0x7E8, math.inf)
+    p.set_multi_pid(0x7E8, True)
+    n = drive(p, 1.0, 0.01)
+    counts = [e.values for e in p.entries.values()]
+    assert max(counts) - min(counts) <= 1
+    assert sum(counts) == 6 * n
+
+
+def test_unsupported_pids_are_not_polled_but_listed() -> None:
+    p = SchedulerPolicy()
+    p.set_pid(0x0C, 0x7E8, 1.0, supported=False)
+    assert p.next_batch(0.0) is None
+    assert p.stats(0.0)[0]["supported"] is False
