@@ -19,7 +19,9 @@ else:
 
     print("obd-gateway: building the native parser (gateway._native)", file=sys.stderr)
     ext_modules = cythonize(
-        [Extension("gateway._native", ["native/parser.pyx"], extra_compile_args=["-O2"])],
+        # -ffp-contract=off: no fused multiply-add (aarch64 would fuse by default), so the formulas
+        # round exactly as the pure-Python twin's do.
+        [Extension("gateway._native", ["native/parser.pyx"], extra_compile_args=["-O2", "-ffp-contract=off"])],
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
     )
 

@@ -55,6 +55,7 @@ Decoding
 
 from __future__ import annotations
 
+from binascii import a2b_hex as _a2b
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,6 +66,7 @@ from gateway.obd.types import ObdMessage, Reading, Value
 __all__ = ["ObdMessage", "ParseError", "Reading", "decode", "decode_can", "decode_many", "parse"]
 
 _HEX = b"0123456789ABCDEFabcdef"
+_new = tuple.__new__  # Reading(...) without the generated __new__'s Python frame
 _SPACE_NUL = b" \x00\t"
 _PID_SERVICES = frozenset((0x01, 0x02, 0x05, 0x06, 0x08, 0x09))
 
@@ -85,7 +87,7 @@ def _flatten() -> list[tuple[int, tuple[Any, ...]] | None]:
                 f.shift,
                 f.mask,
                 f.avail,
-                f.invalid,
+                f.invalid if f.invalid >= 0 else None,
                 f.name,
                 f.unit,
                 dict(f.enum),
@@ -117,23 +119,28 @@ def _as_bytes(block: object) -> bytes:
 
 # --- lines → raw messages -----------------------------------------------------------------------
 def _data_lines(block: bytes) -> list[bytes]:
-    """The block's data lines (spaces removed, upper-case), the echo and non-data lines dropped."""
+    """The block's data lines (spaces removed), the echo and non-data lines dropped."""
     out: list[bytes] = []
     first = True
-    for raw in block.replace(b"\n", b"\r").split(b"\r"):
-        line = raw.translate(None, _SPACE_NUL).lstrip(b">")
+    text = block.translate(None, _SPACE_NUL)
+    if b"\n" in text:
+        text = text.replace(b"\n", b"\r")
+    for raw in text.split(b"\r"):
+        if not raw:
+            continue
+        line = raw.lstrip(b">") if raw[0] == 0x3E else raw  # ">": the prompt
         if not line:
             continue
         if b"<" in line:  # "41 0D 32 <DATA ERROR": the adapter itself rejected this line
             first = False
             continue
-        colon = line.find(b":")
-        body = line[2:] if colon == 1 and line[0] in _HEX else line
-        if not body or body.translate(None, _HEX):
-            first = False  # not data (status text, noise); a later hex line is no longer the echo
+        if line.translate(None, _HEX):
+            # not all hex: a numbered multi-frame line "N:hex", or not data (status text, noise)
+            first = False
+            if len(line) > 2 and line[1] == 0x3A and line[0] in _HEX and not line[2:].translate(None, _HEX):
+                out.append(line)
             continue
-        line = line.upper()
-        if first and colon < 0 and len(line) % 2 == 0 and len(line) <= 16 and 0x01 <= int(line[:2], 16) <= 0x0A:
+        if first and len(line) % 2 == 0 and len(line) <= 16 and 0x01 <= int(line[:2], 16) <= 0x0A:
             first = False  # the echo of the request
             continue
         first = False
@@ -144,7 +151,7 @@ def _data_lines(block: bytes) -> list[bytes]:
 def _unhex(text: bytes) -> bytes:
     if len(text) % 2:
         raise ParseError(f"odd number of hex digits in {text.decode('ascii')!r}")
-    return bytes.fromhex(text.decode("ascii"))
+    return _a2b(text)
 
 
 def _messages_headers_off(lines: list[bytes]) -> list[tuple[int, bytes]]:
@@ -285,19 +292,29 @@ def _raw_messages(block: object, headers: object, protocol: object) -> tuple[lis
         msgs = _messages_headers_off(lines)
     elif is_can:
         tp = _IsoTp()
+        msgs = tp.msgs
+        pending = tp.pending
         for line in lines:
             if b":" in line:
                 raise ParseError("numbered frame line while headers are on")
             width = 3 if len(line) % 2 else 8
             if len(line) < width + 2:
                 raise ParseError(f"CAN line too short: {line.decode('ascii')}")
-            tp.feed(int(line[:width], 16), _unhex(line[width:]))
-        msgs = tp.finish()
+            ecu = int(line[:width], 16)
+            data = _a2b(line[width:])
+            pci = data[0]
+            # the common case inline: a single frame while nothing is pending for this ECU
+            if 0 < pci < 0x10 and len(data) > pci and ecu not in pending:
+                msgs.append((ecu, data[1 : 1 + pci]))
+            else:
+                tp.feed(ecu, data)
+        tp.finish()
     else:
         if any(b":" in line for line in lines):
             raise ParseError("numbered frame line while headers are on")
         msgs = _messages_legacy(lines, protocol)  # type: ignore[arg-type]
-    msgs.sort(key=_first)
+    if len(msgs) > 1:
+        msgs.sort(key=_first)
     return msgs, is_can
 
 
@@ -377,7 +394,7 @@ def _pid_values(out: list[Reading], ecu: int, service: int, data: bytes) -> None
                 value = _dtc(data[p], data[p + 1])
             else:
                 value = data[p : p + length].hex().upper()
-            out.append(Reading(ecu, service, pid, name, value, unit))
+            out.append(_new(Reading, (ecu, service, pid, name, value, unit)))
         i += size
 
 
@@ -485,7 +502,12 @@ def decode(block: bytes, headers: bool = False, protocol: int = 6) -> list[Readi
 
 def decode_many(blocks: Sequence[bytes], headers: bool = False, protocol: int = 6) -> list[list[Reading]]:
     """``decode`` applied to each block."""
-    return [decode(block, headers, protocol) for block in blocks]
+    _check_protocol(protocol)
+    try:
+        it = iter(blocks)
+    except TypeError as exc:
+        raise ParseError(f"blocks must be a sequence of bytes, not {type(blocks).__name__}") from exc
+    return [decode(block, headers, protocol) for block in it]
 
 
 def decode_can(frames: Sequence[tuple[int, bytes]]) -> list[Reading]:
