@@ -11,11 +11,11 @@ One exchange (the host writes a command line, the chip answers and prints its pr
                   adaptive(latency)   with AT1 / AT2 (see :meth:`TimingModel.wait_after_last`)
     t_prompt  = bytes of the closing blank line and ``>`` at the baud rate
 
-    total = t_in + t_last_answer + max(t_out, t_wait) + t_prompt
+    total = t_in + max(t_latency + t_out, t_latency + t_wait) + t_prompt      (one answering ECU, echo off)
 
-where ``t_last_answer`` is the latency of the slowest ECU that answers. The serial output of the answer
-lines overlaps the wait (the UART drains while the chip listens), which is why the two are combined with
-``max``; the prompt can only follow both. With 8N1 framing every byte costs 10 bits.
+The serial output of the answer lines overlaps the wait (the UART drains while the chip listens), which
+is why the two are combined with ``max``; the prompt can only follow both. With 8N1 framing every byte
+costs 10 bits. NO DATA costs the full ST time-out (adaptive timing never shortens a silent bus).
 
 Defaults (documented in docs/simulator.md): 38400 baud, 15 ms ECU latency on CAN (±2 ms jitter in the
 simulator, not in the model), 60 ms on legacy protocols, ST = 0x32 × 4.096 ms = 204.8 ms, adaptive
@@ -91,6 +91,7 @@ class TimingModel:
         bytes_in: int,
         bytes_out: int,
         *,
+        echo_bytes: int = 0,
         prompt_bytes: int = 2,
         answers: int = 1,
         count_satisfied: bool = False,
@@ -98,19 +99,26 @@ class TimingModel:
     ) -> float:
         """Expected seconds from the first command byte sent to the prompt received.
 
-        ``bytes_in`` is the command line with its CR; ``bytes_out`` everything the chip prints before the
-        closing blank line and prompt (echo included); ``prompt_bytes`` that closing part (``\\r>`` = 2,
-        ``\\r\\n>`` = 3). ``answers`` = 0 means nobody answered: the chip then waits the full ST time-out
-        before printing NO DATA (adaptive timing never shortens a silent bus).
+        ``bytes_in`` is the command line with its CR; ``echo_bytes`` the echo (0 with ATE0), sent as soon
+        as the CR is in; ``bytes_out`` the answer lines; ``prompt_bytes`` the closing part (``\\r>`` = 2,
+        ``\\r\\n>`` = 3). ``answers`` = 0 means nobody answered: the chip waits the full ST time-out
+        before printing NO DATA (``bytes_out`` is then that line). Formula::
+
+            start  = t_in + max(latency, t_echo)      answer lines leave once they exist and the UART is free
+            ready  = t_in + latency + wait            wait = 0 when the count digit is satisfied
+            total  = max(start + t_out, ready) + t_prompt
         """
         lat = self.ecu_latency if latency is None else latency
         t_in = serial_time(bytes_in, self.baud)
+        t_echo = serial_time(echo_bytes, self.baud)
         t_out = serial_time(bytes_out, self.baud)
         t_prompt = serial_time(prompt_bytes, self.baud)
         if answers == 0:
-            return t_in + max(t_out, self.st_timeout) + t_prompt
+            return max(t_in + t_echo, t_in + self.st_timeout) + t_out + t_prompt
         wait = 0.0 if count_satisfied else self.wait_after_last(lat)
-        return t_in + lat + max(t_out, wait) + t_prompt
+        start = t_in + max(lat, t_echo)
+        ready = t_in + lat + wait
+        return max(start + t_out, ready) + t_prompt
 
 
 def single_pid_round_trip(model: TimingModel | None = None, *, headers: bool = False, spaces: bool = True,
@@ -130,5 +138,5 @@ def single_pid_round_trip(model: TimingModel | None = None, *, headers: bool = F
     line = nbytes * 2 + (nbytes if spaces else 0)
     if headers:
         line += 3 + (1 if spaces else 0)
-    out = line + eol + ((cmd + eol) if echo else 0)
-    return m.exchange_duration(cmd + 1, out, prompt_bytes=eol + 1, answers=1, count_satisfied=count_digit)
+    return m.exchange_duration(cmd + 1, line + eol, echo_bytes=(cmd + eol) if echo else 0, prompt_bytes=eol + 1,
+                               answers=1, count_satisfied=count_digit)
