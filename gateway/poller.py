@@ -73,9 +73,11 @@ def _catalogue() -> Any:
 
 
 def default_rate(pid: int) -> float:
-    """The default refresh rate of mode 01 ``pid``: the catalogue's, else the reference table's."""
+    """The default refresh rate of mode 01 ``pid``: the catalogue's, else the reference table's.
+
+    PIDs the reference reads on demand only (no rate) get 1 Hz when configured for polling."""
     try:
-        rate = _catalogue().default_rate(pid)
+        rate = _catalogue().PIDS[pid].rate_hz
         if isinstance(rate, (int, float)) and rate > 0:
             return float(rate)
     except (ImportError, AttributeError, KeyError, LookupError, TypeError, ValueError):
@@ -86,8 +88,8 @@ def default_rate(pid: int) -> float:
 def pid_name(pid: int) -> str:
     """The catalogue's name of ``pid`` ('' when unknown)."""
     try:
-        name = _catalogue().name_of(pid)
-        return str(name) if name else ""
+        entry = _catalogue().PIDS[pid]
+        return str(entry.fields[0].name) if entry.fields else ""
     except (ImportError, AttributeError, KeyError, LookupError, TypeError, ValueError):
         return ""
 

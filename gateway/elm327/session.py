@@ -343,51 +343,34 @@ class Elm327Session:
         pending: set[int | None] = {None}
         while base <= 0xE0 and pending:
             try:
-                readings = await self._request([0x01, base], headers=True)
+                messages = await self._request_messages([0x01, base])
             except NoDataError:
                 break
             answered: set[int | None] = set()
-            for ecu, service, pid, payload in self._messages(readings):
-                if service != 0x01 or pid != base or len(payload) < 4:
+            for msg in messages:
+                if msg.service != 0x01 or msg.pid != base or len(msg.payload) < 4:
                     continue
-                bits = int.from_bytes(payload[:4], "big")
+                bits = int.from_bytes(msg.payload[:4], "big")
                 pids = {base + i + 1 for i in range(32) if bits & (1 << (31 - i))}
-                supported.setdefault(ecu, set()).update(pids)
+                supported.setdefault(msg.ecu, set()).update(pids)
                 if base + 0x20 in pids:
-                    answered.add(ecu)
+                    answered.add(msg.ecu)
             pending = answered
             base += 0x20
         self.info.supported = supported
         await self.set_headers(False)
         return supported
 
-    def _messages(self, readings: Sequence[Any]) -> list[tuple[int, int, int | None, bytes]]:
-        """(ecu, service, pid, payload) of supported-PID readings; payload is the raw bitmask."""
-        out = []
-        for r in readings:
-            raw = getattr(r, "raw", None)
-            value = r.value
-            if isinstance(raw, (bytes, bytearray)):
-                payload = bytes(raw)
-            elif isinstance(value, int):
-                payload = value.to_bytes(4, "big")
-            elif isinstance(value, (list, tuple, set, frozenset)):
-                bits = 0
-                base = r.pid or 0
-                for p in value:
-                    p_int = int(p, 16) if isinstance(p, str) else int(p)
-                    if base < p_int <= base + 32:
-                        bits |= 1 << (31 - (p_int - base - 1))
-                payload = bits.to_bytes(4, "big")
-            elif isinstance(value, str):
-                try:
-                    payload = bytes.fromhex(value)
-                except ValueError:
-                    continue
-            else:
-                continue
-            out.append((r.ecu, r.service, r.pid, payload))
-        return out
+    async def _request_messages(self, data: Sequence[int]) -> list[Any]:
+        """One OBD request with headers on, parsed to messages (ecu, service, pid, payload)."""
+        line = cmd.obd(data[0], data[1:])
+        answer = await self.exchange(line)
+        raise_for(answer)
+        self.requests += 1
+        if answer.kind is not Kind.DATA:
+            raise ParseError(f"expected data, got {answer.kind.value}: {answer.text[:40]!r}")
+        messages: list[Any] = _parser().parse(answer.data, headers=True, protocol=int(self.info.protocol or "6", 16))
+        return messages
 
     async def _probe_fast_paths(self) -> None:
         """Keep multi-PID, count suffix and pipelining only where a probe shows they work."""
@@ -397,6 +380,7 @@ class Elm327Session:
             if self.allow_multi_pid and self.info.is_can and len(usable) >= 2:
                 try:
                     readings = await self.read_pids(ecu, usable, multi=True, count=False)
+                    # every requested PID back, from this ECU, in one answer
                     ok = {r.pid for r in readings if r.service == 0x01} >= set(usable)
                 except (AdapterError, ParseError) as exc:
                     log.info("ECU %X does not take multi-PID requests: %s", ecu, exc)
@@ -533,14 +517,23 @@ class Elm327Session:
             return reading
         return reading._replace(ecu=ecu)
 
-    def pid_line(self, ecu: int, pids: Sequence[int], *, multi: bool = True, count: bool = True) -> list[bytes]:
-        """The request lines that read ``pids`` from ``ecu`` in the fastest form known to work."""
-        use_multi = multi and self.info.multi_pid.get(ecu, False)
-        groups = [list(pids[i : i + 6]) for i in range(0, len(pids), 6)] if use_multi else [[p] for p in pids]
-        return [cmd.mode01(g, count=1 if (count and self.info.count_suffix) else None) for g in groups]
+    def pid_lines(
+        self, ecu: int, pids: Sequence[int], *, multi: bool | None = None, count: bool = True
+    ) -> list[tuple[list[int], bytes]]:
+        """(PIDs, request line) pairs that read ``pids`` from ``ecu`` in the fastest form known to work.
+
+        ``multi``: None uses what the probe found for this ECU; True/False force the form.
+        """
+        use_multi = self.info.multi_pid.get(ecu, False) if multi is None else multi
+        if use_multi:
+            groups = [list(pids[i : i + cmd.MAX_PIDS_PER_REQUEST]) for i in range(0, len(pids), 6)]
+        else:
+            groups = [[p] for p in pids]
+        n = 1 if (count and self.info.count_suffix) else None
+        return [(g, cmd.mode01(g, count=n)) for g in groups]
 
     async def read_pids(
-        self, ecu: int, pids: Sequence[int], *, multi: bool = True, count: bool = True
+        self, ecu: int, pids: Sequence[int], *, multi: bool | None = None, count: bool = True
     ) -> list[Any]:
         """Read mode 01 ``pids`` from ``ecu``: one multi-PID request where it works, else one each.
 
@@ -548,25 +541,24 @@ class Elm327Session:
         absent from the result (the scheduler counts them as NO DATA).
         """
         await self._select_ecu(ecu)
-        lines = self.pid_line(ecu, pids, multi=multi, count=count)
-        if len(lines) < len(pids):
-            groups = [list(pids[i : i + 6]) for i in range(0, len(pids), 6)]
-        else:
-            groups = [[p] for p in pids]
+        plan = self.pid_lines(ecu, pids, multi=multi, count=count)
+        groups = [g for g, _ in plan]
+        lines = [line for _, line in plan]
         if len(lines) > 1 and self.info.pipelining:
             async with self._lock:
                 answers = await self._exchange_many(lines)
         else:
             answers = [await self.exchange(line) for line in lines]
         out: list[Any] = []
-        nodata = 0
         first_error: GatewayError | None = None
         for group, answer in zip(groups, answers, strict=True):
             self.requests += 1
             try:
                 out += self._decode_answer(answer, group, ecu)
             except NoDataError:
-                nodata += 1
+                pass  # a NO DATA group: its PIDs are absent from the result
+            except AdapterReset:
+                raise  # the settings are gone: the caller must initialise again
             except (AdapterError, ParseError) as exc:
                 first_error = first_error or exc
         if first_error is not None and not out:
@@ -581,7 +573,7 @@ class Elm327Session:
         One result per batch: its readings, or the error for that batch.
         """
         await self._select_ecu(ecu)
-        lines = [self.pid_line(ecu, list(b))[0] for b in batches]
+        lines = [self.pid_lines(ecu, list(b), multi=len(b) > 1)[0][1] for b in batches]
         async with self._lock:
             answers = await self._exchange_many(lines)
         out: list[list[Any] | GatewayError] = []

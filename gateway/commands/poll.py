@@ -1,0 +1,180 @@
+"""``obd-gateway poll``: connect to an adapter, poll PIDs as fast as the scheduler can, report rates.
+
+A user's first check of a new adapter::
+
+    obd-gateway poll --port /dev/ttyUSB0 --pids 0C,0D,05,04,10,11 --duration 10 [--json]
+
+prints the protocol, the achieved values per second in total and per PID, requests per second,
+the last value of each PID, and the errors met. ``--json`` prints one JSON object with
+``values_per_s``, ``requests_per_s``, ``protocol``, ``per_pid`` (PID → values/s) and ``last``
+(PID → last value), plus ``errors``, ``elm_version``, ``baud`` and ``duration_s``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from gateway import config
+from gateway.errors import ConfigError
+from gateway.model import LinkState, Sample
+
+DEFAULT_PIDS = "0C,0D,05,04,10,11"
+
+
+def register(sub: Any) -> None:
+    """Add the ``poll`` subcommand."""
+    p = sub.add_parser(
+        "poll",
+        help="poll PIDs from an adapter as fast as possible and report the rates",
+        description="Connect to an adapter, initialise it, poll the PIDs as fast as the scheduler can "
+        "for the duration, and print the protocol, values/s in total and per PID, requests/s and errors.",
+    )
+    p.add_argument(
+        "--port",
+        required=True,
+        help="serial device (/dev/ttyUSB0), tcp:HOST:PORT, ble:NAME_OR_ADDRESS or can:INTERFACE:CHANNEL",
+    )
+    p.add_argument("--baud", type=int, default=38400, help="serial baud rate of the adapter (default 38400)")
+    p.add_argument(
+        "--fast-baud",
+        type=int,
+        default=0,
+        metavar="N",
+        help="switch the adapter to N baud with ATBRD after initialising (serial only; 0 = stay)",
+    )
+    p.add_argument("--protocol", default="auto", help="ELM327 protocol 1-C or auto (default)")
+    p.add_argument("--pids", default=DEFAULT_PIDS, help=f"mode 01 PIDs in hex, comma-separated ({DEFAULT_PIDS})")
+    p.add_argument("--duration", type=float, default=10.0, metavar="S", help="seconds of polling (default 10)")
+    p.add_argument("--no-multi-pid", action="store_true", help="one PID per request (for comparison)")
+    p.add_argument("--state-dir", metavar="DIR", help="remember the detected protocol in DIR")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=_handler)
+
+
+def _pids(text: str) -> list[str]:
+    pids = [p.strip().upper() for p in text.split(",") if p.strip()]
+    if not pids:
+        raise ConfigError("--pids: give at least one PID")
+    return pids
+
+
+def _handler(args: argparse.Namespace) -> int:
+    if args.duration <= 0:
+        raise ConfigError(f"--duration: must be greater than 0 (got {args.duration})")
+    adapter = config.AdapterConfig(
+        port=args.port, baud=args.baud, protocol=args.protocol, fast_baud=args.fast_baud
+    )
+    adapter.validate()
+    polling = dataclasses.replace(config.PollingConfig(), pids=_pids(args.pids), multi_pid=not args.no_multi_pid)
+    polling.validate()
+    state_dir = Path(args.state_dir) if args.state_dir else None
+    try:
+        report = asyncio.run(run_poll(adapter, polling, args.duration, state_dir))
+    except KeyboardInterrupt:
+        return 130
+    if args.json:
+        print(json.dumps(report))
+    else:
+        _print_text(report)
+    return 0 if report["values"] > 0 else 1
+
+
+async def run_poll(
+    adapter: config.AdapterConfig, polling: config.PollingConfig, duration_s: float, state_dir: Path | None = None
+) -> dict[str, Any]:
+    """Poll for ``duration_s`` seconds after the first value; return the report (see the module doc)."""
+    from gateway.poller import Poller
+
+    first: list[float] = []
+    first_requests: list[int] = []
+    counts: dict[str, int] = {}
+    last: dict[str, Any] = {}
+    link: list[LinkState] = []
+    poller: Poller | None = None
+    done = asyncio.Event()
+
+    async def publish(item: Any) -> None:
+        if isinstance(item, LinkState):
+            link.append(item)
+            return
+        if not isinstance(item, Sample) or item.pid is None:
+            return
+        if not first:
+            first.append(time.monotonic())
+            assert poller is not None and poller.session is not None
+            first_requests.append(poller.session.requests)
+        key = f"{item.pid:02X}"
+        if key not in last or item.name == _first_name(item.pid, item.name):
+            counts[key] = counts.get(key, 0) + 1
+            last[key] = item.value
+        if time.monotonic() - first[0] >= duration_s:
+            done.set()
+
+    poller = Poller(adapter, polling, publish=publish, state_dir=state_dir, as_fast_as_possible=True)
+    task = asyncio.create_task(poller.run(), name="poller")
+    # initialisation may take a protocol search (several seconds) plus a reconnect or two
+    budget = duration_s + max(30.0, adapter.timeout_s * 6)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(done.wait(), budget)
+    end = time.monotonic()
+    requests_now = poller.session.requests if poller.session is not None else 0
+    status = poller.status()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    window = (end - first[0]) if first else 0.0
+    values = sum(counts.values())
+    requests = requests_now - (first_requests[0] if first_requests else 0)
+    per_pid = {pid: round(n / window, 2) if window > 0 else 0.0 for pid, n in sorted(counts.items())}
+    info = status.get("adapter_info", {})
+    return {
+        "port": adapter.port,
+        "protocol": status.get("protocol", ""),
+        "elm_version": status.get("elm_version", ""),
+        "baud": info.get("baud"),
+        "duration_s": round(window, 3),
+        "values": values,
+        "values_per_s": round(values / window, 2) if window > 0 else 0.0,
+        "requests_per_s": round(requests / window, 2) if window > 0 else 0.0,
+        "per_pid": per_pid,
+        "last": {pid: _jsonable(v) for pid, v in sorted(last.items())},
+        "errors": status.get("errors", {}),
+        "connected": status.get("connected", False),
+    }
+
+
+def _first_name(pid: int, fallback: str) -> str:
+    from gateway.poller import pid_name
+
+    return pid_name(pid) or fallback
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, tuple):
+        return list(v)
+    return v
+
+
+def _print_text(r: dict[str, Any], out: Any = sys.stdout) -> None:
+    print(f"port:      {r['port']}", file=out)
+    print(f"protocol:  {r['protocol'] or '(none detected)'}", file=out)
+    if r["elm_version"]:
+        print(f"adapter:   ELM327 v{r['elm_version']}" + (f" at {r['baud']} baud" if r["baud"] else ""), file=out)
+    print(f"polled:    {r['duration_s']:.1f} s", file=out)
+    print(f"values/s:  {r['values_per_s']:.1f}", file=out)
+    print(f"requests/s: {r['requests_per_s']:.1f}", file=out)
+    for pid, rate in r["per_pid"].items():
+        print(f"  {pid}  {rate:8.1f}/s  last {r['last'].get(pid)}", file=out)
+    errors = {k: v for k, v in r["errors"].items() if v}
+    print("errors:    " + (", ".join(f"{k}={v}" for k, v in sorted(errors.items())) or "none"), file=out)
