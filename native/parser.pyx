@@ -11,6 +11,7 @@ is) and the value itself. The catalogue is ``gateway.obd.pids``, copied into C a
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport PyObject
+from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.stdlib cimport qsort
 from libc.string cimport memcpy
 
@@ -23,7 +24,10 @@ __all__ = ["ObdMessage", "ParseError", "Reading", "decode", "decode_can", "decod
 cdef extern from *:
     """
     /* A tuple-subclass instance (Reading, ObdMessage) filled in place, as CPython's own
-       tuple_subtype_new does: one allocation instead of an argument tuple plus a copy. */
+       tuple_subtype_new does: one allocation instead of an argument tuple plus a copy.
+       It holds only ints, floats, bools, str, bytes and tuples of those, so it can never be part
+       of a reference cycle: like CPython's _PyTuple_MaybeUntrack for plain tuples, it is taken off
+       the cyclic GC's lists, which would otherwise traverse every young Reading at each collection. */
     static PyObject* obdg_tuple6(PyObject* tp, PyObject* a, PyObject* b, PyObject* c,
                                  PyObject* d, PyObject* e, PyObject* f) {
         PyTypeObject* t = (PyTypeObject*)tp;
@@ -35,6 +39,7 @@ cdef extern from *:
         Py_INCREF(d); PyTuple_SET_ITEM(r, 3, d);
         Py_INCREF(e); PyTuple_SET_ITEM(r, 4, e);
         Py_INCREF(f); PyTuple_SET_ITEM(r, 5, f);
+        if (PyObject_GC_IsTracked(r)) PyObject_GC_UnTrack(r);
         return r;
     }
     static PyObject* obdg_tuple4(PyObject* tp, PyObject* a, PyObject* b, PyObject* c, PyObject* d) {
@@ -45,6 +50,7 @@ cdef extern from *:
         Py_INCREF(b); PyTuple_SET_ITEM(r, 1, b);
         Py_INCREF(c); PyTuple_SET_ITEM(r, 2, c);
         Py_INCREF(d); PyTuple_SET_ITEM(r, 3, d);
+        if (PyObject_GC_IsTracked(r)) PyObject_GC_UnTrack(r);
         return r;
     }
     """
@@ -143,14 +149,39 @@ cdef void _init_table() except *:
             nf += 1
 
 
+cdef enum:
+    M9_RAW = 0
+    M9_SUPPORT = 1
+    M9_COUNT = 2
+    M9_TEXT = 3
+    M9_TEXTS16 = 4
+    M9_HEX4 = 5
+    M9_COUNTERS = 6
+
+cdef int _M9HOW[256]
+cdef PyObject* _M9NAME[256]
+
+
+cdef void _init_mode09() except *:
+    cdef int k
+    hows = {"raw": M9_RAW, "support": M9_SUPPORT, "count": M9_COUNT, "text": M9_TEXT, "texts16": M9_TEXTS16,
+            "hex4": M9_HEX4, "counters": M9_COUNTERS}
+    for k in range(256):
+        _M9HOW[k] = M9_RAW
+        _M9NAME[k] = _keep("")
+    for pid, (name, how) in _pids.MODE09.items():
+        _M9HOW[pid] = hows[how]
+        _M9NAME[pid] = _keep(name)
+
+
 _init_table()
+_init_mode09()
 
 cdef object _S_DTCS_CLEARED = "dtcs_cleared"
 cdef object _S_NEG = "negative_response"
 cdef object _S_RAW = "raw"
 cdef object _S_EMPTY = ""
 cdef object _DTC_NAMES = {s: n for s, n in _pids.DTC_SERVICES.items()}
-cdef object _MODE09 = dict(_pids.MODE09)
 cdef const char* _HEXDIGITS = b"0123456789ABCDEF"
 cdef const char* _PCBU = b"PCBU"
 
@@ -516,26 +547,49 @@ cdef inline object _dtc(int a, int b):
     buf[2] = _HEXDIGITS[(code >> 8) & 0xF]
     buf[3] = _HEXDIGITS[(code >> 4) & 0xF]
     buf[4] = _HEXDIGITS[code & 0xF]
-    return buf[:5].decode("ascii")
+    return PyUnicode_DecodeASCII(buf, 5, NULL)
 
 
 cdef object _hex(const unsigned char* d, Py_ssize_t n):
-    cdef bytearray out = bytearray(2 * n)
-    cdef unsigned char* o = out
+    cdef char sbuf[128]
+    cdef char* o = sbuf
     cdef Py_ssize_t k
-    for k in range(n):
-        o[2 * k] = _HEXDIGITS[d[k] >> 4]
-        o[2 * k + 1] = _HEXDIGITS[d[k] & 0xF]
-    return out.decode("ascii")
+    if n > 64:
+        o = <char*>PyMem_Malloc(2 * n)
+        if o == NULL:
+            raise MemoryError()
+    try:
+        for k in range(n):
+            o[2 * k] = _HEXDIGITS[d[k] >> 4]
+            o[2 * k + 1] = _HEXDIGITS[d[k] & 0xF]
+        return PyUnicode_DecodeASCII(o, 2 * n, NULL)
+    finally:
+        if o != sbuf:
+            PyMem_Free(o)
 
 
 cdef object _text(const unsigned char* d, Py_ssize_t n):
-    cdef bytearray out = bytearray()
-    cdef Py_ssize_t k
-    for k in range(n):
-        if 0x20 <= d[k] <= 0x7E:
-            out.append(d[k])
-    return out.decode("ascii").strip()
+    """Printable ASCII only, surrounding spaces stripped (VIN, calibration ids, ECU name)."""
+    cdef char sbuf[256]
+    cdef char* o = sbuf
+    cdef Py_ssize_t k, m = 0, a = 0
+    if n > 256:
+        o = <char*>PyMem_Malloc(n)
+        if o == NULL:
+            raise MemoryError()
+    try:
+        for k in range(n):
+            if 0x20 <= d[k] <= 0x7E:
+                o[m] = <char>d[k]
+                m += 1
+        while a < m and o[a] == 32:
+            a += 1
+        while m > a and o[m - 1] == 32:
+            m -= 1
+        return PyUnicode_DecodeASCII(o + a, m - a, NULL)
+    finally:
+        if o != sbuf:
+            PyMem_Free(o)
 
 
 cdef object _support(const unsigned char* d, int base):
@@ -620,34 +674,84 @@ cdef int _dtc_codes(list codes, const unsigned char* d, Py_ssize_t n, bint is_ca
     return 0
 
 
-cdef object _mode09(object ecu_o, int pid, bytes data):
-    """Service 09 value from the concatenated items (cold path: plain Python objects)."""
-    name, how = _MODE09.get(pid, ("", "raw"))
-    cdef const unsigned char* d = data
-    cdef Py_ssize_t n = len(data), k
-    if how == "support":
+cdef object _mode09(object ecu_o, int pid, const unsigned char* d, Py_ssize_t n):
+    """Service 09 value from the concatenated items."""
+    cdef int how = _M9HOW[pid]
+    cdef Py_ssize_t k
+    if how == M9_SUPPORT:
         if n < 4:
             raise ParseError("mode 09 PID 00 needs 4 bytes")
         value = _support(d, 0)
-    elif how == "count":
+    elif how == M9_COUNT:
         if n == 0:
             raise ParseError(f"mode 09 PID {pid:02X} without data")
         value = <object>_INTS[d[0]]
-    elif how == "text":
+    elif how == M9_TEXT:
         value = _text(d, n)
-    elif how == "texts16":
+    elif how == M9_TEXTS16:
         value = tuple([_text(d + k, min(16, n - k)) for k in range(0, n, 16)])
-    elif how == "hex4":
+    elif how == M9_HEX4:
         value = tuple([_hex(d + k, 4) for k in range(0, n - 3, 4)])
-    elif how == "counters":
+    elif how == M9_COUNTERS:
         value = tuple([(d[k] << 8) | d[k + 1] for k in range(0, n - 1, 2)])
     else:
         return obdg_tuple6(Reading, ecu_o, <object>_INTS[9], <object>_INTS[pid], "pid_%02X" % pid,
                            _hex(d, n), _S_EMPTY)
-    return obdg_tuple6(Reading, ecu_o, <object>_INTS[9], <object>_INTS[pid], name, value, _S_EMPTY)
+    return obdg_tuple6(Reading, ecu_o, <object>_INTS[9], <object>_INTS[pid], <object>_M9NAME[pid], value,
+                       _S_EMPTY)
+
+
+cdef Py_ssize_t _mode09_gather(Work* w, Py_ssize_t k0, Py_ssize_t k1, int pid, bint is_can) except -1:
+    """Concatenate the items of records k0..k1-1 (one ECU's answers to one service 09 PID) into
+    w.tmp, which the scan no longer needs; legacy answers are put in the order of their sequence byte."""
+    cdef int how = _M9HOW[pid]
+    cdef bint simple = how == M9_RAW or how == M9_SUPPORT or how == M9_COUNT
+    cdef Py_ssize_t g = k1 - k0, a, b, k, used = 0, cn, t
+    cdef Py_ssize_t sidx[64]
+    cdef Py_ssize_t* idx = sidx
+    cdef const unsigned char* c
+    if g > 64:
+        idx = <Py_ssize_t*>PyMem_Malloc(g * sizeof(Py_ssize_t))
+        if idx == NULL:
+            raise MemoryError()
+    try:
+        for a in range(g):
+            idx[a] = k0 + a
+        if not simple and not is_can:  # stable insertion sort by the sequence byte
+            for a in range(1, g):
+                t = idx[a]
+                b = a
+                while b > 0 and _m9seq(w, idx[b - 1]) > _m9seq(w, t):
+                    idx[b] = idx[b - 1]
+                    b -= 1
+                idx[b] = t
+        for a in range(g):
+            k = idx[a]
+            c = w.pool + w.recs[k].off + 2
+            cn = w.recs[k].n - 2
+            if not simple:  # drop the count byte (CAN) or the sequence byte (legacy)
+                if cn <= 0:
+                    continue
+                c += 1
+                cn -= 1
+            memcpy(w.tmp + used, c, cn)
+            used += cn
+        return used
+    finally:
+        if idx != sidx:
+            PyMem_Free(idx)
+
+
+cdef inline int _m9seq(Work* w, Py_ssize_t k):
+    return w.pool[w.recs[k].off + 2] if w.recs[k].n > 2 else 0
+
+
+cdef long long _ecu_val = -1
+cdef object _ecu_obj = None
 
 
 cdef list _decode_recs(Work* w, bint is_can):
+    global _ecu_val, _ecu_obj
     cdef list out = []
     cdef Py_ssize_t k = 0, nrec = w.nrec
     cdef const unsigned char* d
@@ -656,15 +760,19 @@ cdef list _decode_recs(Work* w, bint is_can):
     cdef long long ecu, last_ecu = -1
     cdef int s
     cdef object ecu_o = None
-    cdef list codes, chunks
+    cdef list codes
+    cdef Py_ssize_t k0, m9n
     while k < nrec:
         ecu = w.recs[k].ecu
         d = w.pool + w.recs[k].off
         n = w.recs[k].n
         k += 1
         if ecu != last_ecu:
-            ecu_o = ecu
             last_ecu = ecu
+            if ecu != _ecu_val:  # the same ECU answers block after block: keep its int object
+                _ecu_obj = ecu
+                _ecu_val = ecu
+            ecu_o = _ecu_obj
         if n == 0:
             raise ParseError("empty message")
         s = d[0]
@@ -683,14 +791,14 @@ cdef list _decode_recs(Work* w, bint is_can):
         elif s == 0x49:
             if n < 2:
                 raise ParseError("service 09 response without a PID")
-            chunks = [(<const char*>d)[2:n]]
+            k0 = k - 1
             while k < nrec and w.recs[k].ecu == ecu and w.recs[k].n >= 2:
                 d2 = w.pool + w.recs[k].off
                 if d2[0] != s or d2[1] != d[1]:
                     break
-                chunks.append((<const char*>d2)[2:w.recs[k].n])
                 k += 1
-            out.append(_mode09(ecu_o, d[1], _mode09_data(d[1], chunks, is_can)))
+            m9n = _mode09_gather(w, k0, k, d[1], is_can)
+            out.append(_mode09(ecu_o, d[1], w.tmp, m9n))
         elif s == 0x44:
             out.append(obdg_tuple6(Reading, ecu_o, <object>_INTS[4], None, _S_DTCS_CLEARED, True, _S_EMPTY))
         elif s == 0x7F:
@@ -704,19 +812,6 @@ cdef list _decode_recs(Work* w, bint is_can):
         else:
             raise ParseError(f"not a response: service byte {s:02X}")
     return out
-
-
-cdef bytes _mode09_data(int pid, list chunks, bint is_can):
-    how = _MODE09.get(pid, ("", "raw"))[1]
-    if how == "support" or how == "count" or how == "raw":
-        return b"".join(chunks)
-    if is_can:
-        return b"".join([c[1:] for c in chunks])
-    return b"".join([c[1:] for c in sorted(chunks, key=_seq)])
-
-
-def _seq(bytes chunk):
-    return chunk[0] if chunk else 0
 
 
 cdef object _message(object ecu_o, const unsigned char* d, Py_ssize_t n):

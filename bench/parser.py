@@ -1,0 +1,252 @@
+"""Parser benchmark: responses/s of the native build, the pure-Python twin and python-OBD, same run.
+
+The corpus is a seeded mix of what a poller sees: single-PID answers (headers off and on, spaces on
+and off), six-PID answers (multi-frame when longer than one CAN frame), 29-bit CAN, ISO 9141-2 with
+checksums, multi-frame VIN and DTC answers, and error lines (NO DATA, CAN ERROR, SEARCHING... before
+the data, STOPPED). Our builds decode each block with ``decode_many`` per session setting (headers,
+protocol), as the poller does.
+
+python-OBD is driven the way its own ``OBD.query`` drives it, minus the serial port: the adapter's
+bytes go through its ``ELM327.__read`` clean-up (NULs, prompt, UTF-8, line split), its protocol object
+(``obd.protocols``) turns lines into ``Message``s, and the ``OBDCommand`` decodes them (Pint units).
+python-OBD always runs with headers on, so it gets the headers-on rendering of the same answers; it has
+no multi-PID decoder, so a six-PID answer costs it the six single-PID answers that carry the same
+values. Responses/s counts the corpus' responses for all three.
+
+    python bench/parser.py [--n 3000] [--runs 7] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import json
+import logging
+import random
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+# One corpus entry: our block, headers, protocol, and python-OBD's equivalent (raw block, protocol key, commands)
+Entry = tuple[bytes, bool, int, list[tuple[bytes, str, list[Any]]]]
+
+SINGLE_PIDS = [0x04, 0x05, 0x0B, 0x0C, 0x0D, 0x0E, 0x0F, 0x10, 0x11, 0x1F, 0x2F, 0x31, 0x33, 0x42, 0x46, 0x5E]
+SIZES = {0x04: 1, 0x05: 1, 0x0B: 1, 0x0C: 2, 0x0D: 1, 0x0E: 1, 0x0F: 1, 0x10: 2, 0x11: 1, 0x1F: 2, 0x2F: 1,
+         0x31: 2, 0x33: 1, 0x42: 2, 0x46: 1, 0x5E: 2}
+
+
+def _hex(data: bytes, spaces: bool) -> str:
+    return " ".join(f"{b:02X}" for b in data) if spaces else data.hex().upper()
+
+
+def can_on(payload: bytes, ecu: int, spaces: bool, bits29: bool = False) -> list[str]:
+    """ELM327 lines for one message, headers on (PCI shown, frames padded to 8 bytes)."""
+    head = f"{ecu:08X}" if bits29 else f"{ecu:03X}"
+    if bits29 and spaces:
+        head = " ".join(head[i : i + 2] for i in range(0, 8, 2))
+    frames: list[bytes] = []
+    if len(payload) <= 7:
+        frames.append(bytes([len(payload)]) + payload)
+    else:
+        frames.append(bytes([0x10 | (len(payload) >> 8), len(payload) & 0xFF]) + payload[:6])
+        rest, seq = payload[6:], 1
+        while rest:
+            frames.append(bytes([0x20 | seq]) + rest[:7])
+            rest, seq = rest[7:], (seq + 1) & 0xF
+    sep = " " if spaces else ""
+    return [head + sep + _hex(f.ljust(8, b"\x00"), spaces) for f in frames]
+
+
+def can_off(payload: bytes, spaces: bool) -> list[str]:
+    """ELM327 lines for one message, headers off (byte count and numbered lines when multi-frame)."""
+    if len(payload) <= 7:
+        return [_hex(payload, spaces)]
+    lines = [f"{len(payload):03X}"]
+    chunks = [payload[:6]] + [payload[i : i + 7] for i in range(6, len(payload), 7)]
+    sep = " " if spaces else ""
+    lines += [f"{k & 0xF:X}:{sep}{_hex(c, spaces)}" for k, c in enumerate(chunks)]
+    return lines
+
+
+def iso9141(payload: bytes, spaces: bool) -> list[str]:
+    frame = bytes([0x48, 0x6B, 0x10]) + payload
+    return [_hex(frame + bytes([sum(frame) & 0xFF]), spaces)]
+
+
+def block(lines: list[str]) -> bytes:
+    return ("\r".join(lines) + "\r\r").encode()
+
+
+def build(n: int, seed: int = 1979) -> list[Entry]:
+    """The seeded mixed corpus."""
+    import obd  # python-OBD
+
+    rnd = random.Random(seed)
+    cmd = obd.commands
+    out: list[Entry] = []
+
+    def pid_answer(pid: int) -> bytes:
+        return bytes([pid]) + bytes(rnd.randrange(256) for _ in range(SIZES[pid]))
+
+    def obd_single(pid_data: bytes, key: str = "can11") -> tuple[bytes, str, list[Any]]:
+        payload = b"\x41" + pid_data
+        lines = iso9141(payload, True) if key == "iso9141" else can_on(payload, 0x7E8, True, key == "can29")
+        return block(lines), key, [cmd[1][pid_data[0]]]
+
+    for _ in range(n):
+        kind = rnd.random()
+        spaces = rnd.random() < 0.5
+        if kind < 0.40:  # one PID, headers off (the Automatic-style setting)
+            d = pid_answer(rnd.choice(SINGLE_PIDS))
+            out.append((block(can_off(b"\x41" + d, spaces)), False, 6, [obd_single(d)]))
+        elif kind < 0.55:  # one PID, headers on, 11-bit
+            d = pid_answer(rnd.choice(SINGLE_PIDS))
+            out.append((block(can_on(b"\x41" + d, 0x7E8, spaces)), True, 6, [obd_single(d)]))
+        elif kind < 0.70:  # six PIDs in one answer, headers off
+            ds = [pid_answer(p) for p in rnd.sample(SINGLE_PIDS, 6)]
+            out.append((block(can_off(b"\x41" + b"".join(ds), spaces)), False, 6, [obd_single(d) for d in ds]))
+        elif kind < 0.75:  # 29-bit
+            d = pid_answer(rnd.choice(SINGLE_PIDS))
+            out.append(
+                (block(can_on(b"\x41" + d, 0x18DAF110, spaces, True)), True, 7, [obd_single(d, "can29")])
+            )
+        elif kind < 0.80:  # ISO 9141-2 with checksum
+            d = pid_answer(rnd.choice(SINGLE_PIDS))
+            out.append((block(iso9141(b"\x41" + d, spaces)), True, 3, [obd_single(d, "iso9141")]))
+        elif kind < 0.85:  # VIN, multi-frame
+            vin = "".join(rnd.choice("ABCDEFGHJKLMNPRSTUVWXYZ0123456789") for _ in range(17)).encode()
+            payload = b"\x49\x02\x01" + vin
+            headers = rnd.random() < 0.5
+            lines = can_on(payload, 0x7E8, spaces) if headers else can_off(payload, spaces)
+            out.append((block(lines), headers, 6, [(block(can_on(payload, 0x7E8, True)), "can11", [cmd.VIN])]))
+        elif kind < 0.92:  # stored DTCs, one to five codes
+            codes = bytes(rnd.randrange(256) for _ in range(2 * rnd.randint(1, 5)))
+            payload = bytes([0x43, len(codes) // 2]) + codes
+            headers = rnd.random() < 0.5
+            lines = can_on(payload, 0x7E8, spaces) if headers else can_off(payload, spaces)
+            out.append(
+                (block(lines), headers, 6, [(block(can_on(payload, 0x7E8, True)), "can11", [cmd.GET_DTC])])
+            )
+        else:  # error lines and status noise
+            d = pid_answer(0x0D)
+            choice = rnd.randrange(4)
+            if choice == 0:
+                ours, theirs = ["NO DATA"], ["NO DATA"]
+            elif choice == 1:
+                ours, theirs = ["CAN ERROR"], ["CAN ERROR"]
+            elif choice == 2:
+                ours, theirs = ["SEARCHING...", *can_off(b"\x41" + d, spaces)], ["SEARCHING...", *can_on(b"\x41" + d, 0x7E8, True)]
+            else:
+                ours, theirs = ["STOPPED"], ["STOPPED"]
+            out.append((block(ours), False, 6, [(block(theirs), "can11", [cmd.SPEED])]))
+    return out
+
+
+def run_ours(mod: Any, groups: list[tuple[bool, int, list[bytes]]]) -> int:
+    count = 0
+    for headers, protocol, blocks in groups:
+        count += len(mod.decode_many(blocks, headers, protocol))
+    return count
+
+
+def python_obd_runner(corpus: list[Entry]) -> Callable[[], int]:
+    """python-OBD over the corpus: ELM327.__read's clean-up, protocol(lines), command(messages)."""
+    from obd.protocols import ISO_9141_2, ISO_15765_4_11bit_500k, ISO_15765_4_29bit_500k
+
+    logging.getLogger("obd").setLevel(logging.CRITICAL)
+    protocols = {
+        "can11": ISO_15765_4_11bit_500k(["7E8 06 41 00 BE 3F A8 13 00"]),
+        "can29": ISO_15765_4_29bit_500k(["18 DA F1 10 06 41 00 BE 3F A8 13 00"]),
+        "iso9141": ISO_9141_2(["48 6B 10 41 00 BE 3F A8 13 00"]),
+    }
+    work = [(raw, protocols[key], cmds) for *_, equivalents in corpus for raw, key, cmds in equivalents]
+    split = re.compile("[\r\n]")
+
+    def run() -> int:
+        count = 0
+        for raw, protocol, cmds in work:
+            buffer = re.sub(b"\x00", b"", raw)
+            if buffer.endswith(b">"):
+                buffer = buffer[:-1]
+            lines = [s.strip() for s in split.split(buffer.decode("utf-8", "ignore")) if s]
+            messages = protocol(lines)
+            for command in cmds:
+                if command(messages).value is not None:
+                    count += 1
+        return count
+
+    return run
+
+
+def timed(fn: Callable[[], int], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        gc.collect()  # each run starts from the same heap; the GC stays on while it runs
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=3000, help="responses in the corpus")
+    ap.add_argument("--runs", type=int, default=7, help="timed runs per implementation (the median is reported)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args(argv)
+
+    from gateway.obd import pyparser
+
+    try:
+        native: Any = importlib.import_module("gateway._native")
+    except ImportError:
+        native = None
+    corpus = build(args.n)
+    groups: dict[tuple[bool, int], list[bytes]] = {}
+    for blk, headers, protocol, _ in corpus:
+        groups.setdefault((headers, protocol), []).append(blk)
+    group_list = [(h, p, blocks) for (h, p), blocks in groups.items()]
+
+    if native is not None:  # the two builds must agree before their speed means anything
+        for h, p, blocks in group_list:
+            if native.decode_many(blocks, h, p) != pyparser.decode_many(blocks, h, p):
+                print("native and pure builds disagree on the corpus", file=sys.stderr)
+                return 1
+    obd_run = python_obd_runner(corpus)
+    obd_run()  # warm-up (imports, Pint registry)
+    # The corpus, the Pint unit registry and the modules are long-lived: keep them out of the GC's
+    # traversals, as a long-running daemon would, so that all three are timed on their own garbage.
+    gc.collect()
+    gc.freeze()
+    result: dict[str, Any] = {"responses": len(corpus), "runs": args.runs}
+    t_obd = timed(obd_run, max(3, args.runs // 2))
+    t_py = timed(lambda: run_ours(pyparser, group_list), args.runs)
+    result["python_obd_per_s"] = round(len(corpus) / t_obd)
+    result["python_per_s"] = round(len(corpus) / t_py)
+    result["python_vs_python_obd"] = round(t_obd / t_py, 2)
+    if native is not None:
+        t_nat = timed(lambda: run_ours(native, group_list), args.runs * 3)
+        result["native_per_s"] = round(len(corpus) / t_nat)
+        result["native_vs_python_obd"] = round(t_obd / t_nat, 1)
+        result["native_vs_python"] = round(t_py / t_nat, 1)
+    else:
+        result["native_per_s"] = None
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"corpus: {len(corpus)} responses, median of {args.runs} runs")
+        if native is not None:
+            print(f"native       {result['native_per_s']:>12,} responses/s   {result['native_vs_python_obd']:>7}x python-OBD")
+        else:
+            print("native       not installed")
+        print(f"pure twin    {result['python_per_s']:>12,} responses/s   {result['python_vs_python_obd']:>7}x python-OBD")
+        print(f"python-OBD   {result['python_obd_per_s']:>12,} responses/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
