@@ -15,14 +15,13 @@ and the running configuration kept.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import shlex
 import shutil
-import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -159,7 +158,6 @@ class Daemon:
         self.port_override = port_override
         self.bus = Bus()
         self.started_ms = int(time.time() * 1000)
-        self.stopping = asyncio.Event()
         self.poller: Any = None
         self.engine: Any = None
         self.store: Any = None
@@ -167,6 +165,9 @@ class Daemon:
         self.uplinks: dict[str, Any] = {}
         self.supervisor: Any = None
         self.notifier: Any = None
+        self.diag: Any = None
+        self.recent_trips: collections.deque[dict[str, Any]] = collections.deque(maxlen=50)
+        self._last_dtc_read = 0.0
 
     # -- construction -------------------------------------------------------------------------
     def state_dir(self) -> Path:
@@ -230,10 +231,29 @@ class Daemon:
             except TimeoutError:
                 outputs = self.engine.tick(int(time.time() * 1000))
             for out in outputs:
+                if isinstance(out, TripRecord):
+                    self.recent_trips.appendleft(out.to_dict())
                 await self.bus.publish(out)
             if self.engine.ignition_on != was_on:
                 was_on = self.engine.ignition_on
                 self.poller.set_plan("driving" if was_on else "parked")
+            if self.engine.dtc_read_wanted and self.poller.connected:
+                await self._feed_dtcs()
+
+    async def _feed_dtcs(self) -> None:
+        """The MIL came on: read the codes so the ``mil:on`` event can carry them."""
+        now = time.monotonic()
+        if now - self._last_dtc_read < 5.0:
+            return
+        self._last_dtc_read = now
+        try:
+            dtcs = await asyncio.wait_for(self.poller.read_dtcs(), 10)
+        except (GatewayError, TimeoutError) as exc:
+            log.warning("reading DTCs for mil:on failed: %s", exc)
+            return
+        sample = Sample(int(time.time() * 1000), "dtcs", tuple(dtcs.get("stored", ())))
+        for out in self.engine.feed(sample):
+            await self.bus.publish(out)
 
     async def store_loop(self, sub: Subscription) -> None:
         """Hand everything the bus carries to the store, in the groups it arrives in."""
@@ -241,57 +261,89 @@ class Daemon:
             items = [await sub.get(), *sub.get_nowait_all()]
             await self.store.append(items)
 
+    async def status_loop(self) -> None:
+        """STATUS= lines for systemd whenever the state changes (checked every 2 s)."""
+        last = ""
+        while True:
+            line = self.status_line()
+            if line != last:
+                self.notifier.status(line)
+                last = line
+            await asyncio.sleep(2.0)
+
+    def status_line(self) -> str:
+        """One line: adapter state, ignition, queue depth, component health."""
+        poll = self.poller.status()
+        adapter = "adapter connected" if poll.get("connected") else "adapter retrying"
+        ignition = "ignition on" if self.engine.ignition_on else "ignition off"
+        depth = self.store.stats().get("queue_depth", {}) if self.store else {}
+        queues = ", ".join(f"{k} queue {v}" for k, v in depth.items()) if isinstance(depth, dict) else ""
+        parts = [adapter, poll.get("protocol") or "", ignition, queues, self.supervisor.summary()]
+        return "; ".join(p for p in parts if p)
+
     # -- lifecycle ------------------------------------------------------------------------------
     async def run(self) -> int:
-        """Run until SIGTERM/SIGINT; returns the exit code."""
+        """Run until SIGTERM/SIGINT (or a fatal store failure); returns the exit code."""
+        from gateway.diag import DiagServer
+        from gateway.sdnotify import Notifier
+        from gateway.supervisor import Supervisor
+
         self.build()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        self.notifier = Notifier.from_env()
+        sup = self.supervisor = Supervisor()
+        sup.install_signal_handlers(reload=self.reload)
 
         store_sub = self.bus.subscribe("store", maxsize=20_000, lossless=True)
         detect_sub = self.bus.subscribe("detection", maxsize=5_000, lossless=True, kinds=(Sample, LinkState))
         await self.store.open()
-        tasks: dict[str, Callable[[], Awaitable[None]]] = {
-            "store": lambda: self.store_loop(store_sub),
-            "poller": self.poller.run,
-            "detection": lambda: self.detection_loop(detect_sub),
-        }
-        for name, uplink in self.uplinks.items():
-            from gateway.uplink.forwarder import Forwarder
+        self.diag = DiagServer(
+            DaemonStatus(self),
+            socket_path=self.cfg.diag.socket,
+            group=self.cfg.diag.group,
+            tcp_port=self.cfg.diag.tcp_port,
+            allow_clear_dtc=self.cfg.diag.allow_clear_dtc,
+            max_clients=self.cfg.diag.max_clients,
+        )
+        await self.diag.start()
+        sup.add("store", lambda: self.store_loop(store_sub), critical=True)
+        sup.add("poller", self.poller.run)
+        sup.add("detection", lambda: self.detection_loop(detect_sub))
+        from gateway.uplink.forwarder import Forwarder
 
+        for name, uplink in self.uplinks.items():
             fwd = Forwarder(self.store, uplink, name)
             self.forwarders[name] = fwd
-            tasks[f"uplink:{name}"] = fwd.run
+            sup.add(f"uplink:{name}", fwd.run)
+        sup.add("diag", self._diag_forever)
+        sup.add("watchdog", self.notifier.watchdog_loop)
+        sup.add("status", self.status_loop)
         if self.console:
             printer = ConsolePrinter(self.bus.subscribe("console", maxsize=1000))
-            tasks["console"] = printer.run
-        runner = asyncio.gather(*(self._keep_running(name, fn) for name, fn in tasks.items()))
+            sup.add("console", printer.run)
+        sup.start()
+        # The store is open and the adapter session is up or retrying: ready.
+        self.notifier.ready(status="started; adapter connecting")
         log.info("obd-gateway %s running (device %s)", __version__, self.cfg.device.id)
-        await self.stopping.wait()
-        log.info("stopping")
-        runner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await runner
+        reason = await sup.wait()
+        self.notifier.stopping(status=f"stopping: {reason}")
+        hung = await sup.stop(deadline_s=2.5)
+        if hung:
+            log.error("components did not stop in time: %s", ", ".join(hung))
         await self._drain(store_sub)
-        return 0
+        await self.diag.close()
+        for uplink in self.uplinks.values():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(uplink.close(), 0.5)
+        self.notifier.close()
+        return int(sup.exit_code)
 
-    async def _keep_running(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
-        backoff = 0.5
-        while True:
-            try:
-                await fn()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("component %s failed; restarting in %.1f s", name, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+    async def _diag_forever(self) -> None:
+        """The diagnostic server was started before READY; this component only keeps it open."""
+        await asyncio.Event().wait()
 
     async def _drain(self, store_sub: Subscription) -> None:
         """Store what is still queued, flush, close — bounded by the shutdown deadline."""
+
         async def finish() -> None:
             rest = store_sub.get_nowait_all()
             if rest:
@@ -300,22 +352,97 @@ class Daemon:
             await self.store.close()
 
         try:
-            await asyncio.wait_for(finish(), SHUTDOWN_DEADLINE_S)
+            await asyncio.wait_for(finish(), SHUTDOWN_DEADLINE_S - 2.5)
         except TimeoutError:
-            log.error("store flush did not finish within %.0f s", SHUTDOWN_DEADLINE_S)
+            log.error("store flush did not finish in time")
 
     def reload(self) -> None:
-        """SIGHUP: re-read the configuration; refuse an invalid one and keep running."""
-        if not self.config_path:
-            log.warning("SIGHUP: no configuration file to reload")
-            return
+        """SIGHUP: re-read the configuration; refuse an invalid one and keep running.
+
+        Values read at use (detection thresholds, polling rates of new plans, log level) take
+        effect; ports and paths take effect at the next start.
+        """
+        self.notifier.reloading()
         try:
-            new = config.load(self.config_path)
-        except ConfigError as exc:
-            log.error("SIGHUP: new configuration refused, keeping the running one: %s", exc)
-            return
-        self.cfg = new
-        log.info("SIGHUP: configuration reloaded from %s", self.config_path)
+            if not self.config_path:
+                log.warning("SIGHUP: no configuration file to reload")
+                return
+            try:
+                new = config.load(self.config_path)
+            except ConfigError as exc:
+                log.error("SIGHUP: new configuration refused, keeping the running one: %s", exc)
+                return
+            self.cfg = new
+            logging.getLogger().setLevel(new.log.level.upper())
+            log.info("SIGHUP: configuration reloaded from %s", self.config_path)
+        finally:
+            self.notifier.ready(status=self.status_line())
+
+
+class DaemonStatus:
+    """The read-only view the diagnostic server gets of the daemon (``gateway.diag.StatusSource``)."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+
+    def status(self) -> dict[str, Any]:
+        """Adapter, protocol, VIN, ignition, current trip, uplink queues, components, parser build."""
+        from gateway.obd import PARSER_BUILD
+
+        d = self.d
+        store = d.store.stats() if d.store is not None else {}
+        return {
+            "version": __version__,
+            "device": d.cfg.device.id,
+            "uptime_s": round(time.time() - d.started_ms / 1000, 1),
+            "parser": PARSER_BUILD,
+            "adapter": d.poller.status(),
+            "ignition": d.engine.ignition_on,
+            "current_trip": d.engine.current_trip_id,
+            "store": store,
+            "uplinks": {name: {"connected": bool(getattr(u, "connected", False))} for name, u in d.uplinks.items()},
+            "components": d.supervisor.status() if d.supervisor else {},
+            "bus_dropped": {s.name: s.dropped for s in d.bus._subs if s.dropped},
+        }
+
+    def values(self) -> list[dict[str, Any]]:
+        """The cache."""
+        return list(self.d.poller.cache.snapshot())
+
+    def pids(self) -> list[dict[str, Any]]:
+        """Per PID: supported, polled, target and achieved rates."""
+        return list(self.d.poller.pid_stats())
+
+    def trips(self, limit: int) -> list[dict[str, Any]]:
+        """Recent finished trips, newest first."""
+        return list(self.d.recent_trips)[:limit]
+
+    async def dtc(self) -> dict[str, Any]:
+        """Read trouble codes now."""
+        return dict(await self.d.poller.read_dtcs())
+
+    async def clear_dtc(self) -> dict[str, Any]:
+        """Clear trouble codes (the server checked the config switch and the confirmation)."""
+        await self.d.poller.clear_dtcs()
+        self.d.engine.note_user_cleared_dtcs()
+        return {"cleared": True}
+
+    async def query(self, pid: str) -> list[dict[str, Any]]:
+        """One PID on demand."""
+        samples = await self.d.poller.query(int(pid, 16))
+        return [
+            {"name": s.name, "value": s.value, "unit": s.unit, "pid": s.pid, "ecu": s.ecu, "ts_ms": s.ts_ms}
+            for s in samples
+        ]
+
+    def subscribe(self, name: str, maxsize: int, kinds: tuple[type, ...]) -> Subscription:
+        """A dropping (never blocking) feed of bus items."""
+        return self.d.bus.subscribe(name, maxsize=maxsize, kinds=kinds)
+
+    def restart(self, component: str) -> dict[str, Any]:
+        """Restart one supervised component as if it had crashed."""
+        self.d.supervisor.kill(component, "restart requested on the diagnostic socket")
+        return {"restarting": component}
 
 
 def main(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-Scalar = float | int | str | bool | None
+Scalar = float | int | str | bool | tuple[str, ...] | None
 
 
 @dataclass(frozen=True, slots=True)
