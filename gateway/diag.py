@@ -54,6 +54,7 @@ from gateway.secrets import redact, redact_text
 log = logging.getLogger("gateway.diag")
 
 MAX_LINE = 64 * 1024
+_DROP_REPORT_RETRY_S = 0.2
 PROTOCOL_VERSION = 1
 COMMANDS = (
     "ping",
@@ -70,6 +71,7 @@ COMMANDS = (
     "restart",
 )
 STREAM_KINDS = ("sample", "event", "trip", "link")
+_KIND_TYPES: dict[str, type] = {"sample": Sample, "event": Event, "trip": TripRecord, "link": LinkState}
 
 
 @runtime_checkable
@@ -122,8 +124,12 @@ class StatusSource(Protocol):
         """Ask the car for one mode 01 PID now (``"0C"``); the decoded values."""
         ...
 
-    def subscribe(self, name: str, maxsize: int) -> Feed:
-        """A new non-blocking feed of bus items (the daemon returns ``bus.subscribe(name, maxsize)``)."""
+    def subscribe(self, name: str, maxsize: int, kinds: tuple[type, ...]) -> Feed:
+        """A new non-blocking feed of bus items of these types.
+
+        The daemon returns ``bus.subscribe(name, maxsize=maxsize, kinds=kinds)`` (not lossless: a
+        full queue drops its oldest item and counts it in ``dropped``).
+        """
         ...
 
     def restart(self, component: str) -> dict[str, Any]:
@@ -248,14 +254,19 @@ class _Client:
     async def pump_feed(self, feed: Feed) -> None:
         """Copy bus items to this client's queue; report losses as ``dropped`` stream lines."""
         while True:
-            item = await feed.get()
-            wire = item_to_wire(item)
-            if wire is not None and wire[0] in self.kinds:
-                self.send_stream(*wire)
             lost = self.dropped + feed.dropped
             if lost != self.reported_dropped and not self.out.full():
                 self.reported_dropped = lost
                 self.send_stream("dropped", {"dropped": lost})
+            try:
+                # While a loss is unreported, look again soon even if the bus is quiet.
+                timeout = _DROP_REPORT_RETRY_S if lost != self.reported_dropped else None
+                item = await asyncio.wait_for(feed.get(), timeout)
+            except TimeoutError:
+                continue
+            wire = item_to_wire(item)
+            if wire is not None and wire[0] in self.kinds:
+                self.send_stream(*wire)
 
     def unsubscribe(self) -> bool:
         """Stop the subscription; True when there was one."""
@@ -476,6 +487,10 @@ class DiagServer:
                     await asyncio.wait_for(asyncio.shield(client.writer_task), 2.0)
         except (ConnectionError, OSError):
             pass
+        except asyncio.CancelledError:
+            # Only close() cancels these tasks. Python 3.11's start_unix_server callback calls
+            # task.exception() on the handler task, which raises for a cancelled task: end normally.
+            pass
         finally:
             client.closing = True
             client.unsubscribe()
@@ -573,10 +588,11 @@ class DiagServer:
         kinds = req.get("kinds", list(STREAM_KINDS))
         if not isinstance(kinds, list) or not kinds or any(k not in STREAM_KINDS for k in kinds):
             raise RequestError("bad_request", f"kinds must be a non-empty list drawn from {list(STREAM_KINDS)}")
+        client.unsubscribe()  # a second subscribe replaces the first (new kinds)
         client.kinds = frozenset(kinds)
-        if client.feed is None:
-            client.feed = self.source.subscribe(f"diag-client-{id(client):x}", self.queue_size)
-            client.pump = asyncio.create_task(client.pump_feed(client.feed))
+        types = tuple(_KIND_TYPES[k] for k in STREAM_KINDS if k in client.kinds)
+        client.feed = self.source.subscribe(f"diag-client-{id(client):x}", self.queue_size, types)
+        client.pump = asyncio.create_task(client.pump_feed(client.feed))
         return {"subscribed": sorted(client.kinds)}
 
     async def _unsubscribe(self, client: _Client, req: dict[str, Any]) -> Any:

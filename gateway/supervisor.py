@@ -58,6 +58,9 @@ FINISHED = "finished"
 FAILED = "failed"
 STOPPED = "stopped"
 
+# After the stop deadline, what is left gets this long to unwind once cancelled.
+_STOP_GRACE_S = 0.1
+
 
 class ComponentKilled(GatewayError):
     """Raised inside a component by :meth:`Supervisor.kill` (an operator or a test asked for it)."""
@@ -292,9 +295,15 @@ class Supervisor:
         return self.stop_reason or "stop requested"
 
     async def stop(self, deadline_s: float = 4.0) -> list[str]:
-        """Cancel every component in reverse start order within ``deadline_s``; return those that hung."""
+        """Cancel every component in reverse start order within ``deadline_s``; return those that hung.
+
+        Each component gets what is left of the deadline to finish (the store, started first, is
+        stopped last so that it can take what the others handed over). Once the deadline has passed,
+        the remaining ones are cancelled together and given a short grace to unwind.
+        """
         end = time.monotonic() + deadline_s
         hung: list[str] = []
+        pending: list[tuple[str, asyncio.Task[None]]] = []
         for name in reversed(list(self._components)):
             comp = self._components[name]
             task = comp.task
@@ -303,15 +312,29 @@ class Supervisor:
                     comp.state.state = STOPPED
                 continue
             task.cancel()
-            remaining = max(0.0, end - time.monotonic())
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                pending.append((name, task))
+                continue
             done, _ = await asyncio.wait({task}, timeout=remaining)
             if not done:
                 hung.append(name)
-                log.error("component %s did not stop within the deadline", name)
-            elif not task.cancelled() and task.exception() is not None:
-                log.error("component %s raised while stopping: %s", name, _describe(task.exception()))  # type: ignore[arg-type]
-            comp.state.state = STOPPED
+            self._log_stopped(name, task)
+        if pending:
+            done, _ = await asyncio.wait({t for _, t in pending}, timeout=_STOP_GRACE_S)
+            for name, task in pending:
+                if task not in done:
+                    hung.append(name)
+                self._log_stopped(name, task)
+        for name in hung:
+            log.error("component %s did not stop within the deadline", name)
         return hung
+
+    def _log_stopped(self, name: str, task: asyncio.Task[None]) -> None:
+        comp = self._components[name]
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.error("component %s raised while stopping: %s", name, _describe(task.exception()))  # type: ignore[arg-type]
+        comp.state.state = STOPPED
 
     # -- signals ---------------------------------------------------------------------------------
     def install_signal_handlers(self, reload: Callable[[], Any] | None = None) -> None:

@@ -305,8 +305,8 @@ def _ask(args: argparse.Namespace, cmd: str, **kw: Any) -> Any:
         return client.request(cmd, **kw)
 
 
-def _print_json(data: Any, out: TextIO = sys.stdout) -> None:
-    print(json.dumps(data, indent=2, default=str, ensure_ascii=False), file=out)
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
 
 
 def _answer(args: argparse.Namespace, cmd: str, **kw: Any) -> tuple[Any, int]:
