@@ -5,7 +5,7 @@ Stable contracts (other parts of the project rely on them; extend, don't break):
 Command line — ``obd-gateway-sim [--drive FILE|NAME] [--seed N] [--fast] [--tcp PORT] [--slcan]
 [--truth FILE] [--time-scale X] [--baud N] [--control PATH] [--protocol P]``
     Prints the port as the FIRST line of stdout and flushes: the pseudo-terminal's stable symlink path
-    (``/tmp/obd-sim-XXXX/elm327``; after ``close_port``/``reopen_port`` the same path points at the new
+    (``/tmp/obd-sim-XXXX/elm327``; ``close_port`` removes it, ``reopen_port`` makes the same path point at a new
     pty), ``tcp:127.0.0.1:PORT`` with ``--tcp``, or the SLCAN pty's symlink with ``--slcan``. Serves until
     SIGTERM/SIGINT, then exits 0. ``--truth FILE`` appends the ground truth as JSON lines; ``--control PATH``
     opens a Unix socket taking JSON-line commands (see :meth:`Simulator.command`), one JSON answer per line:
@@ -24,7 +24,7 @@ In-process — :class:`Simulator`::
     sim.faults.set("no_data", True)            # any fault of firmware_sim.faults.FAULTS, with rate=
     sim.vehicle.set_ignition(False); sim.vehicle.set_dtcs(["P0301"]); sim.vehicle.state.speed_kmh
     sim.truth.records / .samples() / .events("hard_brake")
-    sim.close_port(); sim.reopen_port()        # the adapter vanishes and comes back at the same path
+    sim.close_port(); sim.reopen_port()        # the adapter vanishes (path removed) and comes back there
     sim.advance(10.0)                          # 10 s of simulated driving at once
     sim.stop()
 

@@ -188,7 +188,7 @@ class CanResponder:
         while not self._stopping:
             try:
                 msg = self.bus.recv(timeout=0.1)
-            except Exception:  # noqa: BLE001 - a closed bus ends the thread, whatever python-can raises
+            except Exception:
                 return
             if msg is None or msg.is_remote_frame or msg.is_error_frame:
                 continue
@@ -256,9 +256,9 @@ class SlcanServer:
                 return b"\a"
             self.bitrate = SLCAN_BITRATES[cmd]
             return b"\r"
-        if c == "s" or c == "Y":
+        if c in {"s", "Y"}:
             return b"\r"
-        if cmd == "O" or cmd == "L":
+        if cmd in {"O", "L"}:
             self.open = True
             return b"\r"
         if cmd == "C":

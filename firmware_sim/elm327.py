@@ -266,7 +266,9 @@ class Elm327:
         if self.faults.strikes("noise"):
             c = reply.chunks[len(reply.chunks) // 2]
             pos = self.faults.randint(0, len(c.data))
-            junk = bytes(self.faults.randint(0x21, 0x7E) for _ in range(self.faults.randint(1, 4)))
+            # Printable garbage, but never the prompt character: framing by '>' must stay reliable.
+            junk = bytes(b if b != 0x3E else 0x3F for b in (self.faults.randint(0x21, 0x7E)
+                                                            for _ in range(self.faults.randint(1, 4))))
             c.data = c.data[:pos] + junk + c.data[pos:]
         rate = self.faults.rate("drop_bytes")
         if rate > 0:

@@ -12,7 +12,7 @@ Names:
     can_error          OBD requests answer ``CAN ERROR``
     buffer_full        OBD requests and ATMA answer ``BUFFER FULL``
     stopped            the chip stops as if interrupted: ``STOPPED``
-    noise              random printable garbage is inserted into the output (line noise)
+    noise              random printable garbage (never ">") is inserted into the output (line noise)
     drop_bytes         bytes of the output are lost (rate per byte)
     truncate           a reply is cut short: no prompt follows
     reset              a spontaneous reset: the ``ELM327 v1.5`` banner appears instead of the answer and

@@ -6,7 +6,7 @@ arrives before the prompt of an OBD request interrupts it (``STOPPED``), as on t
 that interrupted is swallowed and the rest is kept as the start of the next command.
 
 The pseudo-terminal is published under a stable symlink (``<tmpdir>/obd-sim-XXXX/elm327``): after
-:meth:`PtyServer.close_port` the symlink dangles (the adapter vanished, opening fails), and after
+:meth:`PtyServer.close_port` the symlink is gone (the adapter vanished, opening fails), and after
 :meth:`PtyServer.reopen_port` it points to a fresh pty, with the chip freshly powered up.
 """
 
@@ -245,7 +245,9 @@ class PtyServer:
 
     # ------------------------------------------------------------------ public API
     def close_port(self) -> None:
-        """The adapter vanishes: the pty is closed (the host sees EOF/EIO, the symlink dangles)."""
+        """The adapter vanishes: the pty is closed (the host sees EOF/EIO) and ``path`` disappears."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
         with self._lock:
             self._open_event.clear()
             master, slave = self._master, self._slave

@@ -134,7 +134,7 @@ class Simulator:
         return [s for s in self._servers if isinstance(s, PtyServer)]
 
     def close_port(self) -> None:
-        """The adapter vanishes: every served pty is closed (the symlink path stays, dangling)."""
+        """The adapter vanishes: every served pty is closed (its path disappears until reopen_port)."""
         for s in self._ptys():
             s.close_port()
 

@@ -43,3 +43,14 @@ def test_python_obd_reads_vin_and_dtcs(sim: Simulator, conn: obd.OBD) -> None:
     status = conn.query(obd.commands.STATUS)
     assert status.value.MIL is True
     assert status.value.DTC_count == 2
+
+
+def test_python_obd_over_tcp(sim: Simulator) -> None:
+    server = sim.serve_tcp(port=0)
+    c = obd.OBD(f"socket://127.0.0.1:{server.port}", baudrate=38400, fast=False, timeout=2)
+    try:
+        assert c.status() == obd.OBDStatus.CAR_CONNECTED
+        assert c.query(obd.commands.RPM).value.magnitude > 500
+    finally:
+        c.close()
+        server.stop()

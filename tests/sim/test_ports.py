@@ -1,0 +1,146 @@
+"""Serving on real ports: pty (STOPPED, vanishing adapter, ATMA, ATBRD) and TCP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+import serial
+
+from firmware_sim import Simulator
+from firmware_sim.timing import TimingModel
+from tests.sim.helpers import Terminal
+
+
+@pytest.fixture
+def real_time_sim() -> Iterator[Simulator]:
+    s = Simulator(seed=1, fast=False, timing=TimingModel(jitter=0.0))
+    s.advance(3)
+    yield s
+    s.stop()
+
+
+def test_input_while_answering_prints_stopped(real_time_sim: Simulator) -> None:
+    with real_time_sim.serve_pty() as path:
+        t = Terminal(path)
+        try:
+            t.cmd("ATE0")
+            t.cmd("ATSP6")
+            t.port.write(b"0100\r")
+            time.sleep(0.005)  # the chip is still listening for answers (ECU latency 15 ms + wait 40 ms)
+            t.port.write(b"X")
+            assert t.port.read_until(b">") .endswith(b"STOPPED\r\r>")
+            assert t.cmd("ATI") == b"ELM327 v1.5\r\r>"  # the interrupting byte was swallowed
+        finally:
+            t.close()
+
+
+def test_adapter_vanishes_and_comes_back_at_the_same_path(sim: Simulator) -> None:
+    server = sim.serve_pty()
+    path = server.path
+    t = Terminal(path, timeout=1)
+    t.cmd("ATE0")
+    first_device = server.device
+    sim.close_port()
+    assert not os.path.exists(path)  # the symlink dangles: opening fails like an unplugged USB adapter
+    with pytest.raises(serial.SerialException):
+        serial.Serial(path, 38400)
+    with pytest.raises(serial.SerialException):
+        t.port.write(b"ATI\r")
+        t.port.read(1)
+        t.port.read(1)
+    t.close()
+    sim.reopen_port()
+    assert os.path.islink(path) and os.path.exists(path)
+    assert os.readlink(path) == server.device
+    t2 = Terminal(path)
+    try:
+        assert t2.cmd("ATI") == b"ATI\rELM327 v1.5\r\r>"  # freshly powered: echo back on
+        assert first_device  # (the pty behind it may or may not be a new number)
+    finally:
+        t2.close()
+        server.stop()
+
+
+def test_monitor_all_streams_until_a_byte_arrives(sim: Simulator, sim_pty: str) -> None:
+    t = Terminal(sim_pty)
+    try:
+        t.cmd("ATE0")
+        t.cmd("ATH1")
+        t.cmd("ATSP6")
+        t.port.write(b"ATMA\r")
+        time.sleep(0.4)
+        t.port.write(b"\r")
+        out = t.port.read_until(b">")
+        lines = out.decode().split("\r")
+        assert any(ln.startswith("130 ") for ln in lines)
+        assert any(ln.startswith("1A0 ") for ln in lines)
+        assert out.endswith(b"STOPPED\r\r>")
+        assert t.cmd("ATI") == b"ELM327 v1.5\r\r>"
+    finally:
+        t.close()
+
+
+def test_monitor_overflows_at_a_slow_baud_rate() -> None:
+    sim = Simulator(seed=1, fast=False, baud=9600)
+    sim.advance(3)
+    try:
+        with sim.serve_pty() as path:
+            t = Terminal(path, timeout=5)
+            t.cmd("ATE0")
+            t.cmd("ATH1")
+            t.port.write(b"ATMA\r")
+            out = t.port.read_until(b">")
+            assert out.endswith(b"BUFFER FULL\r\r>")
+            t.close()
+    finally:
+        sim.stop()
+
+
+def test_brd_handshake_accepted_and_refused(real_time_sim: Simulator) -> None:
+    server = real_time_sim.serve_pty()
+    t = Terminal(server.path)
+    try:
+        t.cmd("ATE0")
+        t.port.write(b"ATBRD23\r")
+        assert t.port.read_until(b"\r") == b"OK\r"
+        assert t.port.read_until(b"\r") == b"ELM327 v1.5\r"
+        t.port.write(b"\r")
+        assert t.port.read_until(b">") == b"OK\r\r>"
+        assert server.elm.baud == 114286
+        t.port.write(b"ATBRD45\r")
+        assert t.port.read_until(b"\r") == b"OK\r"
+        assert t.port.read_until(b"\r") == b"ELM327 v1.5\r"
+        assert t.port.read_until(b">") == b"\r>"  # no CR from the host: back to the old rate
+        assert server.elm.baud == 114286
+    finally:
+        t.close()
+        server.stop()
+
+
+def test_tcp_adapter(sim: Simulator) -> None:
+    server = sim.serve_tcp(port=0)
+    try:
+        assert server.address == f"tcp:127.0.0.1:{server.port}"
+        with socket.create_connection(("127.0.0.1", server.port), timeout=3) as c:
+            c.sendall(b"ATE0\r")
+            buf = b""
+            while not buf.endswith(b">"):
+                buf += c.recv(100)
+            assert buf == b"ATE0\rOK\r\r>"
+            c.sendall(b"ATSP6\r010D\r")  # pipelined: the second line waits until the first is answered
+            buf = b""
+            while buf.count(b">") < 2:
+                buf += c.recv(100)
+            assert buf == b"OK\r\r>41 0D 00 \r41 0D 00 \r\r>"
+        with socket.create_connection(("127.0.0.1", server.port), timeout=3) as c:  # settings survive reconnects
+            c.sendall(b"ATI\r")
+            buf = b""
+            while not buf.endswith(b">"):
+                buf += c.recv(100)
+            assert buf == b"ELM327 v1.5\r\r>"
+    finally:
+        server.stop()
