@@ -25,7 +25,7 @@ sensors" byte) is set; ``invalid`` ≥ 0 means the value is omitted when the raw
 (the 0xFF "not used for trim" of the O2 sensor PIDs). ``lo``/``hi`` document the range.
 
 The native build (``native/parser.pyx``) imports this module at start-up and copies the table into
-C arrays, so there is exactly one source of truth. ``python -m gateway.obd.pids`` prints
+C arrays, so there is exactly one source of truth. ``markdown()`` renders
 ``docs/pids.md``.
 """
 
@@ -869,7 +869,8 @@ def markdown() -> str:
     out = [
         "# PID catalogue",
         "",
-        "Generated from `gateway/obd/pids.py` by `python -m gateway.obd.pids > docs/pids.md`; do not edit.",
+        "Generated from `gateway/obd/pids.py`; do not edit. Regenerate with",
+        "`python -c \"from gateway.obd.pids import markdown; print(markdown(), end='')\" > docs/pids.md`.",
         "Letters A, B, C … are the PID's data bytes; a multi-letter raw value (AB) is big-endian.",
         "“if A bit n” means the value is only reported when the ECU sets that support bit.",
         "",
@@ -893,6 +894,3 @@ def markdown() -> str:
     out += [f"| {s:02X} | `{name}` |" for s, name in DTC_SERVICES.items()]
     return "\n".join(out) + "\n"
 
-
-if __name__ == "__main__":
-    print(markdown(), end="")
