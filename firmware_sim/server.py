@@ -239,9 +239,10 @@ class PtyServer:
                 except OSError as exc:
                     raise _Gone from exc
 
-            session = _Session(self.elm, master, read=read, write=write, wake_fd=self._wake_r, stopping=
-                               lambda m=master: self._stopping or self._master != m)
-            session.run()
+            def stopping(m: int = master) -> bool:
+                return self._stopping or self._master != m
+
+            _Session(self.elm, master, read=read, write=write, wake_fd=self._wake_r, stopping=stopping).run()
 
     # ------------------------------------------------------------------ public API
     def close_port(self) -> None:
@@ -305,7 +306,7 @@ class TcpServer:
 
     def _run(self) -> None:
         while not self._stopping:
-            r, _, _ = select.select([self._sock, self._wake_r], [], [], None)
+            r, _, _ = select.select([self._sock.fileno(), self._wake_r], [], [], None)
             if self._wake_r in r or self._stopping:
                 return
             try:

@@ -51,7 +51,7 @@ def test_multi_frame_answer_honours_flow_control(sim: Simulator, vbus: can.BusAB
         payload = stack.recv(block=True, timeout=3)
     finally:
         stack.stop()
-    assert payload == b"\x49\x02\x01" + sim.vehicle.state.vin.encode()
+    assert bytes(payload or b"") == b"\x49\x02\x01" + sim.vehicle.state.vin.encode()
 
 
 def test_no_flow_control_no_consecutive_frames(vbus: can.BusABC) -> None:
@@ -90,7 +90,7 @@ def test_slcan_over_a_pty(sim: Simulator) -> None:
         stack.start()
         try:
             stack.send(b"\x09\x02")
-            assert stack.recv(block=True, timeout=3) == b"\x49\x02\x01" + sim.vehicle.state.vin.encode()
+            assert bytes(stack.recv(block=True, timeout=3) or b"") == b"\x49\x02\x01" + sim.vehicle.state.vin.encode()
         finally:
             stack.stop()
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import serial
 
@@ -10,7 +12,7 @@ from tests.sim.helpers import Terminal, chip, lines, say
 
 
 @pytest.fixture
-def term(sim_pty: str):
+def term(sim_pty: str) -> Iterator[Terminal]:
     t = Terminal(sim_pty, timeout=1)
     t.cmd("ATE0")
     t.cmd("ATSP6")

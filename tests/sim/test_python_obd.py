@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import obd
 import pytest
 
@@ -9,7 +11,7 @@ from firmware_sim import Simulator
 
 
 @pytest.fixture
-def conn(sim: Simulator, sim_pty: str):
+def conn(sim: Simulator, sim_pty: str) -> Iterator[obd.OBD]:
     c = obd.OBD(sim_pty, baudrate=38400, fast=False, timeout=2)
     yield c
     c.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from firmware_sim import Simulator
@@ -43,7 +45,7 @@ def test_exchange_duration_terms() -> None:
 
 
 @pytest.fixture
-def timed_sim():
+def timed_sim() -> Iterator[Simulator]:
     s = Simulator(seed=1, fast=False, clock="manual", timing=TimingModel(jitter=0.0))
     s.advance(3)
     yield s
