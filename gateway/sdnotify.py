@@ -38,6 +38,7 @@ class Notifier:
         self.watchdog_usec = watchdog_usec if watchdog_usec and watchdog_usec > 0 else None
         self._sock: socket.socket | None = None
         self._warned = False
+        self.dropped = 0  # messages not sent because the receiver's queue was full
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Notifier:
@@ -83,8 +84,15 @@ class Notifier:
         payload = "\n".join(lines).encode("utf-8")
         try:
             if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # Non-blocking: a datagram socket whose reader is behind (its queue holds only a
+                # few messages) would otherwise block the whole event loop in sendto().
+                self._sock = socket.socket(
+                    socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+                )
             self._sock.sendto(payload, self._target())
+        except BlockingIOError:
+            self.dropped += 1
+            return False
         except OSError as exc:
             # systemd gone or socket unusable: the daemon keeps working; say it once, not every ping.
             if not self._warned:

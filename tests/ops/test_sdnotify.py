@@ -107,3 +107,14 @@ async def test_watchdog_loop_pings_periodically(dgram: tuple[str, socket.socket]
 async def test_watchdog_loop_returns_when_disabled() -> None:
     await asyncio.wait_for(Notifier(None, watchdog_usec=100_000).watchdog_loop(), 1)
     await asyncio.wait_for(Notifier("/x").watchdog_loop(), 1)
+
+
+def test_a_reader_that_falls_behind_never_blocks_the_sender(dgram: tuple[str, socket.socket]) -> None:
+    path, sock = dgram
+    n = Notifier(path)
+    sent = sum(n.watchdog() for _ in range(5000))  # nobody reads: the queue fills, then we drop
+    assert n.dropped > 0
+    assert sent + n.dropped == 5000
+    sock.settimeout(0.5)
+    assert recv(sock) == "WATCHDOG=1"
+    n.close()
