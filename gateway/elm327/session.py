@@ -75,6 +75,11 @@ PROTOCOL_NAMES = {
 CAN_PROTOCOLS = frozenset("6789ABC")
 EXTENDED_PROTOCOLS = frozenset("79A")
 ENGINE_ECU = 0x7E8
+# AT commands whose answer is a text rather than OK
+_TEXT_COMMANDS = frozenset({b"ATI", b"ATRV", b"ATDPN", b"ATDP", b"STI", b"AT@1", b"ATZ", b"ATWS", b"ATLP"})
+INIT_ATTEMPTS = 4
+# the ST time-out (204.8 ms) bounds an answer's wait; a search in progress extends it (see _read_prompt)
+REQUEST_TIMEOUT_S = 0.6
 
 
 class ProtocolNotFound(BusError):
@@ -163,6 +168,10 @@ class Elm327Session:
         self._lock = asyncio.Lock()
         self.requests = 0
         self.errors: dict[str, int] = {}
+        # An OBD answer never takes longer than the ST time-out plus its bytes; a lost prompt
+        # (truncated output) must not stall polling for the whole adapter time-out.
+        self.request_timeout_s = min(timeout_s, REQUEST_TIMEOUT_S)
+        self._search_from = ""
 
     # -- low level --------------------------------------------------------------------------------
     async def exchange(self, line: bytes, wait_s: float | None = None) -> Answer:
@@ -172,12 +181,11 @@ class Elm327Session:
 
     async def _exchange(self, line: bytes, wait_s: float | None = None) -> Answer:
         t0 = time.monotonic()
+        if self.transport.discard_pending():
+            # bytes left from an earlier answer (a stray '>' in line noise): never read them as ours
+            self._count("stale_bytes")
         await self.transport.write(line)
-        try:
-            block = await self.transport.read_until(cmd.PROMPT, self.timeout_s if wait_s is None else wait_s)
-        except TransportTimeout:
-            self._count("timeout")
-            raise
+        block = await self._read_prompt(self.timeout_s if wait_s is None else wait_s)
         self._latency.append(time.monotonic() - t0)
         answer = classify(block[:-1], line)
         if answer.echo:
@@ -186,17 +194,28 @@ class Elm327Session:
             self._count("reset")
         return answer
 
+    async def _read_prompt(self, wait_s: float) -> bytes:
+        """Read to the prompt; a protocol search in progress extends the wait to the adapter time-out."""
+        try:
+            return await self.transport.read_until(cmd.PROMPT, wait_s)
+        except TransportTimeout:
+            pending = self.transport.peek().upper()
+            if wait_s < self.timeout_s and (b"SEARCHING" in pending or b"BUS INIT" in pending):
+                try:
+                    return await self.transport.read_until(cmd.PROMPT, self.timeout_s)
+                except TransportTimeout:
+                    pass
+            self._count("timeout")
+            raise
+
     async def _exchange_many(self, lines: Sequence[bytes], wait_s: float | None = None) -> list[Answer]:
         """Pipelined: every line written at once, then one answer per line, in order."""
         t0 = time.monotonic()
+        self.transport.discard_pending()
         await self.transport.write(b"".join(lines))
         out = []
         for line in lines:
-            try:
-                block = await self.transport.read_until(cmd.PROMPT, self.timeout_s if wait_s is None else wait_s)
-            except TransportTimeout:
-                self._count("timeout")
-                raise
+            block = await self._read_prompt(self.timeout_s if wait_s is None else wait_s)
             out.append(classify(block[:-1], line))
         self._latency.append((time.monotonic() - t0) / max(1, len(lines)))
         return out
@@ -205,15 +224,33 @@ class Elm327Session:
         self.errors[what] = self.errors.get(what, 0) + 1
 
     async def at(self, line: bytes, wait_s: float | None = None, *, required: bool = False) -> Answer:
-        """An AT command; a reset or STOPPED raises, ``?`` raises only when ``required``."""
-        answer = await self.exchange(line, wait_s)
-        if answer.kind is Kind.UNKNOWN_COMMAND:
-            if required:
-                raise UnsupportedCommand(f"the adapter does not know {line.decode().strip()}")
-            log.debug("adapter lacks %s", line.decode().strip())
+        """An AT command; a reset or STOPPED raises, ``?`` raises only when ``required``.
+
+        A lost prompt or a garbled ``OK`` (line noise, dropped bytes) is retried twice: AT commands
+        are idempotent, and a chip that lost our bytes is back at its prompt.
+        """
+        wants_ok = line.strip().upper() not in _TEXT_COMMANDS
+        answer: Answer | None = None
+        for attempt in range(3):
+            try:
+                answer = await self.exchange(line, wait_s if wait_s is not None else min(self.timeout_s, 1.0))
+            except TransportTimeout:
+                if attempt == 2:
+                    raise
+                await self.transport.drain_input(0.05, 0.3)
+                continue
+            if answer.kind is Kind.UNKNOWN_COMMAND:
+                if required:
+                    raise UnsupportedCommand(f"the adapter does not know {line.decode().strip()}")
+                log.debug("adapter lacks %s", line.decode().strip())
+                return answer
+            if answer.kind in (Kind.RESET, Kind.STOPPED):
+                raise_for(answer)
+            if wants_ok and answer.kind is not Kind.OK and attempt < 2:
+                await self.transport.drain_input(0.02, 0.2)
+                continue
             return answer
-        if answer.kind in (Kind.RESET, Kind.STOPPED):
-            raise_for(answer)
+        assert answer is not None
         return answer
 
     async def resync(self) -> None:
@@ -232,15 +269,26 @@ class Elm327Session:
     # -- initialisation ---------------------------------------------------------------------------
     async def initialize(self) -> AdapterInfo:
         """Reset and set the adapter up; detect the protocol; probe what the adapter and car support."""
-        self.info = AdapterInfo(baud=self.transport.baud)
-        self._header = None
-        self.headers = False
-        await self._reset()
-        await self._setup_format()
-        await self._probe_identity()
-        await self.detect_protocol()
-        await self.discover()
-        await self._probe_fast_paths()
+        for attempt in range(1, INIT_ATTEMPTS + 1):
+            self.info = AdapterInfo(baud=self.transport.baud)
+            self._header = None
+            self.headers = False
+            try:
+                await self._reset()
+                await self._setup_format()
+                await self._probe_identity()
+                await self.detect_protocol()
+                await self.discover()
+                await self._probe_fast_paths()
+                break
+            except ProtocolNotFound:
+                raise
+            except (AdapterError, ParseError, TransportTimeout) as exc:
+                # a fault on the line mid-initialisation (reset, noise, lost prompt): start over
+                if attempt == INIT_ATTEMPTS:
+                    raise
+                log.info("initialisation attempt %d failed (%s); starting over", attempt, exc)
+                await self.transport.drain_input(0.05, 0.5)
         if self.fast_baud and self.transport.baud is not None and self.fast_baud != self.transport.baud:
             await self.switch_baud(self.fast_baud)
         return self.info
@@ -312,6 +360,7 @@ class Elm327Session:
                 await self.at(cmd.set_protocol(remembered, auto_fallback=True))
             else:
                 await self.at(cmd.set_protocol("0"))
+            self._search_from = remembered
         # the first request makes the chip search; SEARCHING... can take several seconds
         answer = await self.exchange(cmd.obd(0x01, [0x00]), max(self.timeout_s, 15.0))
         if answer.kind in (Kind.NO_DATA, Kind.BUS_ERROR):
@@ -324,6 +373,10 @@ class Elm327Session:
         self.info.protocol, self.info.protocol_auto = parsed
         if self.info.protocol in PROTOCOL_NAMES:
             self._save_state({"protocol": self.info.protocol})
+            if self.info.protocol_auto and self._search_from != self.info.protocol:
+                # a later search (the chip may lose the bus) then starts with the protocol that works
+                await self.at(cmd.set_protocol(self.info.protocol, auto_fallback=True))
+                self._search_from = self.info.protocol
         log.info("protocol %s (%s)", self.info.protocol, self.info.protocol_name)
         return self.info.protocol
 
@@ -364,8 +417,10 @@ class Elm327Session:
     async def _request_messages(self, data: Sequence[int]) -> list[Any]:
         """One OBD request with headers on, parsed to messages (ecu, service, pid, payload)."""
         line = cmd.obd(data[0], data[1:])
-        answer = await self.exchange(line)
+        answer = await self.exchange(line, self.request_timeout_s)
         raise_for(answer)
+        if answer.noise:
+            raise ParseError(f"noise in the answer: {answer.noise[0][:20]!r}")
         self.requests += 1
         if answer.kind is not Kind.DATA:
             raise ParseError(f"expected data, got {answer.kind.value}: {answer.text[:40]!r}")
@@ -500,15 +555,31 @@ class Elm327Session:
 
     def _decode_answer(self, answer: Answer, pids: Sequence[int], ecu: int) -> list[Any]:
         raise_for(answer)
-        readings = self._decode(answer, self.headers)
+        if answer.noise:
+            # garbage on the line may also have landed inside a data line: trust nothing of it
+            self._count("noise")
+            raise ParseError(f"noise in the answer: {answer.noise[0][:20]!r}")
+        messages = self._parse(answer, self.headers)
         wanted = set(pids)
+        seen: list[int | None] = [m.pid for m in messages if m.service == 0x01]
+        if len(seen) != len(set(seen)) and self.info.count_suffix:
+            raise ParseError("the same PID answered twice to one physical request")
+        readings = self._decode(answer, self.headers)
         got = {r.pid for r in readings if r.service == 0x01}
         if not got:
             raise NoDataError("no requested PID in the answer")
         if not got <= wanted:
             # a corrupted line can shift bytes into another PID's place: drop the whole answer
             raise ParseError(f"answer carries PIDs that were not asked for: {sorted(got - wanted)}")
+        names = [(r.pid, r.name) for r in readings if r.service == 0x01]
+        if len(names) != len(set(names)):
+            raise ParseError("a PID appears twice in one answer")
         return [self._with_ecu(r, ecu) for r in readings]
+
+    def _parse(self, answer: Answer, headers: bool) -> list[Any]:
+        proto = int(self.info.protocol or "6", 16)
+        messages: list[Any] = _parser().parse(answer.data, headers=headers, protocol=proto)
+        return messages
 
     @staticmethod
     def _with_ecu(reading: Any, ecu: int) -> Any:
@@ -546,9 +617,9 @@ class Elm327Session:
         lines = [line for _, line in plan]
         if len(lines) > 1 and self.info.pipelining:
             async with self._lock:
-                answers = await self._exchange_many(lines)
+                answers = await self._exchange_many(lines, self.request_timeout_s)
         else:
-            answers = [await self.exchange(line) for line in lines]
+            answers = [await self.exchange(line, self.request_timeout_s) for line in lines]
         out: list[Any] = []
         first_error: GatewayError | None = None
         for group, answer in zip(groups, answers, strict=True):
@@ -575,7 +646,7 @@ class Elm327Session:
         await self._select_ecu(ecu)
         lines = [self.pid_lines(ecu, list(b), multi=len(b) > 1)[0][1] for b in batches]
         async with self._lock:
-            answers = await self._exchange_many(lines)
+            answers = await self._exchange_many(lines, self.request_timeout_s)
         out: list[list[Any] | GatewayError] = []
         for batch, answer in zip(batches, answers, strict=True):
             self.requests += 1

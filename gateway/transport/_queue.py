@@ -30,6 +30,20 @@ class ChunkQueue:
         """The error that ended the stream, if any."""
         return self._failed
 
+    def discard(self) -> int:
+        """Drop the queued chunks (not an error that ended the stream); returns the bytes dropped."""
+        n = 0
+        kept: list[bytes | TransportError] = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if isinstance(item, TransportError):
+                kept.append(item)
+            else:
+                n += len(item)
+        for item in kept:
+            self._queue.put_nowait(item)
+        return n
+
     async def get(self) -> bytes:
         """The next chunk (everything queued, joined); raises the stream's error once it ended."""
         item = await self._queue.get()

@@ -97,6 +97,20 @@ class Transport(abc.ABC):
                 raise TransportTimeout(f"{self.description or 'transport'}: no {separator!r} within {wait_s:.2f} s")
             self._buffer += await self._chunk(remaining)
 
+    def peek(self) -> bytes:
+        """What is buffered (read but not yet consumed), without consuming it."""
+        return bytes(self._buffer)
+
+    def discard_pending(self) -> int:
+        """Drop what was received but not consumed (stale bytes before a new command); returns the count."""
+        n = len(self._buffer)
+        self._buffer.clear()
+        return n + self._discard_queued()
+
+    def _discard_queued(self) -> int:
+        """Transports with a receive queue drop its content here."""
+        return 0
+
     def take_buffer(self) -> bytes:
         """Remove and return whatever is buffered."""
         data = bytes(self._buffer)

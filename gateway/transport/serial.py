@@ -113,6 +113,9 @@ class SerialTransport(Transport):
     async def _read_chunk(self) -> bytes:
         return await self._rx.get()
 
+    def _discard_queued(self) -> int:
+        return self._rx.discard()
+
     async def set_baud(self, baud: int) -> None:
         """Switch the local side to ``baud`` (the ATBRD handshake decides when)."""
         if self._ser is None:

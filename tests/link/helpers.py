@@ -1,0 +1,62 @@
+"""Helpers for the link tests: run a Poller against a port and collect what it publishes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.config import AdapterConfig, PollingConfig
+from gateway.model import LinkState, Sample
+from gateway.poller import Poller
+
+
+@dataclass
+class Collected:
+    """Everything a poller published, in order."""
+
+    samples: list[Sample] = field(default_factory=list)
+    links: list[LinkState] = field(default_factory=list)
+
+    async def publish(self, item: Any) -> None:
+        if isinstance(item, Sample):
+            self.samples.append(item)
+        elif isinstance(item, LinkState):
+            self.links.append(item)
+
+    def named(self, name: str) -> list[Sample]:
+        return [s for s in self.samples if s.name == name]
+
+
+def make_poller(
+    port: str, state_dir: Path | None = None, *, pids: list[str] | None = None, fast: bool = False, **adapter: Any
+) -> tuple[Poller, Collected]:
+    got = Collected()
+    cfg = AdapterConfig(port=port, timeout_s=adapter.pop("timeout_s", 2.0), reconnect_max_s=1.0, **adapter)
+    polling = PollingConfig(pids=pids or ["0C", "0D", "05", "04", "10", "11"], parked_interval_s=0.2)
+    poller = Poller(cfg, polling, publish=got.publish, state_dir=state_dir, as_fast_as_possible=fast)
+    return poller, got
+
+
+async def run_until(poller: Poller, cond: Callable[[], bool], timeout: float) -> bool:
+    """Run ``poller`` until ``cond()`` holds (True) or ``timeout`` passes (False); then stop it."""
+    task = asyncio.create_task(poller.run())
+    deadline = time.monotonic() + timeout
+    ok = False
+    try:
+        while time.monotonic() < deadline:
+            if task.done():
+                task.result()
+            if cond():
+                ok = True
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return ok
