@@ -194,13 +194,20 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]
             yield f"{prefix}{key}", value
 
 
-def render_status(data: dict[str, Any], out: TextIO) -> None:
-    """Key/value lines, then the supervisor's components as a table."""
+_MAX_CELL = 72
+
+
+def render_status(data: dict[str, Any], out: TextIO, verbose: bool = False) -> None:
+    """Key/value lines (long values shortened unless ``verbose``), then the components as a table."""
     rest = {k: v for k, v in data.items() if k != "components"}
     pairs = list(_flatten(rest))
     width = max((len(k) for k, _ in pairs), default=0)
     for key, value in pairs:
-        print(f"{key.ljust(width)}  {_fmt(value)}", file=out)
+        text = _fmt(value)
+        if len(text) > _MAX_CELL and not verbose:
+            count = f" ({len(value)} items)" if isinstance(value, (list, tuple)) else ""
+            text = text[: _MAX_CELL - 1] + "…" + count
+        print(f"{key.ljust(width)}  {text}", file=out)
     comps = data.get("components")
     if isinstance(comps, dict) and comps:
         print(file=out)
@@ -264,6 +271,7 @@ def register(sub: Any) -> None:
     """Add the diagnostic-socket subcommands."""
     p = sub.add_parser("status", help="the running daemon's state (adapter, trip, uplinks, components)")
     _common(p)
+    p.add_argument("-v", "--verbose", action="store_true", help="do not shorten long values")
     p.set_defaults(handler=cmd_status)
 
     p = sub.add_parser("watch", help="live view of values and events (Ctrl-C to quit)")
@@ -324,7 +332,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     """``obd-gateway status``."""
     data, code = _answer(args, "status")
     if code == 0:
-        _print_json(data) if args.json else render_status(data, sys.stdout)
+        _print_json(data) if args.json else render_status(data, sys.stdout, verbose=args.verbose)
     return code
 
 
@@ -393,7 +401,18 @@ def cmd_query(args: argparse.Namespace) -> int:
 class WatchView:
     """The state behind ``watch``: latest values, recent events, the last status answer."""
 
-    STATUS_KEYS = ("adapter", "protocol", "vin", "ignition", "trip", "connected")
+    # (label, path in the status answer): the header line of the view
+    STATUS_FIELDS = (
+        ("adapter", ("adapter", "connected")),
+        ("ecu", ("adapter", "ecu_responding")),
+        ("protocol", ("adapter", "protocol")),
+        ("vin", ("adapter", "vin")),
+        ("vin", ("vin",)),
+        ("ignition", ("ignition",)),
+        ("trip", ("current_trip",)),
+        ("trip", ("trip",)),
+        ("parser", ("parser",)),
+    )
 
     def __init__(self, max_events: int = 8) -> None:
         self.values: dict[str, dict[str, Any]] = {}
@@ -421,15 +440,20 @@ class WatchView:
         """The whole screen as text (without the ANSI clear sequence)."""
         lines = [f"{title}  {time.strftime('%H:%M:%S')}  (Ctrl-C to quit)"]
         if self.status:
-            flat = dict(_flatten({k: v for k, v in self.status.items() if k not in ("components", "diag")}))
-            summary = "  ".join(f"{k}={_fmt(v)}" for k, v in flat.items() if k.split(".")[-1] in self.STATUS_KEYS)
-            lines.append(summary[:width] if summary else "")
+            shown: dict[str, Any] = {}
+            for label, path in self.STATUS_FIELDS:
+                value: Any = self.status
+                for part in path:
+                    value = value.get(part) if isinstance(value, dict) else None
+                if value not in (None, "") and label not in shown:
+                    shown[label] = value
+            lines.append("  ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
             comps = self.status.get("components")
             if isinstance(comps, dict):
                 bad = [
                     f"{n}:{c.get('state')}"
                     for n, c in comps.items()
-                    if isinstance(c, dict) and c.get("state") != "running"
+                    if isinstance(c, dict) and c.get("state") not in ("running", "finished")
                 ]
                 lines.append("components: " + (", ".join(bad) if bad else "all running"))
         lines.append("")

@@ -207,3 +207,19 @@ asyncio.run(main())
         srv.kill()
         srv.wait()
         shutil.rmtree(sock.parent, ignore_errors=True)
+
+
+def test_render_status_shortens_long_values_unless_verbose() -> None:
+    import io
+
+    from gateway.commands.diag_client import render_status
+
+    data = {"adapter": {"supported": [f"{i:02X}" for i in range(160)], "connected": True}}
+    short = io.StringIO()
+    render_status(data, short)
+    line = next(x for x in short.getvalue().splitlines() if x.startswith("adapter.supported"))
+    assert line.endswith("… (160 items)") and len(line) < 120
+    assert "adapter.connected  yes" in short.getvalue()
+    full = io.StringIO()
+    render_status(data, full, verbose=True)
+    assert "9F" in full.getvalue()
