@@ -35,8 +35,24 @@ from typing import Any
 Entry = tuple[bytes, bool, int, list[tuple[bytes, str, list[Any]]]]
 
 SINGLE_PIDS = [0x04, 0x05, 0x0B, 0x0C, 0x0D, 0x0E, 0x0F, 0x10, 0x11, 0x1F, 0x2F, 0x31, 0x33, 0x42, 0x46, 0x5E]
-SIZES = {0x04: 1, 0x05: 1, 0x0B: 1, 0x0C: 2, 0x0D: 1, 0x0E: 1, 0x0F: 1, 0x10: 2, 0x11: 1, 0x1F: 2, 0x2F: 1,
-         0x31: 2, 0x33: 1, 0x42: 2, 0x46: 1, 0x5E: 2}
+SIZES = {
+    0x04: 1,
+    0x05: 1,
+    0x0B: 1,
+    0x0C: 2,
+    0x0D: 1,
+    0x0E: 1,
+    0x0F: 1,
+    0x10: 2,
+    0x11: 1,
+    0x1F: 2,
+    0x2F: 1,
+    0x31: 2,
+    0x33: 1,
+    0x42: 2,
+    0x46: 1,
+    0x5E: 2,
+}
 
 
 def _hex(data: bytes, spaces: bool) -> str:
@@ -111,9 +127,7 @@ def build(n: int, seed: int = 1979) -> list[Entry]:
             out.append((block(can_off(b"\x41" + b"".join(ds), spaces)), False, 6, [obd_single(d) for d in ds]))
         elif kind < 0.75:  # 29-bit
             d = pid_answer(rnd.choice(SINGLE_PIDS))
-            out.append(
-                (block(can_on(b"\x41" + d, 0x18DAF110, spaces, True)), True, 7, [obd_single(d, "can29")])
-            )
+            out.append((block(can_on(b"\x41" + d, 0x18DAF110, spaces, True)), True, 7, [obd_single(d, "can29")]))
         elif kind < 0.80:  # ISO 9141-2 with checksum
             d = pid_answer(rnd.choice(SINGLE_PIDS))
             out.append((block(iso9141(b"\x41" + d, spaces)), True, 3, [obd_single(d, "iso9141")]))
@@ -128,9 +142,7 @@ def build(n: int, seed: int = 1979) -> list[Entry]:
             payload = bytes([0x43, len(codes) // 2]) + codes
             headers = rnd.random() < 0.5
             lines = can_on(payload, 0x7E8, spaces) if headers else can_off(payload, spaces)
-            out.append(
-                (block(lines), headers, 6, [(block(can_on(payload, 0x7E8, True)), "can11", [cmd.GET_DTC])])
-            )
+            out.append((block(lines), headers, 6, [(block(can_on(payload, 0x7E8, True)), "can11", [cmd.GET_DTC])]))
         else:  # error lines and status noise
             d = pid_answer(0x0D)
             choice = rnd.randrange(4)
@@ -139,7 +151,10 @@ def build(n: int, seed: int = 1979) -> list[Entry]:
             elif choice == 1:
                 ours, theirs = ["CAN ERROR"], ["CAN ERROR"]
             elif choice == 2:
-                ours, theirs = ["SEARCHING...", *can_off(b"\x41" + d, spaces)], ["SEARCHING...", *can_on(b"\x41" + d, 0x7E8, True)]
+                ours, theirs = (
+                    ["SEARCHING...", *can_off(b"\x41" + d, spaces)],
+                    ["SEARCHING...", *can_on(b"\x41" + d, 0x7E8, True)],
+                )
             else:
                 ours, theirs = ["STOPPED"], ["STOPPED"]
             out.append((block(ours), False, 6, [(block(theirs), "can11", [cmd.SPEED])]))
@@ -240,10 +255,15 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"corpus: {len(corpus)} responses, median of {args.runs} runs")
         if native is not None:
-            print(f"native       {result['native_per_s']:>12,} responses/s   {result['native_vs_python_obd']:>7}x python-OBD")
+            print(
+                f"native       {result['native_per_s']:>12,} responses/s"
+                f"   {result['native_vs_python_obd']:>7}x python-OBD"
+            )
         else:
             print("native       not installed")
-        print(f"pure twin    {result['python_per_s']:>12,} responses/s   {result['python_vs_python_obd']:>7}x python-OBD")
+        print(
+            f"pure twin    {result['python_per_s']:>12,} responses/s   {result['python_vs_python_obd']:>7}x python-OBD"
+        )
         print(f"python-OBD   {result['python_obd_per_s']:>12,} responses/s")
     return 0
 

@@ -96,8 +96,9 @@ def answer(draw: st.DrawFn, can: bool) -> bytes:
     kind = draw(st.sampled_from(["pids", "pids", "pids", "dtc", "vin", "freeze", "neg", "raw"]))
     if kind == "pids":
         chosen = draw(st.lists(st.sampled_from(PID_LIST), min_size=1, max_size=6 if can else 1))
-        body = b"".join(bytes([p]) + draw(st.binary(min_size=pids.PIDS[p].size, max_size=pids.PIDS[p].size))
-                        for p in chosen)
+        body = b"".join(
+            bytes([p]) + draw(st.binary(min_size=pids.PIDS[p].size, max_size=pids.PIDS[p].size)) for p in chosen
+        )
         return b"\x41" + body
     if kind == "dtc":
         n = draw(st.integers(0, 6 if can else 3))

@@ -118,9 +118,7 @@ def test_can_11bit_headers_on(build: ModuleType, block: bytes) -> None:
     assert build.decode(block, True, 6) == [RPM._replace(ecu=0x7E8)]
 
 
-@pytest.mark.parametrize(
-    "block", [b"18 DA F1 10 04 41 0C 1A F8 00 00 00\r", b"18DAF11004410C1AF8000000\r"]
-)
+@pytest.mark.parametrize("block", [b"18 DA F1 10 04 41 0C 1A F8 00 00 00\r", b"18DAF11004410C1AF8000000\r"])
 def test_can_29bit_headers_on(build: ModuleType, block: bytes) -> None:
     assert build.decode(block, True, 7) == [RPM._replace(ecu=0x18DAF110)]
 
@@ -179,8 +177,9 @@ def test_flow_control_frames_are_ignored(build: ModuleType) -> None:
 def test_iso9141_checksum(build: ModuleType) -> None:
     # 48+6B+10+41+00+BE+3E+B8+11 = 0x2C9 → C9
     readings = build.decode(b"48 6B 10 41 00 BE 3E B8 11 C9\r", True, 3)
-    assert readings == [Reading(0x10, 1, 0, "pids_supported_01_20", (1, 3, 4, 5, 6, 7, 11, 12, 13, 14, 15, 17,
-                                                                      19, 20, 21, 28, 32), "")]
+    assert readings == [
+        Reading(0x10, 1, 0, "pids_supported_01_20", (1, 3, 4, 5, 6, 7, 11, 12, 13, 14, 15, 17, 19, 20, 21, 28, 32), "")
+    ]
     with pytest.raises(ParseError):
         build.decode(b"48 6B 10 41 00 BE 3E B8 11 C8\r", True, 3)
 
@@ -189,7 +188,7 @@ def test_kwp_length_in_format_byte(build: ModuleType) -> None:
     # 83 F1 11 41 0D 32: 0x83+0xF1+0x11+0x41+0x0D+0x32 = 0x205 → 05
     assert build.decode(b"83 F1 11 41 0D 32 05\r", True, 4) == [Reading(0x11, 1, 0x0D, "speed", 50.0, "km/h")]
     # length byte after the header when the format byte's length is 0: 80 F1 11 03 41 0D 32, sum 0x205
-    assert build.decode(b"80F111" b"03410D32" b"05\r", True, 5) == [Reading(0x11, 1, 0x0D, "speed", 50.0, "km/h")]
+    assert build.decode(b"80F11103410D3205\r", True, 5) == [Reading(0x11, 1, 0x0D, "speed", 50.0, "km/h")]
     with pytest.raises(ParseError):
         build.decode(b"84 F1 11 41 0D 32 05\r", True, 4)  # announces 4 data bytes, has 3
 
@@ -272,9 +271,7 @@ def test_mode09_items(build: ModuleType) -> None:
     name = b"ECM-EngineControl".ljust(20, b"\x00")
     block = b"017\r0: 49 0A 01 " + name[:3].hex(" ").encode() + b"\r"
     rest = name[3:]
-    block += b"".join(
-        f"{k + 1:X}: ".encode() + rest[7 * k : 7 * k + 7].hex(" ").encode() + b"\r" for k in range(3)
-    )
+    block += b"".join(f"{k + 1:X}: ".encode() + rest[7 * k : 7 * k + 7].hex(" ").encode() + b"\r" for k in range(3))
     assert build.decode(block) == [Reading(0, 9, 10, "ecu_name", "ECM-EngineControl", "")]
     assert build.decode(b"49 01 05\r") == [Reading(0, 9, 1, "vin_message_count", 5, "")]
     assert build.decode(b"49 00 55 40 00 00\r") == [Reading(0, 9, 0, "mode09_supported", (2, 4, 6, 8, 10), "")]

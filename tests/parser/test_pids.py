@@ -280,8 +280,14 @@ def test_pid_01_compression_ignition_and_no_mil(build: ModuleType) -> None:
 
 @pytest.mark.parametrize(
     ("raw", "code"),
-    [("01 33", "P0133"), ("41 23", "C0123"), ("80 45", "B0045"), ("C1 00", "U0100"), ("D2 34", "U1234"),
-     ("3F FF", "P3FFF")],
+    [
+        ("01 33", "P0133"),
+        ("41 23", "C0123"),
+        ("80 45", "B0045"),
+        ("C1 00", "U0100"),
+        ("D2 34", "U1234"),
+        ("3F FF", "P3FFF"),
+    ],
 )
 def test_dtc_letters_and_digits(build: ModuleType, raw: str, code: str) -> None:
     assert _values(build, f"41 02 {raw}") == {"freeze_frame_dtc": code}
