@@ -139,7 +139,14 @@ def redact_text(text: str) -> str:
             text = text.replace(value, MASK)
     text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
     text = _BEARER.sub(lambda m: f"{m['prefix']}{MASK}", text)
-    return _KV_IN_TEXT.sub(lambda m: f"{m['key']}{MASK}", text)
+    return _KV_IN_TEXT.sub(_mask_kv, text)
+
+
+def _mask_kv(m: re.Match[str]) -> str:
+    name = m["key"].rstrip("\"' =:").lower()
+    if name.endswith(_NOT_SECRET_SUFFIX):
+        return m.group(0)  # password_file=/etc/... names where the secret is, not the secret
+    return f"{m['key']}{MASK}"
 
 
 class RedactingFilter(logging.Filter):

@@ -41,6 +41,8 @@ enabled = true
 host = "127.0.0.1"
 port = {port}
 tls = false
+username = "box"
+password_file = "{d}/mqtt.password"
 
 [diag]
 socket = "{d}/diag.sock"
@@ -48,6 +50,9 @@ socket = "{d}/diag.sock"
 [log]
 level = "INFO"
 """
+
+
+SECRET = "Zq8-very-secret-mqtt-pw"
 
 
 def _dead_port() -> int:
@@ -63,6 +68,9 @@ class Service:
         self.dir = workdir
         self.config = workdir / "config.toml"
         self.config.write_text(CONFIG.format(d=workdir, port=_dead_port()))
+        secret = workdir / "mqtt.password"
+        secret.write_text(SECRET + "\n")
+        secret.chmod(0o600)
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(str(workdir / "notify.sock"))
         self.messages: list[tuple[float, str]] = []
@@ -205,8 +213,8 @@ def test_service_lifecycle_under_systemd_protocol(service: Service) -> None:
     poll_until(lambda: len(svc.lines("READY=1")) > n_ready)
     assert svc.lines("RELOADING=1")
 
-    # secrets never in status; the status answer is plain JSON
-    json.dumps(svc.ask("status"))
+    # secrets never in status or the log
+    assert SECRET not in json.dumps(svc.ask("status"))
 
     # SIGTERM: STOPPING=1, a flushed buffer and exit 0, well inside systemd's TimeoutStopSec
     t0 = time.monotonic()
@@ -220,3 +228,4 @@ def test_service_lifecycle_under_systemd_protocol(service: Service) -> None:
     print(f"SIGTERM to exit: {elapsed:.2f} s")
     assert elapsed < 10
     assert "Traceback" not in svc.log()
+    assert SECRET not in (svc.dir / "stderr.txt").read_text(errors="replace")

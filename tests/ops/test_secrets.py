@@ -106,6 +106,8 @@ def test_redact_masks_secret_keys_but_keeps_paths_and_structure() -> None:
         ('{"client_secret": "xyz789"}', '{"client_secret": "***"}'),
         ("mqtts://box:pw@broker:8883", "mqtts://box:***@broker:8883"),
         ("nothing secret here: speed=42", "nothing secret here: speed=42"),
+        ("mqtt.password_file=/etc/obd-gateway/pw", "mqtt.password_file=/etc/obd-gateway/pw"),
+        ("token_url: https://auth.example.com/token", "token_url: https://auth.example.com/token"),
     ],
 )
 def test_redact_text_patterns(text: str, expected: str) -> None:
