@@ -39,6 +39,7 @@ import dataclasses
 import errno
 import json
 import logging
+import math
 import os
 import shutil
 import socket
@@ -164,8 +165,26 @@ def item_to_wire(item: Any) -> tuple[str, dict[str, Any]] | None:
 
 
 def encode(obj: Any) -> bytes:
-    """One wire line (compact JSON + ``\\n``); unknown types become strings rather than failing."""
-    return (json.dumps(obj, separators=(",", ":"), default=str, ensure_ascii=False) + "\n").encode("utf-8")
+    """One wire line (compact JSON + ``\\n``); unknown types become strings rather than failing.
+
+    Output is strict JSON: NaN and infinities (a sensor glitch, a client's odd ``id``) become
+    ``null``, since ``jq`` and most non-Python clients reject them.
+    """
+    try:
+        text = json.dumps(obj, separators=(",", ":"), default=str, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(obj), separators=(",", ":"), default=str, ensure_ascii=False, allow_nan=False)
+    return (text + "\n").encode("utf-8")
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def normalise_pid(raw: Any) -> str:

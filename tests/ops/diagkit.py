@@ -67,6 +67,10 @@ class TestSource:
         return {"restarting": component}
 
 
+def _strict(name: str) -> None:
+    raise AssertionError(f"non-standard JSON constant {name} on the wire")
+
+
 class Conn:
     """A test client: raw lines out, parsed JSON lines in."""
 
@@ -89,7 +93,7 @@ class Conn:
     async def recv(self, timeout: float = 3.0) -> dict[str, Any]:
         line = await asyncio.wait_for(self.reader.readline(), timeout)
         assert line, "server closed the connection"
-        msg = json.loads(line)
+        msg = json.loads(line, parse_constant=_strict)  # the server must send strict JSON
         assert isinstance(msg, dict)
         return msg
 

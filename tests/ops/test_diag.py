@@ -6,6 +6,7 @@ import asyncio
 import grp
 import json
 import os
+import random
 import shutil
 import socket
 import stat
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.diag import MAX_LINE, DiagServer, normalise_pid
+from gateway.diag import COMMANDS, MAX_LINE, DiagServer, normalise_pid
 from gateway.errors import GatewayError
 from gateway.model import Event, LinkState, Sample, TripRecord
 
@@ -88,6 +89,17 @@ async def test_query_normalises_pid_and_reports_adapter_errors(server: DiagServe
     r = await c.ask({"cmd": "query"})
     assert r["error"]["code"] == "bad_request"
     assert source.queries == ["0C", "FF"]
+    await c.close()
+
+
+async def test_answers_are_strict_json(server: DiagServer, source: TestSource) -> None:
+    c = await connect(server)
+    await c.send_raw(b'{"cmd": "ping", "id": NaN}\n')
+    assert (await c.answer())["id"] is None
+    await c.ask({"cmd": "subscribe", "kinds": ["sample"]})
+    await source.bus.publish(Sample(1, "maf", float("inf"), "g/s"))
+    msg = await c.recv()
+    assert msg["data"]["value"] is None and msg["data"]["name"] == "maf"
     await c.close()
 
 
@@ -408,3 +420,53 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _random_json(rng: random.Random, depth: int = 0) -> object:
+    choice = rng.randrange(8 if depth < 3 else 5)
+    if choice == 0:
+        return rng.choice([None, True, False])
+    if choice == 1:
+        return rng.randint(-(2**70), 2**70)
+    if choice == 2:
+        return rng.choice([0.5, -1e308, 1e-9, float("inf")])
+    if choice in (3, 4):
+        return "".join(rng.choice("abc0CF\"\\\u00e9\u2603 ") for _ in range(rng.randrange(6)))
+    if choice == 5:
+        return [_random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
+    keys = rng.sample(["pid", "limit", "kinds", "confirm", "id", "component", "x"], rng.randrange(4))
+    obj: dict[str, object] = {k: _random_json(rng, depth + 1) for k in keys}
+    if rng.random() < 0.8:
+        obj["cmd"] = rng.choice([*COMMANDS, "", "STATUS", "nope"])
+    return obj
+
+
+async def test_random_requests_each_get_exactly_one_answer(server: DiagServer, source: TestSource) -> None:
+    """Fuzz: 600 random lines (bytes, broken and odd JSON) on one connection; one answer per line."""
+    rng = random.Random(8)
+    lines: list[bytes] = []
+    for _ in range(600):
+        kind = rng.random()
+        if kind < 0.3:
+            raw = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 80))).replace(b"\n", b"")
+        elif kind < 0.4:
+            raw = json.dumps(_random_json(rng))[: rng.randrange(1, 40)].encode()  # truncated
+        else:
+            raw = json.dumps(_random_json(rng)).encode()
+        if raw.strip():
+            lines.append(raw)
+    c = await connect(server)
+    source.query_delay_s = 0
+    answers = 0
+    for raw in lines:
+        await c.send_raw(raw + b"\n")
+        msg = await c.answer(timeout=5)
+        assert set(msg) >= {"ok", "cmd", "id"}
+        assert msg["ok"] in (True, False)
+        if msg["ok"] is False:
+            assert msg["error"]["code"] in {"bad_json", "bad_request", "unknown_cmd", "forbidden", "failed"}
+        answers += 1
+    assert answers == len(lines)
+    assert source.cleared == 0, "random input never clears codes (allow_clear_dtc is off)"
+    assert (await c.ask({"cmd": "ping"}))["ok"]
+    await c.close()
