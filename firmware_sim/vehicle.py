@@ -138,6 +138,9 @@ class Vehicle:
         self.truth = truth if truth is not None else Truth()
         self.state = VehicleState()
         self.sim_ms: float = float(start_ms)
+        self._start_ms = float(start_ms)
+        self._target_ms = float(start_ms)
+        self._steps = 0
         self.sample_period_s = sample_period_s
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self._setup(drive.vehicle)
@@ -154,6 +157,8 @@ class Vehicle:
         self._since_sample = self.sample_period_s  # first step records a sample
         self._warm_counted = False
         self.finished = False
+        # Instant phases at t = 0 (typically the key turning) take effect at once, not one step later.
+        self._run_script(0.0)
 
     # ----------------------------------------------------------------- setup and control
     def _setup(self, setup: VehicleSetup) -> None:
@@ -267,19 +272,22 @@ class Vehicle:
 
     # ----------------------------------------------------------------- time
     def advance(self, seconds: float) -> None:
-        """Run the simulation ``seconds`` of simulated time forward, in fixed 0.1 s steps."""
+        """Run the simulation ``seconds`` of simulated time forward.
+
+        The car moves in whole 0.1 s steps whatever the callers' step sizes (a remainder waits for the
+        next call), so the state and the truth log depend only on the seed and the simulated time.
+        """
         with self.lock:
-            remaining = seconds
-            while remaining > 1e-9:
-                dt = min(STEP_S, remaining)
-                self._step(dt)
-                remaining -= dt
+            self.advance_to(self._target_ms + seconds * 1000.0)
 
     def advance_to(self, sim_ms: float) -> None:
-        """Advance until the simulated clock reads ``sim_ms``."""
+        """Advance until the simulated clock reads ``sim_ms`` (to the 0.1 s step at or before it)."""
         with self.lock:
-            if sim_ms > self.sim_ms:
-                self.advance((sim_ms - self.sim_ms) / 1000.0)
+            self._target_ms = max(self._target_ms, sim_ms)
+            step_ms = STEP_S * 1000.0
+            while self._start_ms + (self._steps + 1) * step_ms <= self._target_ms + 1e-6:
+                self._steps += 1
+                self._step(STEP_S)
 
     def _current_phase(self) -> Phase | None:
         phases = self.drive.phases
@@ -349,7 +357,7 @@ class Vehicle:
 
     def _step(self, dt: float) -> None:
         s = self.state
-        self.sim_ms += dt * 1000.0
+        self.sim_ms = self._start_ms + self._steps * STEP_S * 1000.0
         if self._crank_left > 0:
             self._crank_left -= dt
             if self._crank_left <= 0:
