@@ -11,6 +11,8 @@ configuration (``mqtt.password_file``, ``https.client_secret_file``…), never i
   ``check-config``); :func:`redact_text` scrubs registered values, ``user:pass@`` in URLs and
   ``Bearer`` tokens from a string; :class:`RedactingFilter` does the same to every log record, and
   :func:`install_log_redaction` puts it on the root logger's handlers.
+* :func:`check_config_secrets` runs those checks over every secret file the enabled uplinks name,
+  at start-up, so a bad file stops the daemon with one clear line before anything connects.
 * :func:`tls_verify` is what every uplink calls to decide on certificate verification: on unless
   the operator opted out, and an opt-out is logged as a loud warning every time a connection is set up.
 """
@@ -109,6 +111,54 @@ def read_secret(path: str | Path, *, key: str = "secret", allow_world_readable: 
         raise ConfigError(f"{key}: secret file {p} is empty")
     register_secret(value)
     return value
+
+
+# Configuration keys that name files holding secrets, per section. ``token_file`` is written by
+# the daemon itself (it may not exist yet); ``key_file`` is a TLS private key (checked, never read).
+SECRET_FILE_KEYS: dict[str, tuple[str, ...]] = {
+    "mqtt": ("password_file", "key_file"),
+    "https": ("client_secret_file", "password_file", "token_file"),
+}
+_READ_AT_START = {"password_file", "client_secret_file"}
+_MAY_BE_MISSING = {"token_file"}
+
+
+def check_config_secrets(cfg: Any) -> list[str]:
+    """Check every secret file an enabled uplink names; call once at start-up (and on reload).
+
+    Raises :class:`ConfigError` for a missing file or one readable by every user; returns (and
+    logs) a warning line per group-readable file. Passwords and client secrets are read here so
+    that they are registered for redaction before any uplink logs anything.
+    """
+    warnings: list[str] = []
+    for section, keys in SECRET_FILE_KEYS.items():
+        sec = getattr(cfg, section, None)
+        if sec is None or not getattr(sec, "enabled", False):
+            continue
+        for key in keys:
+            path = getattr(sec, key, "")
+            if not path:
+                continue
+            name = f"{section}.{key}"
+            p = Path(path)
+            if not p.exists():
+                if key in _MAY_BE_MISSING:
+                    continue
+                raise ConfigError(f"{name}: secret file {p} not found")
+            if key in _READ_AT_START:
+                read_secret(p, key=name)  # refuses o+r, logs g+r
+                warnings += [f"{name}: {w}" for w in check_secret_file(p) if "group" in w]
+                continue
+            mode = p.stat().st_mode
+            if mode & stat.S_IROTH:
+                raise ConfigError(
+                    f"{name}: {p} is readable by every user (mode {stat.filemode(mode)}); "
+                    f"refusing to use it: run chmod o-rwx {p}"
+                )
+            for problem in check_secret_file(p):
+                log.warning("%s: %s", name, problem)
+                warnings.append(f"{name}: {problem}")
+    return warnings
 
 
 def redact(obj: Any, extra: Iterable[str] = ()) -> Any:

@@ -158,3 +158,41 @@ def test_secret_key_names() -> None:
         assert secrets.is_secret_key(key), key
     for key in ("password_file", "token_url", "username", "speed", "token_file"):
         assert not secrets.is_secret_key(key), key
+
+
+def test_check_config_secrets_over_a_real_configuration(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from gateway import config
+
+    pw = secret_file(tmp_path, 0o600, "mqtt-pw-1234\n")
+    client_secret = tmp_path / "client_secret"
+    client_secret.write_text("cs-5678-abcd\n")
+    client_secret.chmod(0o640)
+    key = tmp_path / "client.key"
+    key.write_text("-----BEGIN PRIVATE KEY-----\n")
+    key.chmod(0o600)
+    toml = tmp_path / "c.toml"
+    toml.write_text(
+        f'[mqtt]\nenabled = true\npassword_file = "{pw}"\nkey_file = "{key}"\n'
+        f'[https]\nenabled = true\nclient_secret_file = "{client_secret}"\n'
+        f'token_file = "{tmp_path}/not-yet-written.json"\n'
+    )
+    cfg = config.load(toml)
+    with caplog.at_level(logging.WARNING):
+        warnings = secrets.check_config_secrets(cfg)
+    assert len(warnings) == 1 and warnings[0].startswith("https.client_secret_file:")
+    # both values are now scrubbed from any log text
+    assert secrets.redact_text("a mqtt-pw-1234 b cs-5678-abcd") == "a *** b ***"
+    assert "BEGIN PRIVATE KEY" not in caplog.text
+
+    key.chmod(0o644)
+    with pytest.raises(ConfigError, match=r"^mqtt\.key_file: .*readable by every user"):
+        secrets.check_config_secrets(cfg)
+    key.chmod(0o600)
+    pw.chmod(0o604)
+    with pytest.raises(ConfigError, match=r"^mqtt\.password_file: "):
+        secrets.check_config_secrets(cfg)
+    pw.unlink()
+    with pytest.raises(ConfigError, match="not found"):
+        secrets.check_config_secrets(cfg)
+    # disabled uplinks are not checked
+    assert secrets.check_config_secrets(config.replace(cfg, "mqtt", enabled=False)) == warnings
