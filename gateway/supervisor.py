@@ -223,6 +223,9 @@ class Supervisor:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await comp.run_task
             raise ComponentKilled(comp.kill_reason or "killed")
+        if comp.run_task.cancelled():
+            # Not our cancellation (we were not cancelled): something inside cancelled the run.
+            raise ComponentKilled("the component was cancelled from inside")
         comp.run_task.result()
 
     async def _keep_running(self, comp: _Component) -> None:

@@ -299,3 +299,25 @@ def test_config_reloader_keeps_the_old_config_when_apply_fails(tmp_path: Path) -
     assert r() is False
     assert r.current.device.id == "box-1"
     assert ConfigReloader(None, r.current, config.load)() is False
+
+
+async def test_a_component_cancelled_from_inside_counts_as_a_failure() -> None:
+    sup = fast()
+    runs = 0
+
+    async def odd() -> None:
+        nonlocal runs
+        runs += 1
+        raise asyncio.CancelledError  # e.g. an inner library cancelling its own task
+
+    async def steady() -> None:
+        await asyncio.Event().wait()
+
+    sup.add("odd", odd)
+    sup.add("steady", steady)
+    sup.start()
+    await wait_for(lambda: runs >= 3)
+    st = sup.status()
+    assert st["odd"]["failures"] >= 2 and "cancelled from inside" in st["odd"]["last_error"]
+    assert st["steady"]["state"] == "running"
+    await sup.stop(1.0)
