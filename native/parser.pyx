@@ -94,6 +94,14 @@ cdef int _PSIZE[256]
 cdef PyObject* _ENUMS[MAX_ENUMS][256]
 cdef PyObject* _INTS[256]
 cdef signed char _HEXV[256]
+cdef unsigned char _CLS[256]
+
+cdef enum:
+    C_SKIP = 1
+    C_EOL = 2
+    C_HEX = 4
+    C_GT = 8
+    C_LT = 16
 cdef list _KEEP = []  # owns every Python object the C arrays point to
 
 
@@ -115,6 +123,15 @@ cdef void _init_table() except *:
     for i in range(6):
         _HEXV[65 + i] = 10 + i
         _HEXV[97 + i] = 10 + i
+    for i in range(256):
+        _CLS[i] = C_HEX if _HEXV[i] >= 0 else 0
+    _CLS[32] = C_SKIP
+    _CLS[0] = C_SKIP
+    _CLS[9] = C_SKIP
+    _CLS[13] = C_EOL
+    _CLS[10] = C_EOL
+    _CLS[62] = C_GT
+    _CLS[60] = C_LT
     for pid, spec in _pids.PIDS.items():
         _PSTART[pid] = nf
         _PCOUNT[pid] = len(spec.fields)
@@ -204,6 +221,7 @@ cdef struct Work:
     Py_ssize_t pool_cap
     Py_ssize_t pool_used
     unsigned char* tmp
+    unsigned char* nib
     Rec* recs
     Py_ssize_t nrec
     Py_ssize_t rec_cap
@@ -310,56 +328,6 @@ cdef int _isotp_feed(Work* w, long long ecu, const unsigned char* d, Py_ssize_t 
     return 0
 
 
-cdef inline int _unhex_into(const unsigned char* s, Py_ssize_t a, Py_ssize_t b, Py_ssize_t skip,
-                            unsigned char* out) except -1:
-    """Hex digits of raw line s[a:b] (spaces, NULs, tabs and leading '>' removed), after the first
-    ``skip`` digits, into ``out``; returns the byte count. The caller checked they are hex."""
-    cdef Py_ssize_t j, n = 0, seen = 0
-    cdef int hi = -1, v
-    cdef bint lead = True
-    cdef unsigned char c
-    for j in range(a, b):
-        c = s[j]
-        if c == 32 or c == 0 or c == 9:
-            continue
-        if lead and c == 62:
-            continue
-        lead = False
-        if seen < skip:
-            seen += 1
-            continue
-        v = _HEXV[c]
-        if hi < 0:
-            hi = v
-        else:
-            out[n] = <unsigned char>((hi << 4) | v)
-            n += 1
-            hi = -1
-    if hi >= 0:
-        raise ParseError("odd number of hex digits in a data line")
-    return n
-
-
-cdef inline long long _lead_hex(const unsigned char* s, Py_ssize_t a, Py_ssize_t b, int count):
-    """The value of the first ``count`` hex digits of raw line s[a:b] (the caller checked them)."""
-    cdef long long v = 0
-    cdef Py_ssize_t j
-    cdef bint lead = True
-    cdef unsigned char c
-    for j in range(a, b):
-        if count == 0:
-            break
-        c = s[j]
-        if c == 32 or c == 0 or c == 9:
-            continue
-        if lead and c == 62:
-            continue
-        lead = False
-        v = (v << 4) | _HEXV[c]
-        count -= 1
-    return v
-
-
 cdef int _crc_j1850(const unsigned char* d, Py_ssize_t n):
     cdef int crc = 0xFF, k
     cdef Py_ssize_t i
@@ -410,42 +378,54 @@ cdef int _legacy(Work* w, const unsigned char* d, Py_ssize_t m, int protocol) ex
     return 0
 
 
+cdef inline Py_ssize_t _unhex_nib(const unsigned char* nib, Py_ssize_t digits, unsigned char* out) except -1:
+    """``digits`` hex digit values (0-15) → bytes in ``out``; returns the byte count."""
+    cdef Py_ssize_t k, n = digits >> 1
+    if digits & 1:
+        raise ParseError("odd number of hex digits in a data line")
+    for k in range(n):
+        out[k] = <unsigned char>((nib[2 * k] << 4) | nib[2 * k + 1])
+    return n
+
+
 cdef int _scan(const unsigned char* s, Py_ssize_t n, bint headers, bint is_can, int protocol,
                Work* w) except -1:
-    cdef Py_ssize_t i = 0, a, b, j, L, m, off, width, nh2
-    cdef unsigned char c, c0, c1
+    cdef Py_ssize_t i = 0, j, L, m, off, width, nh2
+    cdef unsigned char c, c0, c1, cls
     cdef bint first = True, lead, has_lt, numbered, h0, h1
     cdef Py_ssize_t mf_need = 0, mf_off = 0, mf_have = 0, take
     cdef int mf_seq = 0, idx
     cdef long long ecu
+    cdef unsigned char* nib = w.nib
     while i < n:
-        a = i
-        while i < n and s[i] != 13 and s[i] != 10:
-            i += 1
-        b = i
-        i += 1
-        # classify the line on the fly: length without spaces/NULs/leading '>', '<', hex-ness
+        # one pass over the line: the hex digit values of its characters without spaces, NULs, tabs
+        # and leading '>' go to nib; L counts them; '<' and non-hex characters are noted
         L = 0
         lead = True
         has_lt = False
         nh2 = 0
         c0 = 0
         c1 = 0
-        for j in range(a, b):
-            c = s[j]
-            if c == 32 or c == 0 or c == 9:
+        while i < n:
+            c = s[i]
+            i += 1
+            cls = _CLS[c]
+            if cls & C_EOL:
+                break
+            if cls & C_SKIP:
                 continue
-            if lead and c == 62:
+            if lead and (cls & C_GT):
                 continue
             lead = False
             if L == 0:
                 c0 = c
             elif L == 1:
                 c1 = c
-            elif _HEXV[c] < 0:
+            elif not (cls & C_HEX):
                 nh2 += 1
-            if c == 60:
+            if cls & C_LT:
                 has_lt = True
+            nib[L] = <unsigned char>_HEXV[c]
             L += 1
         if L == 0:
             continue
@@ -463,7 +443,7 @@ cdef int _scan(const unsigned char* s, Py_ssize_t n, bint headers, bint is_can, 
             first = False
             continue
         if first and not numbered and L % 2 == 0 and L <= 16:
-            idx = (_HEXV[c0] << 4) | _HEXV[c1]
+            idx = (nib[0] << 4) | nib[1]
             if 1 <= idx <= 10:
                 first = False
                 continue
@@ -473,10 +453,10 @@ cdef int _scan(const unsigned char* s, Py_ssize_t n, bint headers, bint is_can, 
             if numbered:
                 if not mf_need:
                     raise ParseError("numbered frame line without the byte count line before it")
-                idx = _HEXV[c0]
+                idx = nib[0]
                 if idx != mf_seq:
                     raise ParseError(f"multi-frame line {idx:X}: expected {mf_seq:X}")
-                m = _unhex_into(s, a, b, 2, w.tmp)
+                m = _unhex_nib(nib + 2, L - 2, w.tmp)
                 if mf_have < mf_need:
                     take = m if m < mf_need - mf_have else mf_need - mf_have
                     memcpy(w.pool + mf_off + mf_have, w.tmp, take)
@@ -488,7 +468,7 @@ cdef int _scan(const unsigned char* s, Py_ssize_t n, bint headers, bint is_can, 
             elif L == 3:
                 if mf_need:
                     raise ParseError("new multi-frame message before the previous one was complete")
-                m = <Py_ssize_t>_lead_hex(s, a, b, 3)
+                m = (nib[0] << 8) | (nib[1] << 4) | nib[2]
                 if not m:
                     raise ParseError("multi-frame byte count of 0")
                 mf_off = _reserve(w, m)
@@ -499,7 +479,7 @@ cdef int _scan(const unsigned char* s, Py_ssize_t n, bint headers, bint is_can, 
                 if L % 2:
                     raise ParseError("odd number of hex digits in a data line")
                 off = _reserve(w, L // 2)
-                m = _unhex_into(s, a, b, 0, w.pool + off)
+                m = _unhex_nib(nib, L, w.pool + off)
                 _emit(w, 0, off, m)
         elif numbered:
             raise ParseError("numbered frame line while headers are on")
@@ -507,13 +487,13 @@ cdef int _scan(const unsigned char* s, Py_ssize_t n, bint headers, bint is_can, 
             width = 3 if L % 2 else 8
             if L < width + 2:
                 raise ParseError("CAN line too short")
-            ecu = _lead_hex(s, a, b, width)
-            m = _unhex_into(s, a, b, width, w.tmp)
+            ecu = 0
+            for j in range(width):
+                ecu = (ecu << 4) | nib[j]
+            m = _unhex_nib(nib + width, L - width, w.tmp)
             _isotp_feed(w, ecu, w.tmp, m)
         else:
-            if L % 2:
-                raise ParseError("odd number of hex digits in a data line")
-            m = _unhex_into(s, a, b, 0, w.tmp)
+            m = _unhex_nib(nib, L, w.tmp)
             _legacy(w, w.tmp, m, protocol)
     if mf_need:
         raise ParseError(f"multi-frame message incomplete: {mf_have} of {mf_need} bytes")
@@ -554,6 +534,7 @@ cdef object _hex(const unsigned char* d, Py_ssize_t n):
     cdef char sbuf[128]
     cdef char* o = sbuf
     cdef Py_ssize_t k
+    sbuf[0] = 0  # n may be 0
     if n > 64:
         o = <char*>PyMem_Malloc(2 * n)
         if o == NULL:
@@ -843,6 +824,7 @@ cdef class _Block:
     cdef Work w
     cdef unsigned char spool[STACK_HALF]
     cdef unsigned char stmp[STACK_HALF]
+    cdef unsigned char snib[STACK_BLOCK + 16]
     cdef Rec srecs[STACK_LINES]
     cdef Pend spend[STACK_LINES]
     cdef void* heap
@@ -858,19 +840,23 @@ cdef class _Block:
         if n <= STACK_BLOCK:
             self.w.pool = self.spool
             self.w.tmp = self.stmp
+            self.w.nib = self.snib
             self.w.recs = self.srecs
             self.w.pend = self.spend
             return 0
         if self.heap != NULL:
             PyMem_Free(self.heap)
-        self.heap = PyMem_Malloc(2 * half + lines * (sizeof(Rec) + sizeof(Pend)))
+        # records first: their alignment is the allocation's
+        self.heap = PyMem_Malloc(lines * (sizeof(Rec) + sizeof(Pend)) + 2 * half + n + 16)
         if self.heap == NULL:
             raise MemoryError()
         h = <char*>self.heap
+        self.w.recs = <Rec*>h
+        self.w.pend = <Pend*>(h + lines * sizeof(Rec))
+        h += lines * (sizeof(Rec) + sizeof(Pend))
         self.w.pool = <unsigned char*>h
         self.w.tmp = <unsigned char*>(h + half)
-        self.w.recs = <Rec*>(h + 2 * half)
-        self.w.pend = <Pend*>(h + 2 * half + lines * sizeof(Rec))
+        self.w.nib = <unsigned char*>(h + 2 * half)
         return 0
 
     cdef void release(self):
