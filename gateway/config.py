@@ -111,7 +111,7 @@ class DetectionConfig:
     charging_voltage_v: float = 13.2
     min_trip_distance_m: float = 10.0
     # rate window: the speed change rate is taken against a sample at least this old (0: consecutive)
-    rate_window_s: float = 0.5
+    rate_window_s: float = 0.8
     integrate_max_gap_s: float = 30.0
     mil_dtc_wait_s: float = 10.0
     state_save_interval_s: float = 10.0

@@ -116,6 +116,15 @@ class DetectionEngine:
 
     # -- extensions ----------------------------------------------------------------------------------
 
+    @property
+    def dtc_read_wanted(self) -> bool:
+        """The MIL came on and its ``mil:on`` waits for the codes: read mode 03 and feed a ``dtcs`` sample.
+
+        The poller reads PID 01 (the lamp) on its own but not the codes; the daemon calls
+        ``poller.read_dtcs()`` while this is true and feeds ``Sample(ts, "dtcs", tuple(stored))``.
+        """
+        return self.mil.pending_since is not None
+
     def end_of_input(self, now_ms: int) -> list[Output]:
         """The recording ends at ``now_ms`` (replay): close what is open as if the ignition went off.
 

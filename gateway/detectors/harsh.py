@@ -3,9 +3,10 @@
 The reference's rule is a speed change of more than 11 km/h per second, with later events inside
 five seconds of the first disregarded. Samples arrive irregularly (the poller's schedule, a slow ECU,
 a dropped answer), so the rate is measured between the current speed sample and the most recent
-earlier one that is at least ``rate_window_s`` old (with samples at most 2 Hz apart that is simply the
-previous sample); a pair further apart than ``max_gap_s`` says nothing about the rate and is skipped.
-The window keeps the 1 km/h quantisation of PID 0D from looking like 10 km/h/s at 10 Hz polling.
+earlier one that is at least ``rate_window_s`` (0.8 s) old (with samples a second apart that is simply the
+previous sample at the default 1 Hz); a pair further apart than ``max_gap_s`` says nothing about the
+rate and is skipped. The window keeps the 1 km/h steps of PID 0D (and the jitter of answer times) from
+looking like 10 km/h/s at 5-10 Hz polling: over 0.8 s they are worth at most ±1.25 km/h/s.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class _SpeedRateDetector:
         threshold_kmh_per_s: float = 11.0,
         refractory_s: float = 5.0,
         max_gap_s: float = 2.0,
-        rate_window_s: float = 0.5,
+        rate_window_s: float = 0.8,
         new_id: IdFactory = uuid4_str,
     ) -> None:
         self.threshold = threshold_kmh_per_s

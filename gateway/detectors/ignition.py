@@ -4,10 +4,10 @@ Evidence that the engine runs: the vehicle moving, RPM above zero, or — when R
 ECU is silent or RPM is not polled) — the battery at charging voltage (``charging_voltage_v``, 13.2 V).
 An ECU starting to answer after being silent (the key turned) also switches the ignition on.
 
-Ignition goes off only after ``confirm_s`` (60 s) without any running evidence, so a cranking voltage
-dip or a stop-start engine resting at a red light does not split a trip. The ``ignition:off`` event is
-sent when the confirmation ends but is dated when the running evidence stopped: that is when the trip
-ended. A known RPM beats the voltage: a battery still above 13.2 V just after the engine stopped
+Ignition goes off only after ``confirm_s`` (60 s) without any running evidence, counted from the last
+item that showed it, so a cranking voltage dip or a stop-start engine resting at a red light does not
+split a trip. The ``ignition:off`` event is sent when the confirmation ends but is dated at that last
+running item: that is when the trip ended. A known RPM beats the voltage: a battery still above 13.2 V just after the engine stopped
 (surface charge) must not hold the ignition on while the ECU says the engine is at 0 RPM.
 """
 
@@ -84,7 +84,10 @@ class IgnitionDetector:
         elif running:
             self.off_since = None
         elif self.off_since is None:
-            self.off_since = now
+            # The engine stopped after the last sign of running: with a silent ECU the first sign of
+            # "off" comes seconds later (the poller's silence time-out), the last running sample does not.
+            last = self.last_running_ms
+            self.off_since = last if last is not None and last <= now else now
         return out
 
     def tick(self, now_ms: int) -> list[Event]:
@@ -100,10 +103,13 @@ class IgnitionDetector:
         """End of input (replay): an ignition still on goes off, dated when it stopped running if known."""
         if not self.on:
             return []
-        date = self.off_since if self.off_since is not None else now_ms
+        if self.off_since is not None:  # the off was being confirmed: the same event as live
+            date, payload = self.off_since, {"confirm_s": self.confirm_ms / 1000}
+        else:
+            date, payload = now_ms, {"end_of_input": True}
         self.on = False
         self.off_since = None
-        return [make_event(self._new_id, "IGNITION_OFF", date, {"end_of_input": True})]
+        return [make_event(self._new_id, "IGNITION_OFF", date, payload)]
 
     def to_state(self) -> dict[str, Any]:
         """What must survive a restart."""

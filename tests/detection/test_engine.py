@@ -30,7 +30,8 @@ def drive(peak_kmh: float = 9.0) -> list[Sample | LinkState]:
         s(1, "speed", 0),
         s(5, "speed", peak_kmh),
         s(9, "speed", 0),
-        s(10, "engine_rpm", 0),
+        s(10, "engine_rpm", 760),  # the last sign of running: the trip ends here
+        s(10.2, "engine_rpm", 0),
         link(11, ok=False),
     ]
 
@@ -117,8 +118,9 @@ def test_open_speeding_episode_is_closed_with_the_trip() -> None:
 
 def test_stop_start_does_not_split_the_trip() -> None:
     eng = engine()
+    # the engine stops at a light after 3 s (last running sample) and restarts 59.999 s later
     items = [s(0, "engine_rpm", 800), s(0, "speed", 0), s(1, "speed", 36), s(2, "speed", 0),
-             s(3, "engine_rpm", 0), s(62.999, "engine_rpm", 0), s(62.999, "engine_rpm", 750), s(63, "speed", 20)]
+             s(3, "engine_rpm", 780), s(3.2, "engine_rpm", 0), s(62.999, "engine_rpm", 750), s(63, "speed", 20)]
     out = run(eng, items, tick_s=100)
     assert "IGNITION_OFF" not in types(out) and eng.ignition_on
 
@@ -144,7 +146,7 @@ def test_restart_continues_the_same_trip(tmp_path: Path) -> None:
     out = run(second, [s(20, "engine_rpm", 800), s(20, "speed", 36), s(21, "speed", 36), s(22, "speed", 0),
                        s(23, "engine_rpm", 0)], tick_s=83)
     (trip,) = [x for x in out if isinstance(x, TripRecord)]
-    assert trip.id == trip_id and trip.start_ms == ms(0) and trip.stop_ms == ms(23)
+    assert trip.id == trip_id and trip.start_ms == ms(0) and trip.stop_ms == ms(22)  # last running sample
     # 5 + 10 m before the restart, the 18 s hole (2 s -> 20 s) bridged (< 30 s) at 36 km/h, then 10 + 5 m
     assert trip.summary["distance"] == pytest.approx(15 + 180 + 15)
     assert "IGNITION_ON" not in types(out)

@@ -7,20 +7,21 @@ import pytest
 from gateway.detectors import HardAccelDetector, HardBrakeDetector
 from tests.detection.helpers import feed_all, link, ms, speeds
 
-# (case, [(t_s, km/h) ...], expected event times in s) — defaults: 11 km/h/s, 0.5 s window, 2 s gap, 5 s refractory
+# (case, [(t_s, km/h) ...], expected event times in s) — defaults: 11 km/h/s, 0.8 s window, 2 s gap, 5 s refractory
 BRAKE_CASES = [
     ("exactly 11 km/h/s is not beyond", [(0, 50), (1, 39)], []),
     ("just over: 11.1 km/h/s", [(0, 50), (1, 38.9)], [1]),
-    ("half-second pair at 11.2 km/h/s", [(0, 50), (0.5, 44.4)], [0.5]),
-    ("just under at half a second", [(0, 50), (0.5, 44.5)], []),
+    ("0.8 s pair at 11.25 km/h/s", [(0, 50), (0.8, 41)], [0.8]),
+    ("just under at 0.8 s", [(0, 50), (0.8, 41.2)], []),
+    ("a pair closer than the window gives no rate", [(0, 50), (0.5, 30)], []),
     ("2 s gap is still used", [(0, 50), (2, 27)], [2]),
     ("gap just over 2 s is ignored", [(0, 50), (2.001, 20)], []),
     ("acceleration is not braking", [(0, 20), (1, 40)], []),
     # 10 Hz with 1 km/h quantisation: one 0.1 s step of 2 km/h is 20 km/h/s between neighbours, but the
-    # rate over the 0.5 s window is about 7 km/h/s: no event.
-    ("quantised 10 Hz at ~7 km/h/s", [(0, 50), (0.1, 50), (0.2, 49), (0.3, 47), (0.4, 47), (0.5, 46), (0.6, 46)], []),
-    # 10 Hz at 15 km/h/s: the first pair at least 0.5 s apart is (0, 0.5): 7.5 km/h in 0.5 s
-    ("10 Hz at 15 km/h/s", [(round(i * 0.1, 1), 50 - 1.5 * i) for i in range(8)], [0.5]),
+    # rate over the 0.8 s window is 5-6 km/h/s: no event.
+    ("quantised 10 Hz at ~6 km/h/s", [(i / 10, v) for i, v in enumerate([50, 50, 49, 47, 47, 46, 46, 45, 45])], []),
+    # 10 Hz at 15 km/h/s: the first pair at least 0.8 s apart is (0, 0.8): 12 km/h in 0.8 s
+    ("10 Hz at 15 km/h/s", [(round(i * 0.1, 1), 50 - 1.5 * i) for i in range(10)], [0.8]),
     # refractory: 12 km/h/s every second from 100 km/h; the first fires at 1 s, the next at 6 s (5 s later)
     ("refractory 5 s", [(t, 100 - 12 * t) for t in range(8)], [1, 6]),
 ]

@@ -98,7 +98,8 @@ def test_ignition_on_table(items: list, on_at: list[float]) -> None:
 
 def running_then_stop() -> IgnitionDetector:
     det = IgnitionDetector(confirm_s=60)
-    feed_all(det, [s(0, "engine_rpm", 800), s(10, "engine_rpm", 0)])
+    # last sign of running at 10 s; the confirmation counts from there
+    feed_all(det, [s(0, "engine_rpm", 800), s(10, "engine_rpm", 760), s(10.2, "engine_rpm", 0)])
     return det
 
 
@@ -132,8 +133,9 @@ def test_silent_ecu_and_low_voltage_end_ignition() -> None:
     feed_all(det, [s(0, "engine_rpm", 800), s(0, "battery_voltage", 14.1), s(5, "battery_voltage", 12.4)])
     assert det.off_since is None  # rpm 800 still known
     det.feed(link(6, ok=False))  # silence makes rpm unknown; voltage says off
-    assert det.off_since == ms(6)
-    assert [e.date_ms for e in det.feed(link(66, ok=False))] == [ms(6)]
+    assert det.off_since == ms(5)  # the last item that showed the engine running (rpm 800 still known)
+    assert det.feed(link(64.999, ok=False)) == []
+    assert [e.date_ms for e in det.feed(link(65, ok=False))] == [ms(5)]
 
 
 def test_silent_ecu_with_charging_voltage_keeps_ignition() -> None:

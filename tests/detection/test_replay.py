@@ -162,12 +162,12 @@ def test_recorded_csv_replays_to_the_same_events_and_trips() -> None:
         ("SPEEDING", ms(14)),  # crossed 70 mph at 14 s, sent at 17 s when 98 km/h re-armed it
         ("MIL_ON", ms(20)),  # lamp at 20 s, codes read at 21 s
         ("STOPPED", ms(37.5)),
-        ("IGNITION_OFF", ms(40)),  # rpm 0 at 40 s, confirmed 60 s later
-        ("PARKED", ms(40)),
-        ("TRIP_FINISHED", ms(40)),
+        ("IGNITION_OFF", ms(37.5)),  # last running sample at 37.5 s (rpm 0 read at 40 s), confirmed 60 s later
+        ("PARKED", ms(37.5)),
+        ("TRIP_FINISHED", ms(37.5)),
     ]
     (trip,) = trips
-    assert trip.start_ms == ms(1) and trip.stop_ms == ms(40)
+    assert trip.start_ms == ms(1) and trip.stop_ms == ms(37.5)
 
 
 def test_cli_replay_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
