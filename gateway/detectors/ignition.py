@@ -7,8 +7,8 @@ An ECU starting to answer after being silent (the key turned) also switches the 
 Ignition goes off only after ``confirm_s`` (60 s) without any running evidence, counted from the last
 item that showed it, so a cranking voltage dip or a stop-start engine resting at a red light does not
 split a trip. The ``ignition:off`` event is sent when the confirmation ends but is dated at that last
-running item: that is when the trip ended. A known RPM beats the voltage: a battery still above 13.2 V just after the engine stopped
-(surface charge) must not hold the ignition on while the ECU says the engine is at 0 RPM.
+running item: that is when the trip ended. A known RPM beats the voltage: a battery still above 13.2 V
+just after the engine stopped (surface charge) must not hold the ignition on while the ECU says 0 RPM.
 """
 
 from __future__ import annotations
