@@ -51,6 +51,7 @@ from gateway.scheduler import Batch, SchedulerPolicy
 log = logging.getLogger("gateway.poller")
 
 LINK_STATE_EVERY_S = 5.0
+PIPELINE_DEPTH = 4  # requests written at once where the adapter keeps up
 SILENT_AFTER_S = 2.0  # no answer from any ECU for this long: the ECU is not responding
 SILENT_RETRY_S = 1.0
 ENGINE_ECU = 0x7E8
@@ -103,7 +104,10 @@ class Session(Protocol):
 
     async def initialize(self) -> Any: ...
     async def detect_protocol(self) -> str: ...
+    @property
+    def latency_ms(self) -> float: ...
     async def read_pids(self, ecu: int, pids: Sequence[int]) -> list[Any]: ...
+    async def pipeline_pids(self, ecu: int, batches: Sequence[Sequence[int]]) -> list[list[Any] | GatewayError]: ...
     async def query(self, service: int, data: Sequence[int] = (), ecu: int | None = None) -> list[Any]: ...
     async def read_voltage(self) -> float: ...
     async def read_vin(self) -> str: ...
@@ -169,6 +173,8 @@ class Poller:
         self.reconnects = 0
         self.errors: dict[str, int] = {}
         self.battery_v: float | None = None
+        self.pipeline_depth = PIPELINE_DEPTH
+        self._stopped_pipelined = 0
 
     # -- public API -------------------------------------------------------------------------------
     def set_plan(self, plan: Literal["driving", "parked"]) -> None:
@@ -356,7 +362,75 @@ class Poller:
                 await self._publish_link()
                 await self._sleep_or_wake(min(self.policy.next_due_in(now), 0.5))
                 continue
-            await self._poll_batch(batch)
+            batches = self._lookahead(batch, now)
+            if len(batches) > 1:
+                await self._poll_pipelined(batches)
+            else:
+                await self._poll_batch(batch)
+
+    def _lookahead(self, first: Batch, now: float) -> list[Batch]:
+        """More batches of the same ECU that will be due while the first is answered (pipelining).
+
+        Only where the session's probe showed the adapter takes several requests written at once.
+        """
+        session = self.session
+        info = getattr(session, "info", None)
+        if session is None or not getattr(info, "pipelining", False) or self.pipeline_depth < 2:
+            return [first]
+        per_exchange = max(0.001, session.latency_ms / 1000)
+        batches = [first]
+        self.policy.mark_sent(first, now)
+        while len(batches) < self.pipeline_depth:
+            at = now + per_exchange * len(batches)
+            nxt = self.policy.next_batch(at)
+            if nxt is None or nxt.ecu != first.ecu:
+                break
+            self.policy.mark_sent(nxt, at)
+            batches.append(nxt)
+        return batches
+
+    async def _poll_pipelined(self, batches: list[Batch]) -> None:
+        assert self.session is not None
+        from gateway.elm327.responses import AdapterReset, Stopped
+
+        try:
+            results = await self.session.pipeline_pids(batches[0].ecu, [b.pids for b in batches])
+        except TransportTimeout:
+            self._count("timeout")
+            for b in batches:
+                self.policy.record_failure(b, time.monotonic())
+            await self._resync()
+            return
+        done = time.monotonic()
+        samples: list[Sample] = []
+        trouble: GatewayError | None = None
+        for batch, result in zip(batches, results, strict=True):
+            if isinstance(result, NoDataError):
+                self.policy.record(batch, done, ())
+            elif isinstance(result, GatewayError):
+                self.policy.record_failure(batch, done)
+                trouble = trouble or result
+            else:
+                got = self._samples(result)
+                self.policy.record(batch, done, {s.pid for s in got if s.pid is not None})
+                samples += got
+        if samples:
+            self._last_answer = done
+            await self._set_ecu_responding(True)
+            await self._emit(samples)
+        if isinstance(trouble, Stopped):
+            # the adapter cannot take requests back to back after all: stop pipelining
+            self._stopped_pipelined += 1
+            if self._stopped_pipelined >= 3:
+                log.warning("adapter interrupted pipelined requests; pipelining off")
+                self.session.info.pipelining = False
+        if isinstance(trouble, AdapterReset):
+            await self._recover_adapter(trouble, batches[0])
+        elif isinstance(trouble, BusError):
+            await self._recover_bus(trouble)
+        elif trouble is not None:
+            self._count(type(trouble).__name__)
+            await self._resync()
 
     async def _sleep_or_wake(self, seconds: float) -> None:
         if seconds <= 0:

@@ -205,6 +205,13 @@ class SchedulerPolicy:
             else:
                 self._nodata(entry, now)
 
+    def mark_sent(self, batch: Batch, now: float) -> None:
+        """``batch`` was sent (pipelined, answer pending): do not choose its PIDs again before ``now``."""
+        for pid in batch.pids:
+            entry = self.entries.get((batch.ecu, pid))
+            if entry is not None:
+                entry.last_polled = now
+
     def record_failure(self, batch: Batch, now: float) -> None:
         """The request failed as a whole (bus error, garbage): poll again soon, no backoff."""
         for pid in batch.pids:
