@@ -56,6 +56,7 @@ log = logging.getLogger("gateway.diag")
 
 MAX_LINE = 64 * 1024
 _DROP_REPORT_RETRY_S = 0.2
+_MAX_UNIX_PATH = 107  # sun_path is 108 bytes including the terminating NUL
 PROTOCOL_VERSION = 1
 COMMANDS = (
     "ping",
@@ -394,9 +395,16 @@ class DiagServer:
     async def start(self) -> None:
         """Bind the socket(s). Raises :class:`GatewayError` if another daemon is serving the path."""
         path = self.socket_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._remove_stale(path)
-        server = await asyncio.start_unix_server(self._on_connect, path=str(path), limit=self.max_line)
+        if len(os.fsencode(path)) > _MAX_UNIX_PATH:
+            raise ConfigError(
+                f"diag.socket: {path} is longer than the {_MAX_UNIX_PATH} bytes a Unix socket path may have"
+            )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._remove_stale(path)
+            server = await asyncio.start_unix_server(self._on_connect, path=str(path), limit=self.max_line)
+        except OSError as exc:
+            raise GatewayError(f"diag.socket: cannot listen on {path}: {exc.strerror or exc}") from exc
         self._servers.append(server)
         try:
             os.chmod(path, self.socket_mode)
@@ -408,7 +416,12 @@ class DiagServer:
                 except PermissionError as exc:
                     raise ConfigError(f"diag.group: cannot give {path} to group {self.group!r}: {exc}") from None
             if self.tcp_port:
-                tcp = await asyncio.start_server(self._on_connect, host="127.0.0.1", port=self.tcp_port)
+                try:
+                    tcp = await asyncio.start_server(self._on_connect, host="127.0.0.1", port=self.tcp_port)
+                except OSError as exc:
+                    raise GatewayError(
+                        f"diag.tcp_port: cannot listen on 127.0.0.1:{self.tcp_port}: {exc.strerror or exc}"
+                    ) from exc
                 self._servers.append(tcp)
                 sockname = tcp.sockets[0].getsockname()
                 self.tcp_address = (sockname[0], sockname[1])

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from gateway.diag import COMMANDS, MAX_LINE, DiagServer, normalise_pid
-from gateway.errors import GatewayError
+from gateway.errors import ConfigError, GatewayError
 from gateway.model import Event, LinkState, Sample, TripRecord
 
 from .diagkit import Conn, TestSource
@@ -470,3 +470,20 @@ async def test_random_requests_each_get_exactly_one_answer(server: DiagServer, s
     assert source.cleared == 0, "random input never clears codes (allow_clear_dtc is off)"
     assert (await c.ask({"cmd": "ping"}))["ok"]
     await c.close()
+
+
+async def test_unusable_addresses_are_clear_errors(source: TestSource, sock_path: Path, tmp_path: Path) -> None:
+    long_path = Path("/tmp") / ("x" * 120) / "diag.sock"
+    with pytest.raises(ConfigError, match=r"^diag\.socket: .* longer than"):
+        await DiagServer(source, socket_path=long_path).start()
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(GatewayError, match=r"^diag\.socket: cannot listen"):
+        await DiagServer(source, socket_path=blocker / "diag.sock").start()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(GatewayError, match=r"^diag\.tcp_port: cannot listen"):
+            await DiagServer(source, socket_path=sock_path, tcp_port=port).start()
+    assert not sock_path.exists(), "a failed start leaves no socket file behind"
