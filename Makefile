@@ -13,8 +13,10 @@ $(BIN)/python:
 
 # Editable install: compiles native/*.pyx in place (a failed compile stops here, loudly).
 $(STAMP): $(BIN)/python pyproject.toml setup.py $(wildcard native/*.pyx native/*.pxd)
-	$(BIN)/python -m pip install -q -e '.[dev]'
-	touch $(STAMP)
+	@echo "installing obd-gateway and its dev dependencies into $(VENV) (log: $(VENV)/install.log)"
+	@$(BIN)/python -m pip install -e '.[dev]' > $(VENV)/install.log 2>&1 || { tail -40 $(VENV)/install.log; echo "install failed: see $(VENV)/install.log" >&2; exit 1; }
+	@$(BIN)/python -c "from gateway.obd import PARSER_BUILD as b; print('parser build:', b)"
+	@touch $(STAMP)
 
 run: $(STAMP)
 	mkdir -p var
