@@ -140,3 +140,45 @@ def single_pid_round_trip(model: TimingModel | None = None, *, headers: bool = F
         line += 3 + (1 if spaces else 0)
     return m.exchange_duration(cmd + 1, line + eol, echo_bytes=(cmd + eol) if echo else 0, prompt_bytes=eol + 1,
                                answers=1, count_satisfied=count_digit)
+
+
+def answer_bytes(message_len: int, *, headers: bool = False, spaces: bool = True, linefeeds: bool = False,
+                 extended: bool = False, dlc: bool = False) -> int:
+    """Bytes the chip prints for one CAN answer of ``message_len`` bytes (CAN auto-formatting on).
+
+    Single frames (≤ 7 bytes) are one line; longer messages are ISO-TP multi-frame: with headers off a
+    length line plus ``0:``/``1:`` lines, with headers on every raw 8-byte frame on its own line.
+    """
+    eol = 2 if linefeeds else 1
+    per = 3 if spaces else 2
+    frames = 1 if message_len <= 7 else 1 + -(-(message_len - 6) // 7)
+    if not headers:
+        if frames == 1:
+            return message_len * per + eol
+        index = 3 if spaces else 2  # "0: " / "0:"
+        return (3 + eol) + (index + 6 * per + eol) + (frames - 1) * (index + 7 * per + eol)
+    head = (12 if spaces else 8) if extended else (4 if spaces else 3)
+    if dlc:
+        head += 2 if spaces else 1
+    if frames == 1:
+        return head + (1 + message_len) * per + eol
+    return frames * (head + 8 * per + eol)
+
+
+def max_pid_rate(model: TimingModel | None = None, *, pids_per_request: int = 6, data_bytes_per_pid: int = 2,
+                 headers: bool = False, spaces: bool = False, linefeeds: bool = False, count_digit: bool = True,
+                 echo: bool = False) -> float:
+    """The theoretical maximum of mode-01 PIDs per second over one ELM327 link, one request at a time.
+
+    A request of ``pids_per_request`` PIDs (``010C0D…``, plus the count digit ``1`` when used) answered by
+    one ECU with ``data_bytes_per_pid`` data bytes each; the result is PIDs divided by the model's
+    exchange duration. The defaults are the fastest settings (ATE0 ATS0 ATH0, 6 PIDs, count digit).
+    """
+    m = model or TimingModel()
+    eol = 2 if linefeeds else 1
+    cmd = 2 + 2 * pids_per_request + (1 if count_digit else 0)
+    message = 1 + pids_per_request * (1 + data_bytes_per_pid)
+    out = answer_bytes(message, headers=headers, spaces=spaces, linefeeds=linefeeds)
+    duration = m.exchange_duration(cmd + 1, out, echo_bytes=(cmd + eol) if echo else 0, prompt_bytes=eol + 1,
+                                   count_satisfied=count_digit)
+    return pids_per_request / duration

@@ -104,3 +104,30 @@ def test_baud_rate_scales_serial_time(timed_sim: Simulator) -> None:
     nbytes = len(a.data()) + 6
     assert b.ended_at - a.ended_at == pytest.approx(serial_time(nbytes, 9600) - serial_time(nbytes, 38400), rel=0.1)
     slow_sim.stop()
+
+
+@pytest.mark.parametrize("setup", [(), ("ATS0",), ("ATH1",), ("ATH1", "ATS0"), ("ATH1", "ATD1"), ("ATL1",)])
+@pytest.mark.parametrize("command", ["010C", "0902", "010C0D", "010C0D05101104"])
+def test_answer_bytes_matches_the_chip(sim: Simulator, setup: tuple[str, ...], command: str) -> None:
+    from firmware_sim.timing import answer_bytes
+
+    elm = sim.new_elm()
+    for c in ("ATE0", "ATSP6", "ATSH7E0", *setup):
+        elm.execute(c.encode())
+    out = elm.execute(command.encode()).data()
+    eol = 2 if "ATL1" in setup else 1
+    body = len(out) - eol - 1
+    ecu = sim.ecus[0]
+    message = ecu.handle(sim.vehicle, bytes.fromhex(command))[0]
+    assert answer_bytes(len(message), headers="ATH1" in setup, spaces="ATS0" not in setup,
+                        linefeeds="ATL1" in setup, dlc="ATD1" in setup) == body
+
+
+def test_max_pid_rate() -> None:
+    from firmware_sim.timing import max_pid_rate
+
+    best = max_pid_rate()
+    assert 6 / best == pytest.approx(TimingModel().exchange_duration(
+        16, 4 + 15 + 17 + 17, prompt_bytes=2, count_satisfied=True))  # "010C…1\r"; 19-byte answer: 3 frames
+    assert max_pid_rate(pids_per_request=1) < best
+    assert max_pid_rate(count_digit=False) < best
