@@ -214,12 +214,13 @@ class Elm327:
             return "".join(f"{b:02X} " for b in data)
         return data.hex().upper()
 
-    def _reset(self) -> None:
+    def _reset(self, *, keep_baud: bool = False) -> None:
         self.settings = Settings(linefeeds=self.linefeeds_default)
         self.protocol_setting = self.saved_protocol
         self.active = None
         self.bus_inited = False
-        self.baud = self.base_timing.baud
+        if not keep_baud:  # ATZ restores the power-up baud rate; ATWS keeps one chosen with ATBRD
+            self.baud = self.base_timing.baud
 
     def _simple(self, text: str | None, *, delay: float = 0.0, echo: bytes = b"") -> Reply:
         """A reply of zero or one line, then the prompt, timed at the current baud rate."""
@@ -281,7 +282,7 @@ class Elm327:
         return reply
 
     def _banner(self, echo: bytes, t_in: float, *, spontaneous: bool = False, warm: bool = False) -> Reply:
-        self._reset()
+        self._reset(keep_baud=warm)
         reply = Reply()
         body = (b"" if spontaneous else echo) + self.eol + self.eol + self.line(VERSION)
         delay = 0.0 if self.fast else t_in + (0.05 if warm else RESET_S)
@@ -386,13 +387,15 @@ class Elm327:
         if cmd in {"MA", "MR", "MT"} or re.fullmatch(r"M[RT][0-9A-F]{2}", cmd):
             if self.faults.strikes("buffer_full"):
                 return self._simple("BUFFER FULL", delay=t_in, echo=echo)
-            if self.active is None and not self.bus.alive():
-                return self._simple("UNABLE TO CONNECT" if self.auto else "NO DATA", delay=t_in, echo=echo)
-            if self.active is None:
-                self.active = self.bus.protocol
             reply = Reply(monitor=Monitor(self, self.bus))
-            t = 0.0 if self.fast else t_in + serial_time(len(echo), self.baud)
-            reply.chunks.append(Chunk(t, echo))
+            out = _Out(self, reply, start=t_in)
+            out.emit(echo, t_in)
+            t = t_in
+            if self.active is None:  # like an OBD request, monitoring needs a protocol: search for one
+                t = self._connect(out, t)
+                if self.active is None:
+                    reply.monitor = None
+                    return out.done(t)
             return reply
         if cmd == "CS":
             return self._simple("T:00 R:00 ", delay=t_in, echo=echo)

@@ -144,3 +144,25 @@ def test_tcp_adapter(sim: Simulator) -> None:
             assert buf == b"ELM327 v1.5\r\r>"
     finally:
         server.stop()
+
+
+def test_monitor_searches_first_when_no_protocol(sim: Simulator) -> None:
+    from tests.sim.helpers import chip
+
+    elm = chip(sim)
+    reply = elm.execute(b"ATMA")
+    assert reply.monitor is not None and reply.data() == b"SEARCHING...\r"
+    sim.vehicle.set_ignition(False)
+    off = chip(sim).execute(b"ATMA")
+    assert off.monitor is None and off.data() == b"SEARCHING...\rUNABLE TO CONNECT\r\r>"
+
+
+def test_warm_start_keeps_the_brd_baud_rate(sim: Simulator) -> None:
+    from tests.sim.helpers import chip
+
+    elm = chip(sim)
+    elm.baud = 115200  # as after an accepted ATBRD
+    elm.execute(b"ATWS")
+    assert elm.baud == 115200
+    elm.execute(b"ATZ")
+    assert elm.baud == 38400

@@ -30,6 +30,8 @@ def test_python_obd_values_match_ground_truth(sim: Simulator, conn: obd.OBD) -> 
     coolant = conn.query(obd.commands.COOLANT_TEMP)
     st = sim.vehicle.state
     assert speed.value.magnitude == 87
+    sim.advance(1.0)
+    assert sim.truth.samples()[-1]["speed"] == 87  # the ground-truth log says the same
     assert abs(rpm.value.magnitude - st.rpm) < 25
     assert abs(coolant.value.magnitude - st.coolant_c) <= 1
 
@@ -56,3 +58,22 @@ def test_python_obd_over_tcp(sim: Simulator) -> None:
     finally:
         c.close()
         server.stop()
+
+
+@pytest.mark.slow
+def test_python_obd_with_real_timing_and_search() -> None:
+    """Real-time chip (38400 baud, latencies, a ~6 s protocol search): python-OBD still connects."""
+    sim = Simulator(seed=2, fast=False)
+    sim.advance(3)
+    try:
+        with sim.serve_pty() as path:
+            c = obd.OBD(path, baudrate=38400, fast=False, timeout=5)
+            try:
+                assert c.status() == obd.OBDStatus.CAR_CONNECTED and c.protocol_id() == "6"
+                rpm = c.query(obd.commands.RPM).value.magnitude
+                assert abs(rpm - sim.vehicle.state.rpm) < 60
+                assert c.query(obd.commands.ELM_VOLTAGE).value.magnitude == pytest.approx(14.0, abs=0.2)
+            finally:
+                c.close()
+    finally:
+        sim.stop()
