@@ -229,3 +229,28 @@ def test_service_lifecycle_under_systemd_protocol(service: Service) -> None:
     assert elapsed < 10
     assert "Traceback" not in svc.log()
     assert SECRET not in (svc.dir / "stderr.txt").read_text(errors="replace")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=subprocess.TimeoutExpired,
+    reason="daemon.run opens the store before binding the diagnostic socket and does not close it when "
+    "that fails: the error line is printed, then aiosqlite's worker thread keeps the process alive",
+)
+def test_second_daemon_on_the_same_socket_exits_with_one_line() -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="obdgw-dup-"))
+    try:
+        config = workdir / "config.toml"
+        config.write_text(CONFIG.format(d=workdir, port=_dead_port()).replace("enabled = true", "enabled = false"))
+        (workdir / "mqtt.password").write_text("x\n")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as first:  # "the running daemon"
+            first.bind(str(workdir / "diag.sock"))
+            first.listen()
+            dup = subprocess.run(
+                [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+                capture_output=True, text=True, timeout=15,
+            )
+        assert dup.returncode == 1, dup.stderr
+        assert "already running" in dup.stderr and "Traceback" not in dup.stderr
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
