@@ -47,7 +47,7 @@ UNITS: dict[str, str] = {
     "throttle_position": "%",
     "intake_air_temperature": "°C",
 }
-BOOL_NAMES = frozenset({"mil"})
+BOOL_NAMES = frozenset({"mil", "dtcs_cleared"})
 TEXT_NAMES = frozenset({"dtcs", "vin", "protocol"})
 LINK_COLUMNS = ("adapter_connected", "ecu_responding")
 _TRUE = {"true", "1", "yes", "on"}

@@ -6,7 +6,8 @@ samples whose value is a tuple of codes). The two arrive separately, usually the
 by then). While the lamp is lit, a code read that shows codes not yet reported sends another
 ``mil:on`` (the reference allows several before a ``mil:off``). ``mil:off`` lists the codes that were
 reported and carries ``user_cleared`` when the gateway itself cleared them
-(:meth:`MilDetector.note_user_cleared_dtcs`).
+(:meth:`MilDetector.note_user_cleared_dtcs`, or a ``dtcs_cleared`` sample with a true value: the
+marker a recording carries so that a replay knows about the clearing too).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from gateway.detectors.base import IdFactory, make_event, uuid4_str
 from gateway.model import Event, LinkState, Sample
 
 _SPLIT = re.compile(r"[\s,;|]+")
+CLEARED_MARKER = "dtcs_cleared"  # sample name: the gateway cleared the codes (mode 04) at ts_ms
 
 
 def parse_dtcs(value: object) -> tuple[str, ...] | None:
@@ -59,7 +61,10 @@ class MilDetector:
         if isinstance(item, LinkState):
             return self.tick(item.ts_ms)
         out = self.tick(item.ts_ms)
-        if item.name == "dtcs":
+        if item.name == CLEARED_MARKER:
+            if item.value is True or item.value == 1:
+                self.note_user_cleared_dtcs()
+        elif item.name == "dtcs":
             codes = parse_dtcs(item.value)
             if codes is None:
                 return out

@@ -28,7 +28,7 @@ simulator = pytest.importorskip("firmware_sim.simulator")
 poller_mod = pytest.importorskip("gateway.poller")
 
 DRIVE = Path(__file__).parent / "drives" / "live_short.toml"
-CFG = DetectionConfig(ignition_off_confirm_s=3.0)
+CFG = DetectionConfig(ignition_off_confirm_s=2.0)
 TOLERANCE_MS = 1500  # poll period + answer latency + the 0.8 s rate window
 
 
@@ -83,11 +83,18 @@ async def drive_live(tmp_path: Path) -> tuple[list[Sample | LinkState], list[Eve
             poller.set_plan(wanted)
         if engine.dtc_read_wanted and not any(not t.done() for t in reading_dtcs):
             reading_dtcs.append(asyncio.create_task(read_dtcs()))
+        if any(isinstance(o, Event) and o.type == "MIL_ON" for o in out):
+            reading_dtcs.append(asyncio.create_task(clear_dtcs()))
 
     async def read_dtcs() -> None:
         # what the daemon does when a mil:on waits for its codes
         dtcs = await poller.read_dtcs()
         take(Sample(int(time.time() * 1000), "dtcs", tuple(dtcs["stored"])))
+
+    async def clear_dtcs() -> None:
+        # The marker goes first: the poller may read the lamp off before this task runs again.
+        take(Sample(int(time.time() * 1000), "dtcs_cleared", True))
+        await poller.clear_dtcs()
 
     async def publish(item: Any) -> None:
         take(item)
@@ -103,6 +110,7 @@ async def drive_live(tmp_path: Path) -> tuple[list[Sample | LinkState], list[Eve
                 ),
                 publish=publish,
                 state_dir=tmp_path,
+                allow_clear_dtc=True,
             )
             task = asyncio.create_task(poller.run())
             try:
@@ -158,12 +166,16 @@ async def test_live_drive_matches_truth_and_replay(tmp_path: Path) -> None:
              ("hard_brake", "HARD_BRAKE"), ("ignition_off", "IGNITION_OFF")]
     for truth_name, ours in pairs:
         lag = got[ours].date_ms - want[truth_name]["t"]
-        assert 0 <= lag <= TOLERANCE_MS or abs(lag) <= 250, f"{ours}: {lag} ms after the truth"
+        assert -500 <= lag <= TOLERANCE_MS, f"{ours}: {lag} ms after the truth"
     assert got["SPEEDING"].payload["threshold_mph"] == 70.0
     assert got["SPEEDING"].payload["speed_mph"] == pytest.approx(117 / 1.609344, abs=0.7)
     mil_lag = got["MIL_ON"].date_ms - want["mil_on"]["t"]
     assert 0 <= mil_lag <= 1000 + TOLERANCE_MS, f"MIL_ON {mil_lag} ms after the truth"
     assert [d["code"] for d in got["MIL_ON"].payload["dtcs"]] == want["mil_on"]["dtcs"]
+    off_lag = got["MIL_OFF"].date_ms - want["mil_off"]["t"]
+    assert 0 <= off_lag <= 1000 + TOLERANCE_MS, f"MIL_OFF {off_lag} ms after the truth"
+    assert got["MIL_OFF"].payload == {"dtcs": [{"code": "P0301", "start": got["MIL_ON"].payload["dtcs"][0]["start"]}],
+                                      "user_cleared": True}
     (trip,) = trips
     truth_m = want["ignition_off"]["distance_m"]
     assert trip.summary["distance"] == pytest.approx(truth_m, rel=0.01)

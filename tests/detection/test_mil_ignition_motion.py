@@ -61,6 +61,13 @@ def test_mil_off_user_cleared(cleared: bool) -> None:
     assert det.feed(s(21, "mil", False))[0].payload["user_cleared"] is False
 
 
+def test_cleared_marker_sample_sets_user_cleared() -> None:
+    det = MilDetector()
+    feed_all(det, [s(0, "dtcs", ("P0301",)), s(1, "mil", True), s(2, "dtcs_cleared", True)])
+    (ev,) = det.feed(s(3, "mil", False))
+    assert ev.payload["user_cleared"] is True
+
+
 def test_mil_off_at_start_and_repeats_are_silent() -> None:
     det = MilDetector()
     assert feed_all(det, [s(0, "mil", False), s(1, "mil", False)]) == []
