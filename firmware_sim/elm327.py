@@ -306,9 +306,9 @@ class Elm327:
         if cmd == "WS":
             return self._banner(echo, t_in, warm=True)
         if cmd == "D":
-            keep = (self.protocol_setting, self.active)
-            self.settings = Settings(linefeeds=self.linefeeds_default, echo=s.echo)
-            self.protocol_setting, self.active = keep
+            # Defaults as at power-up (echo back on, headers, filters and timers reset); the protocol
+            # stored by ATSP is retrieved and any open one closed. The baud rate is untouched.
+            self._reset(keep_baud=True)
             return self._simple(ok, delay=t_in, echo=echo)
         if cmd == "I":
             return self._simple(VERSION, delay=t_in, echo=echo)

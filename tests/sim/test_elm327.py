@@ -223,7 +223,7 @@ def test_ignition_off(sim: Simulator) -> None:
 
 def test_settings_commands_answer_ok_and_bare_cr_repeats(sim: Simulator) -> None:
     elm = chip(sim, "ATSP6")
-    for c in ("ATAT0", "ATAT2", "ATST19", "ATCAF1", "ATCFC1", "ATM0", "ATPC", "ATSH7DF", "AT D", "at sp 6", "ATCSM1",
+    for c in ("ATAT0", "ATAT2", "ATST19", "ATCAF1", "ATCFC1", "ATM0", "ATPC", "ATSH7DF", "at sp 6", "ATCSM1",
               "ATAL", "ATFCSH7E0", "ATFCSD300000", "ATFCSM1", "ATBRT19", "ATKW0", "ATIB10", "ATSW00"):
         assert say(elm, c) == b"OK\r\r>", c
     assert say(elm, "ATXYZ") == b"?\r\r>"
@@ -231,3 +231,10 @@ def test_settings_commands_answer_ok_and_bare_cr_repeats(sim: Simulator) -> None
     first = say(elm, "010D")
     assert say(elm, "") == first  # a bare CR repeats the last OBD command
     assert say(elm, "0") == b"?\r\r>" or say(elm, "0").endswith(b">")
+
+
+def test_at_d_restores_power_up_defaults(sim: Simulator) -> None:
+    elm = chip(sim, "ATSP6", "ATH1", "ATS0", "ATTP7")
+    assert say(elm, "ATD") == b"OK\r\r>"
+    assert say(elm, "ATI") == b"ATI\rELM327 v1.5\r\r>"  # echo on again
+    assert say(elm, "ATDPN") == b"ATDPN\r6\r\r>"  # the protocol stored by ATSP, not the ATTP one

@@ -77,3 +77,23 @@ def test_python_obd_with_real_timing_and_search() -> None:
                 c.close()
     finally:
         sim.stop()
+
+
+@pytest.mark.parametrize("protocol", ["4", "7"])
+def test_python_obd_on_other_protocols(protocol: str) -> None:
+    """KWP2000 (legacy headers + checksum, multi-message VIN and DTCs) and 29-bit CAN, auto-detected."""
+    sim = Simulator(seed=1, fast=True, protocol=protocol)
+    sim.advance(3)
+    sim.vehicle.set_dtcs(["P0301", "P0420", "P0171", "B1234"])
+    try:
+        with sim.serve_pty() as path:
+            c = obd.OBD(path, baudrate=38400, fast=False, timeout=2)
+            try:
+                assert c.protocol_id() == protocol
+                assert abs(c.query(obd.commands.RPM).value.magnitude - sim.vehicle.state.rpm) <= 0.25
+                assert c.query(obd.commands.VIN, force=True).value == b"JHMCM56557C404453"
+                assert [d for d, _ in c.query(obd.commands.GET_DTC).value] == ["P0301", "P0420", "P0171", "B1234"]
+            finally:
+                c.close()
+    finally:
+        sim.stop()
