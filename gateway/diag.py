@@ -273,7 +273,11 @@ class _Client:
     # -- subscription ----------------------------------------------------------------------------
     async def pump_feed(self, feed: Feed) -> None:
         """Copy bus items to this client's queue; report losses as ``dropped`` stream lines."""
+        seen_feed_drops = feed.dropped
         while True:
+            if feed.dropped != seen_feed_drops:
+                self.server.dropped += feed.dropped - seen_feed_drops  # lost before reaching our queue
+                seen_feed_drops = feed.dropped
             lost = self.dropped + feed.dropped
             if lost != self.reported_dropped and not self.out.full():
                 self.reported_dropped = lost

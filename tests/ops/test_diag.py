@@ -307,6 +307,7 @@ async def test_slow_subscriber_is_told_how_much_it_missed(server: DiagServer, so
     assert dropped is not None and dropped > 0
     assert seen == sorted(seen), "what arrives keeps its order"
     assert len(seen) + dropped == 2000
+    assert server.stats()["stream_dropped"] == dropped
     await c.close()
 
 
