@@ -174,6 +174,8 @@ async def test_watch_json_streams_and_view_renders(
 def test_watch_ctrl_c_exits_0(tmp_path: Path) -> None:
     """A real terminal-less run: SIGINT to the CLI process ends it with exit 0."""
     import os
+    import pty
+    import select
     import signal
     import time
 
@@ -193,15 +195,33 @@ asyncio.run(main())
     srv = subprocess.Popen([sys.executable, "-c", server_code], stdout=subprocess.PIPE)
     try:
         assert srv.stdout is not None and srv.stdout.readline() == b"up\n"
+        # stdout on a pseudo-terminal, as at a technician's console: ANSI redraws
+        master, slave = pty.openpty()
         w = subprocess.Popen(
             [sys.executable, "-m", "gateway", "watch", "--socket", str(sock), "--interval", "0.1"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdout=slave, stderr=subprocess.PIPE,
         )
-        time.sleep(1.0)
+        os.close(slave)
+        out = b""
+        deadline = time.monotonic() + 15
+        while out.count(b"\x1b[H\x1b[2J") < 3 and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.2)[0]:
+                out += os.read(master, 65536)
         os.kill(w.pid, signal.SIGINT)
-        out, err = w.communicate(timeout=10)
+        _, err = w.communicate(timeout=10)
+        while select.select([master], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        os.close(master)
         assert w.returncode == 0, err
+        assert out.count(b"\x1b[H\x1b[2J") >= 3, "the view is redrawn in place"
         assert b"obd-gateway watch" in out and b"vin=1HGCM82633A004352" in out
+        assert out.rstrip().endswith(b"\x1b[?25h"), "the cursor is shown again on exit"
         assert b"Traceback" not in err
     finally:
         srv.kill()
