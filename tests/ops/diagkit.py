@@ -21,6 +21,7 @@ class TestSource:
         self.queries: list[str] = []
         self.restarted: list[str] = []
         self.query_delay_s = 0.0
+        self.query_gate: asyncio.Event | None = None  # when set, query() waits for it
 
     def status(self) -> dict[str, Any]:
         return {
@@ -52,6 +53,8 @@ class TestSource:
 
     async def query(self, pid: str) -> list[dict[str, Any]]:
         self.queries.append(pid)
+        if self.query_gate is not None:
+            await self.query_gate.wait()
         await asyncio.sleep(self.query_delay_s)
         if pid == "FF":
             raise AdapterError("NO DATA for 01FF")
