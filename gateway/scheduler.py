@@ -27,8 +27,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 MAX_PIDS_PER_REQUEST = 6
-FAST_HZ = 1000.0
-DUE = 1.0 - 1e-6  # float rounding must not keep a PID a hair short of due  # what "as fast as possible" means inside the urgency arithmetic
+FAST_HZ = 1000.0  # what "as fast as possible" means inside the urgency arithmetic
+DUE = 1.0 - 1e-6  # float rounding must not keep a PID short of due by a hair
 
 
 @dataclass

@@ -74,6 +74,9 @@ def _handler(args: argparse.Namespace) -> int:
         port=args.port, baud=args.baud, protocol=args.protocol, fast_baud=args.fast_baud
     )
     adapter.validate()
+    from gateway.transport import parse_port
+
+    parse_port(adapter.port)  # a malformed port is a configuration error before anything starts
     polling = dataclasses.replace(config.PollingConfig(), pids=_pids(args.pids), multi_pid=not args.no_multi_pid)
     polling.validate()
     state_dir = Path(args.state_dir) if args.state_dir else None
@@ -123,8 +126,11 @@ async def run_poll(
     task = asyncio.create_task(poller.run(), name="poller")
     # initialisation may take a protocol search (several seconds) plus a reconnect or two
     budget = duration_s + max(30.0, adapter.timeout_s * 6)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(done.wait(), budget)
+    waiter = asyncio.create_task(done.wait())
+    await asyncio.wait({waiter, task}, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task.done() and task.exception() is not None:
+        raise task.exception()  # type: ignore[misc]
     end = time.monotonic()
     requests_now = poller.session.requests if poller.session is not None else 0
     status = poller.status()

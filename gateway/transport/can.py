@@ -430,8 +430,8 @@ class CanSession:
             out[key] = sorted(set(codes))
         with contextlib.suppress(NoDataError):
             for r in await self.query(0x01, [0x01]):
-                if r.pid == 0x01 and "mil" in r.name.lower():
-                    out["mil"] = bool(r.value)
+                if r.pid == 0x01 and r.name == "mil":
+                    out["mil"] = out["mil"] or bool(r.value)  # lit when any ECU lights it
         return out
 
     async def clear_dtcs(self) -> None:
