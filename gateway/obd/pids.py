@@ -274,6 +274,12 @@ _FIELDS: dict[int, tuple[int, tuple[Field, ...]]] = {
             _flag("mil", 0, 7),
             _bits("dtc_count", 0, 0, 0x7F),
             _flag("compression_ignition", 1, 3),
+            _flag("misfire_monitor_available", 1, 0),
+            _flag("fuel_system_monitor_available", 1, 1),
+            _flag("components_monitor_available", 1, 2),
+            _flag("misfire_monitor_incomplete", 1, 4),
+            _flag("fuel_system_monitor_incomplete", 1, 5),
+            _flag("components_monitor_incomplete", 1, 6),
             _hex("readiness_since_dtc_clear", 1, 3),
         ),
     ),
@@ -325,7 +331,18 @@ _FIELDS: dict[int, tuple[int, tuple[Field, ...]]] = {
     0x3E: (2, (_temp16("catalyst_temperature_bank_1_sensor_2", 0),)),
     0x3F: (2, (_temp16("catalyst_temperature_bank_2_sensor_2", 0),)),
     0x40: (4, (_support("pids_supported_41_60"),)),
-    0x41: (4, (_hex("monitor_status_this_cycle", 0, 4),)),
+    0x41: (
+        4,
+        (
+            _flag("misfire_monitor_enabled_this_cycle", 1, 0),
+            _flag("fuel_system_monitor_enabled_this_cycle", 1, 1),
+            _flag("components_monitor_enabled_this_cycle", 1, 2),
+            _flag("misfire_monitor_incomplete_this_cycle", 1, 4),
+            _flag("fuel_system_monitor_incomplete_this_cycle", 1, 5),
+            _flag("components_monitor_incomplete_this_cycle", 1, 6),
+            _hex("monitor_status_this_cycle", 0, 4),
+        ),
+    ),
     0x42: (2, (_lin("control_module_voltage", "V", 0, 2, 1.0, 1000.0, 0.0, 0.0, 65.535),)),
     0x43: (2, (_lin("absolute_load", "%", 0, 2, 100.0, 255.0, 0.0, 0.0, 25700.0),)),
     0x44: (2, (_lin("commanded_equivalence_ratio", "", 0, 2, 2.0, 65536.0, 0.0, 0.0, 2.0),)),
@@ -846,10 +863,20 @@ def by_name() -> dict[str, tuple[Pid, Field]]:
 
 
 def _formula(f: Field) -> str:
-    if f.kind != LINEAR:
-        return KIND_NAMES[f.kind] + (f" (bit {f.shift})" if f.kind == FLAG else "")
-    letters = "ABCDEFGHIJKLMNOPQRSTU"
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ" * 2
     raw = letters[f.start] if f.length == 1 else "".join(letters[f.start : f.start + f.length])
+    if f.kind == FLAG:
+        return f"{raw} bit {f.shift}"
+    if f.kind == BITS:
+        return raw + (f" >> {f.shift}" if f.shift else "") + (f" & 0x{f.mask:02X}" if f.mask != 0xFF else "")
+    if f.kind == ENUM:
+        return f"{raw}: enumeration (below)"
+    if f.kind == SUPPORT:
+        return f"{raw}: bit 31 − n set = PID base + n + 1 supported"
+    if f.kind == DTC:
+        return f"{raw}: DTC (P/C/B/U + 4 digits)"
+    if f.kind == HEX:
+        return f"{raw} as hex"
     if f.signed:
         raw = f"signed({raw})"
     text = raw
@@ -886,6 +913,10 @@ def markdown() -> str:
             rng = "" if f.lo is None else f"{f.lo:g} … {f.hi:g}"
             head = f"| {p.pid:02X} | {p.title} | {p.size} | {rate} " if i == 0 else "| | | | "
             out.append(f"{head}| `{f.name}` | {f.unit} | {formula} | {rng} |")
+    enums = {f.name: f.enum for p in PIDS.values() for f in p.fields if f.kind == ENUM}
+    out += ["", "## Enumerations", "", "Values absent from a list read as `unknown_0xNN`.", ""]
+    for name, table in enums.items():
+        out.append(f"- `{name}`: " + ", ".join(f"{k} = `{v}`" for k, v in table))
     out += ["", "## Mode 09", "", "| PID | Name | Read as |", "|---|---|---|"]
     out += [f"| {pid:02X} | `{name}` | {how} |" for pid, (name, how) in MODE09.items()]
     out += ["", "## DTC services", "", "| Service | Name |", "|---|---|"]

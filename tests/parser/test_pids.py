@@ -17,9 +17,14 @@ from gateway.obd import pids
 VECTORS: dict[int, tuple[str, dict[str, Any]]] = {
     # BE=1011 1110 → 01 03 04 05 06 07; 1F=0001 1111 → 0C-10; A8=1010 1000 → 11 13 15; 13=0001 0011 → 1C 1F 20
     0x00: ("BE 1F A8 13", {"pids_supported_01_20": (1, 3, 4, 5, 6, 7, 12, 13, 14, 15, 16, 17, 19, 21, 28, 31, 32)}),
-    # A=83: MIL bit 7 on, 3 DTCs; B=07 bit 3 clear: spark ignition
-    0x01: ("83 07 65 04", {"mil": True, "dtc_count": 3, "compression_ignition": False,
-                           "readiness_since_dtc_clear": "076504"}),
+    # A=83: MIL bit 7 on, 3 DTCs; B=61=0110 0001: misfire monitor available (bit 0) and complete
+    # (bit 4 clear), fuel system and components monitors not available (bits 1, 2) but flagged
+    # incomplete (bits 5, 6); bit 3 clear: spark ignition
+    0x01: ("83 61 65 04", {"mil": True, "dtc_count": 3, "compression_ignition": False,
+                           "misfire_monitor_available": True, "fuel_system_monitor_available": False,
+                           "components_monitor_available": False, "misfire_monitor_incomplete": False,
+                           "fuel_system_monitor_incomplete": True, "components_monitor_incomplete": True,
+                           "readiness_since_dtc_clear": "616504"}),
     0x02: ("01 33", {"freeze_frame_dtc": "P0133"}),
     0x03: ("02 00", {"fuel_system_1_status": "closed_loop", "fuel_system_2_status": "off"}),
     0x04: ("80", {"engine_load": 12800 / 255}),                 # 128×100/255 = 50.196…
@@ -67,7 +72,14 @@ VECTORS: dict[int, tuple[str, dict[str, Any]]] = {
     0x3E: ("03 E8", {"catalyst_temperature_bank_1_sensor_2": 60.0}),  # 1000/10 − 40
     0x3F: ("00 00", {"catalyst_temperature_bank_2_sensor_2": -40.0}),
     0x40: ("00 00 00 01", {"pids_supported_41_60": (0x60,)}),
-    0x41: ("00 07 E5 00", {"monitor_status_this_cycle": "0007E500"}),
+    # B=07: the three continuous monitors enabled this cycle (bits 0-2), none incomplete (bits 4-6)
+    0x41: ("00 07 E5 00", {"misfire_monitor_enabled_this_cycle": True,
+                           "fuel_system_monitor_enabled_this_cycle": True,
+                           "components_monitor_enabled_this_cycle": True,
+                           "misfire_monitor_incomplete_this_cycle": False,
+                           "fuel_system_monitor_incomplete_this_cycle": False,
+                           "components_monitor_incomplete_this_cycle": False,
+                           "monitor_status_this_cycle": "0007E500"}),
     0x42: ("30 D4", {"control_module_voltage": 12.5}),          # 12500/1000
     0x43: ("00 FF", {"absolute_load": 100.0}),                  # 255×100/255
     0x44: ("80 00", {"commanded_equivalence_ratio": 1.0}),
@@ -270,10 +282,17 @@ def test_support_bits_gate_values(build: ModuleType) -> None:
 
 
 def test_pid_01_compression_ignition_and_no_mil(build: ModuleType) -> None:
+    # B=0F: bits 0-2 monitors available, bit 3 compression ignition, bits 4-6 clear: all complete
     assert _values(build, "41 01 00 0F 00 00") == {
         "mil": False,
         "dtc_count": 0,
         "compression_ignition": True,
+        "misfire_monitor_available": True,
+        "fuel_system_monitor_available": True,
+        "components_monitor_available": True,
+        "misfire_monitor_incomplete": False,
+        "fuel_system_monitor_incomplete": False,
+        "components_monitor_incomplete": False,
         "readiness_since_dtc_clear": "0F0000",
     }
 
