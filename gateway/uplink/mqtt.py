@@ -1,0 +1,290 @@
+"""The MQTT uplink (aiomqtt 2.x over paho-mqtt): MQTT 3.1.1 or 5, TLS verified by default, QoS 1.
+
+Topics (``P`` = ``mqtt.topic_prefix``, ``D`` = ``device.id``; payloads JSON, or msgpack with
+``mqtt.payload_format = "msgpack"``; see docs/uplinks.md)::
+
+    P/D/availability      retained "online"; the last will publishes a retained "offline"
+    P/D/timeseries        {"id", "part", "parts", "device": {"id"}, "items": [DRUST Timeseries items]}
+    P/D/events/<TYPE>     DRUST Event + "automatic_type" + "device"
+    P/D/trips             DRUST Trip (+ Automatic extras) + "device"
+    P/D/state             retained DIMO-like status: fuelPercentRemaining, odometer, batteryVoltage,
+                          ambientTemp, speed, latitude/longitude when known, recordUpdatedAt
+
+A stored timeseries batch is published as ``parts`` messages of at most ``mqtt.batch_samples`` items;
+receivers de-duplicate by ``(id, part)``, events and trips by ``id``. A record counts as delivered once
+every one of its messages has been acknowledged by the broker (PUBACK).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import ssl
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import msgpack
+
+from gateway.config import MqttConfig
+from gateway.errors import ConfigError, UplinkError
+from gateway.uplink.base import Record, Uplink
+
+log = logging.getLogger("gateway.uplink.mqtt")
+
+#: DIMO status field ← catalogue name, and the factor applied.
+DIMO_FIELDS: tuple[tuple[str, str, float], ...] = (
+    ("fuelPercentRemaining", "fuel_level", 0.01),
+    ("odometer", "odometer", 1.0),
+    ("batteryVoltage", "battery_voltage", 1.0),
+    ("ambientTemp", "ambient_air_temperature", 1.0),
+    ("speed", "speed", 1.0),
+    ("latitude", "latitude", 1.0),
+    ("longitude", "longitude", 1.0),
+)
+
+#: Home Assistant sensors announced by discovery: (DIMO field, name, unit, device_class).
+HA_SENSORS: tuple[tuple[str, str, str, str | None], ...] = (
+    ("fuelPercentRemaining", "Fuel level", "%", None),
+    ("odometer", "Odometer", "km", "distance"),
+    ("batteryVoltage", "Battery voltage", "V", "voltage"),
+    ("ambientTemp", "Ambient temperature", "°C", "temperature"),
+    ("speed", "Speed", "km/h", "speed"),
+)
+
+
+def iso_utc(ms: int) -> str:
+    """Milliseconds since the epoch → ``2024-01-25T13:22:45Z`` (DIMO's ``recordUpdatedAt``)."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def dimo_state(values: Mapping[str, Any], updated_ms: int | None) -> dict[str, Any]:
+    """Latest values by catalogue name → a DIMO-like vehicle status (only fields that are known)."""
+    out: dict[str, Any] = {}
+    for field, name, factor in DIMO_FIELDS:
+        v = values.get(name)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[field] = round(v * factor, 6) if factor != 1.0 else v
+    loc = values.get("location")
+    if isinstance(loc, Mapping) and "lat" in loc and "lon" in loc:
+        out["latitude"], out["longitude"] = loc["lat"], loc["lon"]
+    if updated_ms is not None:
+        out["recordUpdatedAt"] = iso_utc(updated_ms)
+    return out
+
+
+def _read_secret(path: str, key: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {exc}") from None
+
+
+def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
+    """The TLS context for ``cfg`` (None when TLS is off); CA verification is on unless disabled."""
+    if not cfg.tls:
+        return None
+    try:
+        ctx = ssl.create_default_context(cafile=cfg.ca_file or None)
+        if cfg.cert_file:
+            ctx.load_cert_chain(cfg.cert_file, cfg.key_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"mqtt.ca_file/cert_file/key_file: cannot load: {exc}") from None
+    if cfg.tls_insecure_skip_verify:
+        log.warning("mqtt: TLS certificate verification is OFF (mqtt.tls_insecure_skip_verify)")
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class MqttUplink(Uplink):
+    """Publishes records to an MQTT broker with QoS 1."""
+
+    name = "mqtt"
+
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        *,
+        device_id: str,
+        state: Callable[[], Mapping[str, Any]] | None = None,
+        state_interval_s: float = 5.0,
+        publish_timeout_s: float = 15.0,
+    ) -> None:
+        self.cfg = cfg
+        self.device_id = device_id
+        self.state = state
+        self.state_interval_s = state_interval_s
+        self.publish_timeout_s = publish_timeout_s
+        self.base = f"{cfg.topic_prefix}/{device_id}"
+        self.lease_samples = max(cfg.batch_samples * 50, 5000)
+        self._client: aiomqtt.Client | None = None
+        self._latest: dict[str, Any] = {}
+        self._latest_ms: int | None = None
+        self._last_state = 0.0
+        self._ctx = tls_context(cfg)
+        self._password = _read_secret(cfg.password_file, "mqtt.password_file") if cfg.password_file else None
+        self._encode: Callable[[Any], bytes] = (
+            (lambda o: msgpack.packb(o, use_bin_type=True))
+            if cfg.payload_format == "msgpack"
+            else (lambda o: json.dumps(o, separators=(",", ":")).encode())
+        )
+
+    @property
+    def connected(self) -> bool:
+        """True while the session with the broker is up."""
+        c = self._client
+        return c is not None and not c._disconnected.done()
+
+    async def connect(self) -> None:
+        """Connect, publish the retained ``online`` (and Home Assistant discovery)."""
+        await self.close()
+        avail = f"{self.base}/availability"
+        client = aiomqtt.Client(
+            self.cfg.host,
+            self.cfg.port,
+            username=self.cfg.username or None,
+            password=self._password,
+            identifier=f"obd-gateway-{self.device_id}-{uuid.uuid4().hex[:8]}",
+            protocol=aiomqtt.ProtocolVersion.V5 if self.cfg.protocol == "5" else aiomqtt.ProtocolVersion.V311,
+            will=aiomqtt.Will(avail, b"offline", qos=1, retain=True),
+            tls_context=self._ctx,
+            timeout=self.publish_timeout_s,
+            keepalive=30,
+            max_inflight_messages=200,
+        )
+        try:
+            await client.__aenter__()
+        except aiomqtt.MqttError as exc:
+            raise UplinkError(f"mqtt: cannot connect to {self.cfg.host}:{self.cfg.port}: {exc}") from exc
+        self._client = client
+        try:
+            await client.publish(avail, b"online", qos=1, retain=True)
+            if self.cfg.home_assistant_discovery:
+                await self._discovery(client)
+        except aiomqtt.MqttError as exc:
+            await self.close()
+            raise UplinkError(f"mqtt: publish after connect failed: {exc}") from exc
+
+    async def _discovery(self, client: aiomqtt.Client) -> None:
+        dev = {"identifiers": [self.device_id], "name": f"OBD gateway {self.device_id}", "manufacturer": "obd-gateway"}
+        for key, title, unit, dclass in HA_SENSORS:
+            conf: dict[str, Any] = {
+                "name": title,
+                "unique_id": f"{self.device_id}_{key}",
+                "state_topic": f"{self.base}/state",
+                "value_template": f"{{{{ value_json.{key} }}}}"
+                if key != "fuelPercentRemaining"
+                else "{{ (value_json.fuelPercentRemaining * 100) | round(1) }}",
+                "unit_of_measurement": unit,
+                "availability_topic": f"{self.base}/availability",
+                "device": dev,
+            }
+            if dclass:
+                conf["device_class"] = dclass
+            topic = f"homeassistant/sensor/{self.device_id}/{key}/config"
+            await client.publish(topic, json.dumps(conf).encode(), qos=1, retain=True)
+
+    def messages(self, rec: Record) -> list[tuple[str, bytes]]:
+        """The (topic, payload) pairs that deliver ``rec``."""
+        dev = {"id": self.device_id}
+        if rec.kind == "timeseries":
+            items: list[dict[str, Any]] = rec.body
+            n = self.cfg.batch_samples
+            chunks = [items[i : i + n] for i in range(0, len(items), n)] or [[]]
+            return [
+                (
+                    f"{self.base}/timeseries",
+                    self._encode({"id": rec.id, "part": i, "parts": len(chunks), "device": dev, "items": chunk}),
+                )
+                for i, chunk in enumerate(chunks)
+            ]
+        body = dict(rec.body)
+        body.setdefault("device", dev)
+        if rec.kind == "event":
+            etype = str(body.get("type") or "UNKNOWN").replace("/", "_").replace("+", "_").replace("#", "_")
+            return [(f"{self.base}/events/{etype}", self._encode(body))]
+        return [(f"{self.base}/trips", self._encode(body))]
+
+    async def send(self, batch: Sequence[Record]) -> list[str]:
+        """Publish every record's messages with QoS 1; return the ids whose messages were all acked."""
+        client = self._client
+        if client is None or not self.connected:
+            raise UplinkError("mqtt: not connected")
+        plan = [(rec, self.messages(rec)) for rec in batch]
+        jobs = [asyncio.ensure_future(client.publish(t, p, qos=1)) for _rec, msgs in plan for t, p in msgs]
+        all_jobs: asyncio.Future[Any] = asyncio.gather(*jobs, return_exceptions=True)
+        gone: asyncio.Future[Any] = client._disconnected
+        try:
+            # stop waiting as soon as the session drops: unacknowledged messages are sent again later
+            await asyncio.wait(
+                [all_jobs, gone], timeout=self.publish_timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            if not all_jobs.done():
+                all_jobs.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await all_jobs
+        acked: list[str] = []
+        it = iter(jobs)
+        for rec, msgs in plan:
+            ok = True
+            for _ in msgs:
+                j = next(it)
+                if not (j.done() and not j.cancelled() and j.exception() is None):
+                    ok = False
+            if not ok:
+                break
+            acked.append(rec.id)
+            if rec.kind == "timeseries":
+                self._note_values(rec.body)
+        if len(acked) < len(batch):
+            await self.close()
+            if not acked:
+                raise UplinkError("mqtt: publish failed (connection lost or no PUBACK in time)")
+        await self._maybe_state()
+        return acked
+
+    def _note_values(self, items: list[dict[str, Any]]) -> None:
+        for item in items:
+            d = item.get("date")
+            if isinstance(d, int) and (self._latest_ms is None or d >= self._latest_ms):
+                self._latest_ms = d
+                self._latest.update(item)
+
+    async def _maybe_state(self) -> None:
+        now = time.monotonic()
+        if now - self._last_state < self.state_interval_s or self._client is None:
+            return
+        self._last_state = now
+        if self.state is not None:
+            values = dict(self.state())
+            updated = values.get("recordUpdatedAt")
+            updated_ms = updated if isinstance(updated, int) else int(time.time() * 1000)
+            # live values first; values seen in delivered data fill the gaps
+            merged = {**self._latest, **values}
+        else:
+            merged = self._latest
+            updated_ms = self._latest_ms if self._latest_ms is not None else int(time.time() * 1000)
+        if not merged:
+            return
+        payload = dimo_state(merged, updated_ms)
+        with contextlib.suppress(aiomqtt.MqttError):
+            await self._client.publish(f"{self.base}/state", self._encode(payload), qos=1, retain=True)
+
+    async def close(self) -> None:
+        """Disconnect; a clean disconnect does not fire the will, so publish "offline" first (idempotent)."""
+        client, self._client = self._client, None
+        if client is None:
+            return
+        if not client._disconnected.done():
+            with contextlib.suppress(aiomqtt.MqttError, asyncio.CancelledError):
+                await client.publish(f"{self.base}/availability", b"offline", qos=1, retain=True, timeout=2)
+        with contextlib.suppress(aiomqtt.MqttError, Exception):
+            await client.__aexit__(None, None, None)
