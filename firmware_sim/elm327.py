@@ -32,7 +32,7 @@ from firmware_sim.ecu import (
     legacy_header,
 )
 from firmware_sim.faults import Faults
-from firmware_sim.timing import LEGACY_LATENCY_S, ST_UNIT_S, TimingModel, brd_baud, serial_time
+from firmware_sim.timing import LEGACY_LATENCY_S, TimingModel, brd_baud, serial_time
 from firmware_sim.vehicle import Vehicle
 
 VERSION = "ELM327 v1.5"
@@ -184,7 +184,6 @@ class Elm327:
         self.last_good: str | None = None
         self.protocol_setting = "0"
         self.active: str | None = None
-        self.bus_inited = False
         self.last_command = b""
 
     # ------------------------------------------------------------------ helpers
@@ -218,7 +217,6 @@ class Elm327:
         self.settings = Settings(linefeeds=self.linefeeds_default)
         self.protocol_setting = self.saved_protocol
         self.active = None
-        self.bus_inited = False
         if not keep_baud:  # ATZ restores the power-up baud rate; ATWS keeps one chosen with ATBRD
             self.baud = self.base_timing.baud
 
@@ -351,7 +349,6 @@ class Elm327:
                 value = "0"
             self.protocol_setting = value
             self.active = None
-            self.bus_inited = False
             if m.group(1) == "SP":
                 self.saved_protocol = value
             return self._simple(ok, delay=t_in, echo=echo)
@@ -365,7 +362,6 @@ class Elm327:
             return self._simple(ok, delay=t_in, echo=echo)
         if cmd in {"PC"}:
             self.active = None if self.auto else self.active
-            self.bus_inited = False
             return self._simple(ok, delay=t_in, echo=echo)
         m = re.fullmatch(r"BRD([0-9A-F]{2})", cmd)
         if m:
@@ -625,7 +621,3 @@ class _Out:
         self.reply.ended_at = end
         return self.reply
 
-
-def st_seconds(st: int) -> float:
-    """ATST hh in seconds."""
-    return (st or 0x32) * ST_UNIT_S

@@ -10,11 +10,26 @@ import pytest
 from firmware_sim import Simulator
 
 
-@pytest.fixture
-def conn(sim: Simulator, sim_pty: str) -> Iterator[obd.OBD]:
-    c = obd.OBD(sim_pty, baudrate=38400, fast=False, timeout=2)
-    yield c
+@pytest.fixture(scope="module")
+def shared() -> Iterator[tuple[Simulator, obd.OBD]]:
+    # python-OBD's connect sleeps ~3 s (ATZ, ATSP0, 0100 each wait 1 s): one connection for the module.
+    sim = Simulator(seed=1, fast=True)
+    sim.advance(3)
+    server = sim.serve_pty()
+    c = obd.OBD(server.path, baudrate=38400, fast=False, timeout=2)
+    yield sim, c
     c.close()
+    sim.stop()
+
+
+@pytest.fixture
+def sim(shared: tuple[Simulator, obd.OBD]) -> Simulator:
+    return shared[0]
+
+
+@pytest.fixture
+def conn(shared: tuple[Simulator, obd.OBD]) -> obd.OBD:
+    return shared[1]
 
 
 def test_python_obd_autodetects_protocol(conn: obd.OBD) -> None:
@@ -49,7 +64,9 @@ def test_python_obd_reads_vin_and_dtcs(sim: Simulator, conn: obd.OBD) -> None:
     assert status.value.DTC_count == 2
 
 
-def test_python_obd_over_tcp(sim: Simulator) -> None:
+def test_python_obd_over_tcp() -> None:
+    sim = Simulator(seed=1, fast=True)
+    sim.advance(3)
     server = sim.serve_tcp(port=0)
     c = obd.OBD(f"socket://127.0.0.1:{server.port}", baudrate=38400, fast=False, timeout=2)
     try:
@@ -57,7 +74,7 @@ def test_python_obd_over_tcp(sim: Simulator) -> None:
         assert c.query(obd.commands.RPM).value.magnitude > 500
     finally:
         c.close()
-        server.stop()
+        sim.stop()
 
 
 @pytest.mark.slow
