@@ -202,3 +202,41 @@ def test_cli_replay_text_and_errors_in_a_subprocess(tmp_path: Path) -> None:
     assert "notification:hard_brake" in done.stdout and "trip " in done.stdout
     bad = subprocess.run([*cmd, str(tmp_path / "nope.csv")], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "no such file" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_drust_json_and_csv_of_the_same_drive_replay_the_same(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    items = recorded_drive()
+    # one Timeseries item per sample (link states as the extension keys), in recorded order
+    doc: dict[str, list[dict[str, object]]] = {"items": []}
+    for item in items:
+        if isinstance(item, LinkState):
+            doc["items"].append({"date": item.ts_ms, "adapter_connected": item.adapter_connected,
+                                 "ecu_responding": item.ecu_responding, "protocol": item.protocol})
+        else:
+            value = list(item.value) if isinstance(item.value, tuple) else item.value
+            doc["items"].append({"device": {"id": "d"}, "date": item.ts_ms, item.name: value})
+    json_path = tmp_path / "drive.json"
+    json_path.write_text(json.dumps(doc))
+    csv_path = tmp_path / "drive.csv"
+    with csv_path.open("w", newline="") as f:
+        write_csv(items, f)
+    outputs = []
+    for path in (json_path, csv_path):
+        assert main(["replay", str(path), "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        outputs.append(normalised_dicts(out["trips"] + out["events"]))
+    assert outputs[0] == outputs[1]
+    assert len(outputs[0]) == 11  # one trip and ten events
+
+
+def normalised_dicts(objs: list[dict]) -> list[dict]:
+    """JSON objects with every id renamed by first appearance."""
+    names: dict[str, str] = {}
+    for o in objs:
+        for ident in (o.get("id"), o.get("trip")):
+            if isinstance(ident, str):
+                names.setdefault(ident, f"ID{len(names)}")
+    text = json.dumps(objs)
+    for ident, name in names.items():
+        text = text.replace(ident, name)
+    return json.loads(text)
