@@ -204,7 +204,7 @@ def test_cli_replay_text_and_errors_in_a_subprocess(tmp_path: Path) -> None:
     assert bad.returncode == 1 and "no such file" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_drust_json_and_csv_of_the_same_drive_replay_the_same(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_drust_json_and_csv_of_one_drive_replay_alike(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     items = recorded_drive()
     # one Timeseries item per sample (link states as the extension keys), in recorded order
     doc: dict[str, list[dict[str, object]]] = {"items": []}
