@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import select
 import shutil
 import socket
@@ -28,6 +29,7 @@ from types import TracebackType
 from firmware_sim.elm327 import VERSION, Elm327, Reply
 from firmware_sim.timing import serial_time
 
+BAUD_TOLERANCE = 0.03  # a UART copes with a few percent of rate error (ATBRD 45 = 57971 vs a host's 57600)
 BUFFER_BYTES = 256  # the chip's output buffer during ATMA; overflow prints BUFFER FULL
 MAX_LINE = 256
 
@@ -44,8 +46,10 @@ class _Session:
     """Plays one ELM327 over one byte link (a pty master fd or a connected socket)."""
 
     def __init__(self, elm: Elm327, read_fd: int, *, read: Callable[[], bytes | None], write: Callable[[bytes], None],
-                 wake_fd: int, stopping: Callable[[], bool]) -> None:
+                 wake_fd: int, stopping: Callable[[], bool], host_baud: Callable[[], int | None] | None = None) -> None:
         self.elm = elm
+        self.host_baud = host_baud
+        self._garbage = random.Random(0x5EED)
         self.fd = read_fd
         self._read = read
         self._write = write
@@ -66,9 +70,23 @@ class _Session:
                 return False
             if not data:
                 raise _Gone
+            if not self._baud_matches():
+                # Wrong baud rate: the chip sees framing errors, the host sees garbage back.
+                self._write(self._noise(max(1, len(data) // 2)))
+                return False
             self.buf += data
             return True
         return False
+
+    def _baud_matches(self) -> bool:
+        if self.host_baud is None:
+            return True
+        host = self.host_baud()
+        return host is None or abs(host - self.elm.baud) <= BAUD_TOLERANCE * self.elm.baud
+
+    def _noise(self, n: int) -> bytes:
+        # never a '>' (hosts look for the prompt) and never CR
+        return bytes(self._garbage.choice(b"\x80\x9f\xe0\xf8\xfe\x00\x1c\x06\xc3\x7f") for _ in range(n))
 
     def _sleep_until(self, deadline: float, *, interruptible: bool) -> None:
         while True:
@@ -81,7 +99,7 @@ class _Session:
 
     def send(self, data: bytes) -> None:
         if data:
-            self._write(data)
+            self._write(data if self._baud_matches() else self._noise(len(data)))
 
     def run(self) -> None:
         """Serve until the link goes away."""
@@ -155,6 +173,12 @@ class _Session:
             self.send(elm.eol + b">")
 
 
+_TERMIOS_SPEEDS = {getattr(termios, f"B{b}"): b for b in (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400,
+                                                          460800, 500000, 576000, 921600, 1000000, 2000000)
+                   if hasattr(termios, f"B{b}")}
+"""termios speed constant → baud rate: with ``strict_baud`` the host's pty speed must match the chip's."""
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -173,8 +197,10 @@ class PtyServer:
     Use as a context manager (``with sim.serve_pty() as path``) or call :meth:`stop`.
     """
 
-    def __init__(self, elm_factory: Callable[[], Elm327], *, link_name: str = "elm327") -> None:
+    def __init__(self, elm_factory: Callable[[], Elm327], *, link_name: str = "elm327",
+                 strict_baud: bool = False) -> None:
         self._factory = elm_factory
+        self.strict_baud = strict_baud
         self.elm = elm_factory()
         self._dir = tempfile.mkdtemp(prefix="obd-sim-")
         self.path = os.path.join(self._dir, link_name)
@@ -242,7 +268,14 @@ class PtyServer:
             def stopping(m: int = master) -> bool:
                 return self._stopping or self._master != m
 
-            _Session(self.elm, master, read=read, write=write, wake_fd=self._wake_r, stopping=stopping).run()
+            def host_baud(fd: int = master) -> int | None:
+                try:
+                    return _TERMIOS_SPEEDS.get(termios.tcgetattr(fd)[5])
+                except termios.error:
+                    return None
+
+            _Session(self.elm, master, read=read, write=write, wake_fd=self._wake_r, stopping=stopping,
+                     host_baud=host_baud if self.strict_baud else None).run()
 
     # ------------------------------------------------------------------ public API
     def close_port(self) -> None:

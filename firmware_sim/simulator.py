@@ -27,13 +27,15 @@ class Simulator:
     ``fast``: no serial/ECU/search delays (the car still moves with the clock). ``clock``: ``"wall"``
     (simulated time runs at ``time_scale`` × real time once :meth:`start` or a ``serve_*`` is called)
     or ``"manual"`` (time only moves with :meth:`advance`). ``protocol``: the car's OBD bus (1–9).
+    ``strict_baud``: the host's pty speed (termios) must match the chip's baud rate, or both sides see
+    garbage — as on a real serial line (off by default: pyserial opens at 9600 unless told otherwise).
     """
 
     def __init__(self, drive: str | Path | Drive | None = None, seed: int = 1, fast: bool = False, *,
                  time_scale: float = 1.0, protocol: str = "6", truth_path: str | Path | None = None,
                  baud: int = DEFAULT_BAUD, clock: str = "wall", start_ms: int | None = None,
                  linefeeds_default: bool = False, timing: TimingModel | None = None,
-                 ecus: list[Ecu] | None = None) -> None:
+                 ecus: list[Ecu] | None = None, strict_baud: bool = False) -> None:
         if time_scale <= 0:
             raise ValueError(f"time_scale must be > 0, got {time_scale}")
         if clock not in {"wall", "manual"}:
@@ -51,6 +53,7 @@ class Simulator:
         self.timing = timing or TimingModel(baud=baud)
         self.bus = CarBus(self.vehicle, self.ecus, protocol, sync=self.sync)
         self.linefeeds_default = linefeeds_default
+        self.strict_baud = strict_baud
         self._start_ms = float(start)
         self._t0: float | None = None
         self._offset_s = 0.0
@@ -101,7 +104,7 @@ class Simulator:
     def serve_pty(self) -> PtyServer:
         """Serve the adapter on a pseudo-terminal; ``with sim.serve_pty() as path`` (a stable symlink)."""
         self.start()
-        server = PtyServer(self.new_elm)
+        server = PtyServer(self.new_elm, strict_baud=self.strict_baud)
         self._servers.append(server)
         return server
 

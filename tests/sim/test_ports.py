@@ -166,3 +166,46 @@ def test_warm_start_keeps_the_brd_baud_rate(sim: Simulator) -> None:
     assert elm.baud == 115200
     elm.execute(b"ATZ")
     assert elm.baud == 38400
+
+
+def test_strict_baud_garbles_a_mismatched_host_and_follows_brd() -> None:
+    sim = Simulator(seed=1, fast=True, strict_baud=True)
+    sim.advance(3)
+    try:
+        with sim.serve_pty() as path:
+            port = serial.Serial(path, 9600, timeout=0.3)
+            port.write(b"ATI\r")
+            junk = port.read(100)
+            assert junk and b"ELM327" not in junk and b">" not in junk
+            port.baudrate = 38400
+            port.reset_input_buffer()
+            port.write(b"ATE0\r")
+            assert port.read_until(b">") == b"ATE0\rOK\r\r>"
+            port.write(b"ATBRD45\r")  # 57971 baud: a host at 57600 is within tolerance
+            assert port.read_until(b"\r") == b"OK\r"
+            port.baudrate = 57600
+            assert port.read_until(b"\r") == b"ELM327 v1.5\r"
+            port.write(b"\r")
+            assert port.read_until(b">") == b"OK\r\r>"
+            port.write(b"ATI\r")
+            assert port.read_until(b">") == b"ELM327 v1.5\r\r>"
+            port.close()
+    finally:
+        sim.stop()
+
+
+def test_python_obd_finds_the_baud_rate_itself() -> None:
+    import obd
+
+    sim = Simulator(seed=1, fast=True, strict_baud=True, baud=115200)
+    sim.advance(3)
+    try:
+        with sim.serve_pty() as path:  # not under /dev/pts: python-OBD probes 38400, 9600, 230400, 115200
+            c = obd.OBD(path, fast=False, timeout=0.5)
+            try:
+                assert c.status() == obd.OBDStatus.CAR_CONNECTED
+                assert c.interface._ELM327__port.baudrate == 115200
+            finally:
+                c.close()
+    finally:
+        sim.stop()
