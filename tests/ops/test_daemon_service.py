@@ -248,7 +248,7 @@ def test_second_daemon_on_the_same_socket_exits_with_one_line() -> None:
             first.listen()
             dup = subprocess.run(
                 [sys.executable, "-m", "gateway", "run", "--config", str(config)],
-                capture_output=True, text=True, timeout=15,
+                capture_output=True, text=True, timeout=8,
             )
         assert dup.returncode == 1, dup.stderr
         assert "already running" in dup.stderr and "Traceback" not in dup.stderr
