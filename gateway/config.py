@@ -58,6 +58,11 @@ class AdapterConfig:
     def validate(self) -> None:
         if not self.port:
             raise ConfigError("adapter.port: must not be empty")
+        from gateway.transport import parse_port
+
+        parse_port(self.port)  # serial path, tcp:HOST:PORT, ble:NAME, can:INTERFACE:CHANNEL
+        if self.fast_baud and not 15_686 <= self.fast_baud <= 500_000:
+            raise ConfigError(f"adapter.fast_baud: 0 (off) or 15686-500000, as ATBRD allows (got {self.fast_baud})")
         if self.baud not in (9600, 19200, 38400, 57600, 115200, 230400, 500000, 1000000, 2000000):
             raise ConfigError(f"adapter.baud: unsupported baud rate {self.baud}")
         _positive("adapter", "timeout_s", self.timeout_s)

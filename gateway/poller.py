@@ -52,6 +52,7 @@ log = logging.getLogger("gateway.poller")
 
 LINK_STATE_EVERY_S = 5.0
 PIPELINE_DEPTH = 4  # requests written at once where the adapter keeps up
+TUNE_EVERY = 256  # batches between adaptive-timing updates
 SILENT_AFTER_S = 2.0  # no answer from any ECU for this long: the ECU is not responding
 SILENT_RETRY_S = 1.0
 ENGINE_ECU = 0x7E8
@@ -174,6 +175,7 @@ class Poller:
         self.errors: dict[str, int] = {}
         self.battery_v: float | None = None
         self.pipeline_depth = PIPELINE_DEPTH
+        self._batches = 0
         self._stopped_pipelined = 0
 
     # -- public API -------------------------------------------------------------------------------
@@ -189,6 +191,7 @@ class Poller:
 
     async def query(self, pid: int) -> list[Sample]:
         """Read mode 01 ``pid`` now (jumps the queue); the PID is then polled while asked for."""
+        self._require_link()
         fut: asyncio.Future[list[Sample]] = asyncio.get_running_loop().create_future()
         await self._on_demand.put(_OnDemand(pid, None, fut))
         self._wake.set()
@@ -478,6 +481,22 @@ class Poller:
         self._last_answer = done
         await self._set_ecu_responding(True)
         await self._emit(samples)
+        self._batches += 1
+        if self._batches % TUNE_EVERY == 0:
+            await self._tune()
+
+    async def _tune(self) -> None:
+        """Adaptive timing: ATST from the measured latency (ELM327 sessions only)."""
+        tune = getattr(self.session, "tune_timeout", None)
+        if tune is None:
+            return
+        try:
+            st = await tune()
+        except (AdapterError, ParseError, TransportTimeout) as exc:
+            log.debug("ATST not changed: %s", exc)
+            return
+        if st is not None:
+            log.info("ATST set to %.0f ms from measured latency", st)
 
     async def _recover_adapter(self, exc: AdapterError, batch: Batch) -> None:
         from gateway.elm327.responses import AdapterReset, Stopped
@@ -559,7 +578,13 @@ class Poller:
         if not req.future.done():
             req.future.set_result(samples)
 
+    def _require_link(self) -> None:
+        # callers (CLI, diagnostic socket) must get an answer now, not when the adapter returns
+        if self.session is None or not self.connected:
+            raise TransportError(f"the adapter ({self.adapter_cfg.port}) is not connected")
+
     async def _run_exclusive(self, fn: Callable[[Session], Awaitable[Any]]) -> Any:
+        self._require_link()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         await self._exclusive.put((fn, fut))
         self._wake.set()

@@ -722,11 +722,15 @@ class Elm327Session:
         return answer.kind is Kind.OK
 
     async def tune_timeout(self) -> float | None:
-        """ATST from measured latency: three times the median round trip, within 20-200 ms."""
+        """ATST from measured latency: four times the median round trip, within 50-200 ms.
+
+        With the count suffix the chip rarely waits at all; ST then bounds only the wait for a PID
+        that gets no answer, which is where the default 205 ms hurts.
+        """
         if len(self._latency) < 8 or not self.info.count_suffix:
             return None
         median_ms = statistics.median(self._latency) * 1000
-        st = max(20.0, min(200.0, 3 * median_ms))
+        st = max(50.0, min(200.0, 4 * median_ms))
         if abs(st - self.info.st_ms) < 8:
             return None
         answer = await self.at(cmd.set_timeout(st))
