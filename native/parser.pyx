@@ -23,15 +23,15 @@ __all__ = ["ObdMessage", "ParseError", "Reading", "decode", "decode_can", "decod
 
 cdef extern from *:
     """
-    /* A tuple-subclass instance (Reading, ObdMessage) filled in place, as CPython's own
-       tuple_subtype_new does: one allocation instead of an argument tuple plus a copy.
-       It holds only ints, floats, bools, str, bytes and tuples of those, so it can never be part
-       of a reference cycle: like CPython's _PyTuple_MaybeUntrack for plain tuples, it is taken off
-       the cyclic GC's lists, which would otherwise traverse every young Reading at each collection. */
+    /* A tuple-subclass instance (Reading, ObdMessage) allocated and filled in place: one allocation
+       instead of an argument tuple plus a copy (tuple_subtype_new). It holds only ints, floats, bools,
+       str, bytes and tuples of those, so it can never be part of a reference cycle: like the plain
+       tuples CPython untracks (_PyTuple_MaybeUntrack), it is left off the cyclic GC's lists
+       (PyObject_GC_NewVar does not track), which would otherwise traverse every young Reading at
+       each collection. subtype_dealloc copes with an untracked instance. */
     static PyObject* obdg_tuple6(PyObject* tp, PyObject* a, PyObject* b, PyObject* c,
                                  PyObject* d, PyObject* e, PyObject* f) {
-        PyTypeObject* t = (PyTypeObject*)tp;
-        PyObject* r = t->tp_alloc(t, 6);
+        PyObject* r = (PyObject*)PyObject_GC_NewVar(PyTupleObject, (PyTypeObject*)tp, 6);
         if (r == NULL) return NULL;
         Py_INCREF(a); PyTuple_SET_ITEM(r, 0, a);
         Py_INCREF(b); PyTuple_SET_ITEM(r, 1, b);
@@ -39,18 +39,15 @@ cdef extern from *:
         Py_INCREF(d); PyTuple_SET_ITEM(r, 3, d);
         Py_INCREF(e); PyTuple_SET_ITEM(r, 4, e);
         Py_INCREF(f); PyTuple_SET_ITEM(r, 5, f);
-        if (PyObject_GC_IsTracked(r)) PyObject_GC_UnTrack(r);
         return r;
     }
     static PyObject* obdg_tuple4(PyObject* tp, PyObject* a, PyObject* b, PyObject* c, PyObject* d) {
-        PyTypeObject* t = (PyTypeObject*)tp;
-        PyObject* r = t->tp_alloc(t, 4);
+        PyObject* r = (PyObject*)PyObject_GC_NewVar(PyTupleObject, (PyTypeObject*)tp, 4);
         if (r == NULL) return NULL;
         Py_INCREF(a); PyTuple_SET_ITEM(r, 0, a);
         Py_INCREF(b); PyTuple_SET_ITEM(r, 1, b);
         Py_INCREF(c); PyTuple_SET_ITEM(r, 2, c);
         Py_INCREF(d); PyTuple_SET_ITEM(r, 3, d);
-        if (PyObject_GC_IsTracked(r)) PyObject_GC_UnTrack(r);
         return r;
     }
     """
