@@ -105,3 +105,17 @@ def test_slcan_wrong_bitrate_hears_nothing(sim: Simulator) -> None:
         assert recv_all(bus, 0.3) == []
     finally:
         bus.shutdown()
+
+
+def test_flow_control_wait_then_block_size(vbus: can.BusABC) -> None:
+    vbus.send(can.Message(arbitration_id=0x7E0, data=b"\x02\x09\x02" + b"\x00" * 5, is_extended_id=False))
+    first = vbus.recv(1)
+    assert first is not None and first.data[:2] == b"\x10\x14"
+    fc = can.Message(arbitration_id=0x7E0, data=b"\x31\x00\x00" + b"\x00" * 5, is_extended_id=False)  # wait
+    vbus.send(fc)
+    assert recv_all(vbus, 0.2) == []
+    vbus.send(can.Message(arbitration_id=0x7E0, data=b"\x30\x01\x00" + b"\x00" * 5, is_extended_id=False))  # BS 1
+    got = recv_all(vbus, 0.2)
+    assert [m.data[0] for m in got] == [0x21]  # one frame, then the ECU waits for the next flow control
+    vbus.send(can.Message(arbitration_id=0x7E0, data=b"\x30\x00\x00" + b"\x00" * 5, is_extended_id=False))
+    assert [m.data[0] for m in recv_all(vbus, 0.2)] == [0x22]
