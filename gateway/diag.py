@@ -216,6 +216,7 @@ class _Client:
         self.out: asyncio.Queue[bytes | None] = asyncio.Queue(server.queue_size)
         self.dropped = 0
         self.reported_dropped = 0
+        self.past_feed_drops = 0  # losses of earlier subscriptions, so the reported total never shrinks
         self.feed: Feed | None = None
         self.pump: asyncio.Task[None] | None = None
         self.writer_task: asyncio.Task[None] | None = None
@@ -278,7 +279,7 @@ class _Client:
             if feed.dropped != seen_feed_drops:
                 self.server.dropped += feed.dropped - seen_feed_drops  # lost before reaching our queue
                 seen_feed_drops = feed.dropped
-            lost = self.dropped + feed.dropped
+            lost = self.dropped + self.past_feed_drops + feed.dropped
             if lost != self.reported_dropped and not self.out.full():
                 self.reported_dropped = lost
                 self.send_stream("dropped", {"dropped": lost})
@@ -299,6 +300,7 @@ class _Client:
             self.pump.cancel()
             self.pump = None
         if self.feed is not None:
+            self.past_feed_drops += self.feed.dropped
             self.feed.close()
             self.feed = None
         return had

@@ -311,6 +311,19 @@ async def test_slow_subscriber_is_told_how_much_it_missed(server: DiagServer, so
     assert seen == sorted(seen), "what arrives keeps its order"
     assert len(seen) + dropped == 2000
     assert server.stats()["stream_dropped"] == dropped
+    # a new subscription keeps counting from the old total: the number never goes down
+    await c.ask({"cmd": "subscribe", "kinds": ["sample"]})
+    for i in range(3000):
+        source.bus.publish_nowait(Sample(i, "speed", float(i)))
+    totals = []
+    while True:
+        try:
+            msg = await c.recv(timeout=0.5)
+        except TimeoutError:
+            break
+        if msg.get("stream") == "dropped":
+            totals.append(msg["data"]["dropped"])
+    assert totals and totals[0] > dropped and totals == sorted(totals)
     await c.close()
 
 
