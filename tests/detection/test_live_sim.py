@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,33 +31,11 @@ CFG = DetectionConfig(ignition_off_confirm_s=2.0)
 TOLERANCE_MS = 1500  # poll period + answer latency + the 0.8 s rate window
 
 
-class _Clock(threading.Thread):
-    """Moves the simulator's clock with the wall clock in exact 0.1 s steps.
-
-    The simulator's own wall clock advances the car in ticker-sized steps of varying length, and its
-    ground-truth brake/acceleration check needs a sample exactly one second back, which such steps
-    rarely provide; whole 0.1 s steps keep the truth log deterministic.
-    """
-
-    def __init__(self, sim: Any) -> None:
-        super().__init__(name="sim-test-clock", daemon=True)
-        self.sim = sim
-        self.stopping = threading.Event()
-        self.t0 = time.monotonic()
-        self.steps = 0
-
-    def run(self) -> None:
-        while not self.stopping.wait(0.02):
-            while (self.steps + 1) * 0.1 <= time.monotonic() - self.t0:
-                self.sim.advance(0.1)
-                self.steps += 1
-
-
 async def drive_live(tmp_path: Path) -> tuple[list[Sample | LinkState], list[Event | TripRecord], Any]:
     """Run the drive; returns the recorded items, the live outputs and the simulator's truth."""
-    sim = simulator.Simulator(DRIVE, seed=3, fast=True, clock="manual", start_ms=int(time.time() * 1000))
-    clock = _Clock(sim)
-    clock.start()
+    # fast: no serial or ECU delays; the car still moves with the wall clock (in whole 0.1 s steps),
+    # so the gateway's timestamps and the simulator's truth share one time base
+    sim = simulator.Simulator(DRIVE, seed=3, fast=True)
     items: list[Sample | LinkState] = []
     outputs: list[Event | TripRecord] = []
     engine = DetectionEngine(CFG, device_id="live", new_id=counter_ids())
@@ -133,8 +110,6 @@ async def drive_live(tmp_path: Path) -> tuple[list[Sample | LinkState], list[Eve
                 await asyncio.wait([task, *reading_dtcs], timeout=10)
         return items, outputs, sim.truth
     finally:
-        clock.stopping.set()
-        clock.join(timeout=5)
         sim.stop()
 
 
