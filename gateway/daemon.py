@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from gateway import __version__, config
+from gateway import __version__, config, secrets
 from gateway.bus import Bus, Subscription
 from gateway.errors import ConfigError, GatewayError, TransportError
 from gateway.model import Event, LinkState, Sample, TripRecord
@@ -42,6 +42,7 @@ def setup_logging(cfg: config.LogConfig, stream: TextIO = sys.stderr) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(cfg.level.upper())
+    secrets.install_log_redaction()
 
 
 class SimProcess:
@@ -185,6 +186,7 @@ class Daemon:
         from gateway.poller import Poller
         from gateway.store import Store
 
+        secrets.check_config_secrets(self.cfg)  # a world-readable password file stops the start here
         self.state_dir().mkdir(parents=True, exist_ok=True)
         self.poller = Poller(
             self._adapter_cfg(),
@@ -295,7 +297,6 @@ class Daemon:
 
         store_sub = self.bus.subscribe("store", maxsize=20_000, lossless=True)
         detect_sub = self.bus.subscribe("detection", maxsize=5_000, lossless=True, kinds=(Sample, LinkState))
-        await self.store.open()
         self.diag = DiagServer(
             DaemonStatus(self),
             socket_path=self.cfg.diag.socket,
@@ -304,7 +305,13 @@ class Daemon:
             allow_clear_dtc=self.cfg.diag.allow_clear_dtc,
             max_clients=self.cfg.diag.max_clients,
         )
+        # The socket first: a second daemon on the same box stops here, before touching the store.
         await self.diag.start()
+        try:
+            await self.store.open()
+        except BaseException:
+            await self.diag.close()
+            raise
         sup.add("store", lambda: self.store_loop(store_sub), critical=True)
         sup.add("poller", self.poller.run)
         sup.add("detection", lambda: self.detection_loop(detect_sub))
@@ -369,6 +376,7 @@ class Daemon:
                 return
             try:
                 new = config.load(self.config_path)
+                secrets.check_config_secrets(new)
             except ConfigError as exc:
                 log.error("SIGHUP: new configuration refused, keeping the running one: %s", exc)
                 return

@@ -231,12 +231,6 @@ def test_service_lifecycle_under_systemd_protocol(service: Service) -> None:
     assert SECRET not in (svc.dir / "stderr.txt").read_text(errors="replace")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=subprocess.TimeoutExpired,
-    reason="daemon.run opens the store before binding the diagnostic socket and does not close it when "
-    "that fails: the error line is printed, then aiosqlite's worker thread keeps the process alive",
-)
 def test_second_daemon_on_the_same_socket_exits_with_one_line() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="obdgw-dup-"))
     try:
