@@ -873,7 +873,7 @@ cdef bint _SHARED_BUSY = False
 cdef inline bytes _as_bytes(object block):
     if type(block) is bytes:
         return <bytes>block
-    if isinstance(block, (bytearray, memoryview)):
+    if isinstance(block, (bytes, bytearray, memoryview)):  # a bytes subclass becomes plain bytes
         return bytes(block)
     raise ParseError(f"adapter output must be bytes, not {type(block).__name__}")
 

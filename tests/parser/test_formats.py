@@ -338,6 +338,15 @@ def test_decode_many(build: ModuleType) -> None:
         build.decode_many([b"41 0C 1A F8\r", b"41 0C\r"])
 
 
+class _Bytes(bytes):
+    pass
+
+
+def test_bytes_like_inputs(build: ModuleType) -> None:
+    for block in (_Bytes(b"41 0C 1A F8\r"), bytearray(b"41 0C 1A F8\r"), memoryview(b"41 0C 1A F8\r")):
+        assert build.decode(block) == [RPM]
+
+
 @pytest.mark.parametrize("bad", ["41 0C 1A F8", None, 5, ["41"]])
 def test_non_bytes_input_raises(build: ModuleType, bad: object) -> None:
     with pytest.raises(ParseError):
