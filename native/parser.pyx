@@ -3,7 +3,7 @@
 :mod:`gateway.obd.pyparser`, whose docstring documents both builds.
 
 The hot path runs on C types: one scan over the block's bytes (no per-line or per-byte Python objects),
-hex digits decoded into a byte pool (on the C stack for ordinary blocks), ISO-TP reassembly into
+hex digits decoded into a byte pool (a reused work area for ordinary blocks), ISO-TP reassembly into
 regions of that pool, then the catalogue's formulas from C arrays. Python objects are created only for
 the results: one list per block, one ``Reading`` per value (allocated directly as the tuple subclass it
 is) and the value itself. The catalogue is ``gateway.obd.pids``, copied into C arrays at import.
