@@ -18,15 +18,17 @@ import random
 import select
 import shutil
 import socket
+import sys
 import tempfile
 import termios
 import threading
 import time
+import traceback
 import tty
 from collections.abc import Callable
 from types import TracebackType
 
-from firmware_sim.elm327 import VERSION, Elm327, Reply
+from firmware_sim.elm327 import VERSION, Chunk, Elm327, Reply
 from firmware_sim.timing import serial_time
 
 BAUD_TOLERANCE = 0.03  # a UART copes with a few percent of rate error (ATBRD 45 = 57971 vs a host's 57600)
@@ -112,7 +114,12 @@ class _Session:
                 idx = self.buf.index(b"\r")
                 line = bytes(self.buf[:idx]).replace(b"\n", b"")
                 del self.buf[:idx + 1]
-                self.play(self.elm.execute(line), time.monotonic())
+                try:
+                    reply = self.elm.execute(line)
+                except Exception:  # a simulator bug must not kill the adapter silently: report, answer "?"
+                    traceback.print_exc(file=sys.stderr)
+                    reply = Reply(chunks=[Chunk(0.0, self.elm.line("?") + self.elm.eol + b">")])
+                self.play(reply, time.monotonic())
 
     def play(self, reply: Reply, t0: float) -> None:
         """Write the reply's chunks at their times; handle interruption, ATMA and ATBRD."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from firmware_sim import Simulator, j1979
 from firmware_sim.ecu import ENGINE_PIDS
@@ -238,3 +240,19 @@ def test_at_d_restores_power_up_defaults(sim: Simulator) -> None:
     assert say(elm, "ATD") == b"OK\r\r>"
     assert say(elm, "ATI") == b"ATI\rELM327 v1.5\r\r>"  # echo on again
     assert say(elm, "ATDPN") == b"ATDPN\r6\r\r>"  # the protocol stored by ATSP, not the ATTP one
+
+
+@settings(max_examples=300, deadline=None)
+@given(line=st.binary(max_size=40) | st.text(alphabet="0123456789ABCDEFatATSPHLEZ @", max_size=20).map(str.encode))
+def test_any_input_gets_a_well_formed_reply(line: bytes) -> None:
+    sim = _FUZZ_SIM
+    elm = sim.new_elm()
+    elm.execute(b"ATE0")
+    reply = elm.execute(line.replace(b"\r", b""))
+    if reply.monitor is None and reply.brd_baud is None:
+        assert reply.data().endswith(b">")
+    assert all(c.at >= 0 for c in reply.chunks)
+
+
+_FUZZ_SIM = Simulator(seed=1, fast=True, clock="manual")
+_FUZZ_SIM.advance(3)
