@@ -3,7 +3,7 @@
 Stable contracts (other parts of the project rely on them; extend, don't break):
 
 Command line — ``obd-gateway-sim [--drive FILE|NAME] [--seed N] [--fast] [--tcp PORT] [--slcan]
-[--truth FILE] [--time-scale X] [--baud N] [--control PATH] [--protocol P]``
+[--truth FILE] [--time-scale X] [--baud N] [--control PATH] [--protocol P] [--strict-baud]``
     Prints the port as the FIRST line of stdout and flushes: the pseudo-terminal's stable symlink path
     (``/tmp/obd-sim-XXXX/elm327``; ``close_port`` removes it, ``reopen_port`` makes the same path point at a new
     pty), ``tcp:127.0.0.1:PORT`` with ``--tcp``, or the SLCAN pty's symlink with ``--slcan``. Serves until
@@ -16,7 +16,8 @@ Command line — ``obd-gateway-sim [--drive FILE|NAME] [--seed N] [--fast] [--tc
 
 In-process — :class:`Simulator`::
 
-    sim = Simulator(drive=None | "short" | path, seed=1, fast=True, time_scale=1.0, protocol="6")
+    sim = Simulator(drive=None | "short" | path, seed=1, fast=True, time_scale=1.0, protocol="6",
+                    clock="wall" | "manual", truth_path=None, baud=38400, strict_baud=False)
     with sim.serve_pty() as path: ...          # a real pty (pyserial opens `path`), served by a thread
     srv = sim.serve_tcp(port=0); srv.port      # a Wi-Fi style adapter on loopback
     sim.serve_can("vcan-test")                 # ISO-TP ECUs on can.Bus(interface="virtual", channel=...)
@@ -30,7 +31,11 @@ In-process — :class:`Simulator`::
 
 Timing — :mod:`firmware_sim.timing`: :class:`~firmware_sim.timing.TimingModel` and
 ``exchange_duration(...)`` give the expected duration of an exchange (bytes both ways at the baud rate,
-ECU latency, the chip's wait after the last answer unless the response-count digit is satisfied).
+ECU latency, the chip's wait after the last answer unless the response-count digit is satisfied);
+``answer_bytes(...)`` the bytes printed for a CAN answer; ``max_pid_rate(...)`` the link's theoretical
+maximum of PIDs per second; ``single_pid_round_trip(...)`` one mode-01 request.
+
+Fixtures — ``tests/fixtures/sim.py``: ``sim``, ``sim_pty``, ``sim_cli`` (see docs/simulator.md).
 
 Drive scripts — TOML, documented in :mod:`firmware_sim.drive` and docs/simulator.md; built-ins
 ``default`` (repeating ~6 min loop) and ``short`` (~70 s, for tests).
