@@ -69,3 +69,26 @@ def test_missing_and_broken_files(tmp_path: Path) -> None:
     bad.write_text("[mqtt\nport = 1")
     with pytest.raises(ConfigError, match="not valid TOML"):
         config.load(bad)
+
+
+def test_example_documents_every_key() -> None:
+    """gateway.example.toml names every key with its default and a comment above it."""
+    import dataclasses
+    import tomllib
+
+    text = (REPO / "gateway.example.toml").read_text()
+    example = tomllib.loads(text)
+    defaults = config.Config()
+    lines = text.splitlines()
+    for section in dataclasses.fields(config.Config):
+        sec = getattr(defaults, section.name)
+        for f in dataclasses.fields(sec):
+            assert f.name in example.get(section.name, {}), f"[{section.name}] {f.name} is not in the example"
+            value = example[section.name][f.name]
+            assert value == getattr(sec, f.name), f"{section.name}.{f.name}: example {value!r} is not the default"
+            index = next(i for i, line in enumerate(lines) if line.startswith(f"{f.name} = ") and i > lines.index(
+                f"[{section.name}]"))
+            above = [line for line in lines[:index] if line.strip()][-1]
+            assert above.startswith("#") or lines[index - 1].split(" = ")[0] in {
+                g.name for g in dataclasses.fields(sec)
+            }, f"{section.name}.{f.name} has no comment"
