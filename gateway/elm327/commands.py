@@ -100,10 +100,14 @@ def set_timeout(ms: float) -> bytes:
 
 
 def set_header(header: int, protocol_is_can: bool = True, extended: bool = False) -> bytes:
-    """ATSH: the request's header (``7E0`` physical to the engine, ``7DF`` functional)."""
+    """ATSH: the request's header (``7E0`` physical to the engine, ``7DF`` functional).
+
+    29-bit identifiers are given as their low three bytes (``DA10F1``), the form every ELM327
+    version takes; the priority byte is the chip's default 18 (ATCP).
+    """
     if protocol_is_can and not extended:
         return at(f"SH{header:03X}")
-    return at(f"SH{header:06X}")
+    return at(f"SH{header & 0xFFFFFF:06X}")
 
 
 def can_receive_address(address: int | None) -> bytes:

@@ -24,7 +24,7 @@ def test_builders() -> None:
     assert cmd.mode01([0x0C]) == b"010C\r"
     assert cmd.mode01([0x0C, 0x0D, 0x05], count=1) == b"010C0D051\r"
     assert cmd.set_header(0x7E0) == b"ATSH7E0\r"
-    assert cmd.set_header(0x18DA10F1, extended=True) == b"ATSH18DA10F1\r"
+    assert cmd.set_header(0x18DA10F1, extended=True) == b"ATSHDA10F1\r"
     assert cmd.set_timeout(100) == b"ATST18\r"  # 100 / 4.096 = 24.4 → 0x18
     assert cmd.baud_rate_divisor(115200) == b"ATBRD23\r"  # 4 MHz / 35 = 114286
     assert cmd.read_dtcs(0x0A) == b"0A\r"

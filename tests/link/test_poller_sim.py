@@ -193,3 +193,21 @@ def test_poll_command_bad_port_is_one_line() -> None:
     )
     assert out.returncode == 2
     assert "adapter.port" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("protocol", ["2", "4", "7", "8"])
+async def test_other_protocols(protocol: str) -> None:
+    """Legacy buses (no multi-PID, legacy headers) and 29-bit / 250 kbit CAN, detected automatically."""
+    sim = Simulator(seed=4, fast=True, protocol=protocol)
+    sim.advance(3.0)
+    try:
+        with sim.serve_pty() as path:
+            sim.command({"hold_speed": 88.0})
+            poller, got = make_poller(path, fast=True, pids=["0C", "0D"])
+            assert await run_until(poller, lambda: len(got.named("speed")) >= 5, 20)
+            assert {s.value for s in got.named("speed")} == {88.0}
+            info = poller.session.info  # type: ignore[union-attr]
+            assert info.protocol == protocol
+            assert any(info.multi_pid.values()) == (protocol in "78")
+    finally:
+        sim.stop()
