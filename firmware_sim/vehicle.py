@@ -453,6 +453,8 @@ class Vehicle:
             gear = next(i for i, (top, _) in enumerate(GEARS) if v < top)
             s.gear = gear + 1
             s.rpm = max(idle, v * GEARS[gear][1])
+            if gear == 0 and a > 0:
+                s.rpm = max(s.rpm, idle + 450.0)  # pulling away: the clutch slips above idle
         s.rpm += self.rng.uniform(-8, 8)
         # On overrun the throttle is closed; otherwise load = rolling + aero + acceleration demand.
         load = 12.0 if a < -1.0 else 19.0 + 0.0022 * v * v + 5.5 * max(a, 0.0) + 0.05 * v
