@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drive", metavar="FILE", help="drive script (TOML path or built-in name; default: default)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1): same seed, same drive")
     p.add_argument("--fast", action="store_true", help="no serial, ECU or search delays (quick tests)")
-    p.add_argument("--tcp", type=int, metavar="PORT", help="serve on TCP 127.0.0.1:PORT (0: any) instead of a pty")
+    p.add_argument("--tcp", type=int, metavar="PORT", nargs="?", const=35000,
+                   help="serve on TCP instead of a pty, like a Wi-Fi adapter (default port 35000; 0: any free port)")
     p.add_argument("--host", default="127.0.0.1", help="TCP listen address (default loopback only)")
     p.add_argument("--slcan", action="store_true", help="serve raw CAN (ISO-TP ECUs) behind an SLCAN pty")
     p.add_argument("--truth", metavar="FILE", help="append the ground truth (samples and events) as JSON lines")
