@@ -73,6 +73,9 @@ cdef struct FieldC:
     int shift
     int mask
     int avail
+    int gate_byte
+    int gate_bit
+    int gate_value
     long long invalid
     int has_invalid
     int is_signed
@@ -142,6 +145,9 @@ cdef void _init_table() except *:
             _F[nf].shift = f.shift
             _F[nf].mask = f.mask
             _F[nf].avail = f.avail
+            _F[nf].gate_byte = f.gate_byte
+            _F[nf].gate_bit = f.gate_bit
+            _F[nf].gate_value = f.gate_value
             _F[nf].invalid = f.invalid
             _F[nf].has_invalid = f.invalid >= 0
             _F[nf].is_signed = f.signed
@@ -605,6 +611,8 @@ cdef int _pid_values(list out, object ecu_o, int service, const unsigned char* d
         for f in range(_PSTART[pid], fe):
             fc = &_F[f]
             if fc.avail >= 0 and not ((d[i] >> fc.avail) & 1):
+                continue
+            if fc.gate_byte >= 0 and ((d[i + fc.gate_byte] >> fc.gate_bit) & 1) != fc.gate_value:
                 continue
             p = i + fc.start
             if fc.kind == K_LINEAR:

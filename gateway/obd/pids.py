@@ -21,7 +21,9 @@ A field is decoded by its ``kind``:
 * ``HEX``: ``length`` bytes at ``start`` → upper-case hex ``str`` (bit-field PIDs kept raw).
 
 ``avail`` ≥ 0 means the value exists only when that bit of the PID's first byte (its "supported
-sensors" byte) is set; ``invalid`` ≥ 0 means the value is omitted when the raw integer equals it
+sensors" byte) is set; ``gate_byte`` ≥ 0 means it exists only when bit ``gate_bit`` of that byte
+equals ``gate_value`` (PID 01/41 monitors differ between spark and compression ignition);
+``invalid`` ≥ 0 means the value is omitted when the raw integer equals it
 (the 0xFF "not used for trim" of the O2 sensor PIDs). ``lo``/``hi`` document the range.
 
 The native build (``native/parser.pyx``) imports this module at start-up and copies the table into
@@ -63,6 +65,9 @@ class Field(NamedTuple):
     lo: float | None = None
     hi: float | None = None
     enum: tuple[tuple[int, str], ...] = ()
+    gate_byte: int = -1
+    gate_bit: int = 0
+    gate_value: int = 0
 
 
 class Pid(NamedTuple):
@@ -128,6 +133,44 @@ def _bits(name: str, start: int, shift: int = 0, mask: int = 0xFF) -> Field:
 
 def _enum(name: str, start: int, table: tuple[tuple[int, str], ...]) -> Field:
     return Field(name, "", ENUM, start, 1, enum=table)
+
+
+def _monitor(name: str, start: int, bit: int, compression: bool) -> Field:
+    """A PID 01/41 monitor flag that exists for one ignition type (B bit 3: 1 = compression)."""
+    return Field(name, "", FLAG, start, 1, shift=bit, gate_byte=1, gate_bit=3, gate_value=int(compression))
+
+
+_SPARK_MONITORS = (
+    "catalyst",
+    "heated_catalyst",
+    "evap_system",
+    "secondary_air",
+    "ac_refrigerant",
+    "o2_sensor",
+    "o2_sensor_heater",
+    "egr_system",
+)
+_COMPRESSION_MONITORS = (
+    "nmhc_catalyst",
+    "nox_scr",
+    "",
+    "boost_pressure",
+    "",
+    "exhaust_gas_sensor",
+    "pm_filter",
+    "egr_vvt",
+)
+
+
+def _monitors(first: str, second: str) -> tuple[Field, ...]:
+    """Bytes C (first flag) and D (second flag) of PID 01 or 41, for both ignition types."""
+    out = []
+    for compression, names in ((False, _SPARK_MONITORS), (True, _COMPRESSION_MONITORS)):
+        for bit, name in enumerate(names):
+            if name:
+                out.append(_monitor(f"{name}_monitor_{first}", 2, bit, compression))
+                out.append(_monitor(f"{name}_monitor_{second}", 3, bit, compression))
+    return tuple(out)
 
 
 def _hex(name: str, start: int, length: int) -> Field:
@@ -280,6 +323,7 @@ _FIELDS: dict[int, tuple[int, tuple[Field, ...]]] = {
             _flag("misfire_monitor_incomplete", 1, 4),
             _flag("fuel_system_monitor_incomplete", 1, 5),
             _flag("components_monitor_incomplete", 1, 6),
+            *_monitors("available", "incomplete"),
             _hex("readiness_since_dtc_clear", 1, 3),
         ),
     ),
@@ -340,6 +384,7 @@ _FIELDS: dict[int, tuple[int, tuple[Field, ...]]] = {
             _flag("misfire_monitor_incomplete_this_cycle", 1, 4),
             _flag("fuel_system_monitor_incomplete_this_cycle", 1, 5),
             _flag("components_monitor_incomplete_this_cycle", 1, 6),
+            *_monitors("enabled_this_cycle", "incomplete_this_cycle"),
             _hex("monitor_status_this_cycle", 0, 4),
         ),
     ),
@@ -908,6 +953,8 @@ def markdown() -> str:
             formula = _formula(f)
             if f.avail >= 0:
                 formula += f" (if A bit {f.avail})"
+            if f.gate_byte >= 0:
+                formula += f" (if {'ABCD'[f.gate_byte]} bit {f.gate_bit} = {f.gate_value})"
             if f.invalid >= 0:
                 formula += f" (omitted when raw = 0x{f.invalid:02X})"
             rng = "" if f.lo is None else f"{f.lo:g} … {f.hi:g}"

@@ -92,6 +92,9 @@ def _flatten() -> list[tuple[int, tuple[Any, ...]] | None]:
                 f.unit,
                 dict(f.enum),
                 pid & 0xE0,
+                f.gate_byte,
+                f.gate_bit,
+                f.gate_value,
             )
             for f in spec.fields
         )
@@ -366,8 +369,13 @@ def _pid_values(out: list[Reading], ecu: int, service: int, data: bytes) -> None
         size, fields = spec
         if i + size > n:
             raise ParseError(f"PID {pid:02X} needs {size} bytes, {n - i} left")
-        for kind, start, length, mul, div, add, signed, shift, mask, avail, invalid, name, unit, enum, base in fields:
+        for (
+            kind, start, length, mul, div, add, signed, shift, mask, avail, invalid, name, unit, enum, base,
+            gate_byte, gate_bit, gate_value,
+        ) in fields:  # fmt: skip
             if avail >= 0 and not (data[i] >> avail) & 1:
+                continue
+            if gate_byte >= 0 and (data[i + gate_byte] >> gate_bit) & 1 != gate_value:
                 continue
             p = i + start
             value: Value

@@ -24,6 +24,16 @@ VECTORS: dict[int, tuple[str, dict[str, Any]]] = {
                            "misfire_monitor_available": True, "fuel_system_monitor_available": False,
                            "components_monitor_available": False, "misfire_monitor_incomplete": False,
                            "fuel_system_monitor_incomplete": True, "components_monitor_incomplete": True,
+                           # spark ignition, C=65=0110 0101 available: catalyst (0), evap (2), O2 sensor (5),
+                           # O2 heater (6); D=04=0000 0100 incomplete: evap (2)
+                           "catalyst_monitor_available": True, "catalyst_monitor_incomplete": False,
+                           "heated_catalyst_monitor_available": False, "heated_catalyst_monitor_incomplete": False,
+                           "evap_system_monitor_available": True, "evap_system_monitor_incomplete": True,
+                           "secondary_air_monitor_available": False, "secondary_air_monitor_incomplete": False,
+                           "ac_refrigerant_monitor_available": False, "ac_refrigerant_monitor_incomplete": False,
+                           "o2_sensor_monitor_available": True, "o2_sensor_monitor_incomplete": False,
+                           "o2_sensor_heater_monitor_available": True, "o2_sensor_heater_monitor_incomplete": False,
+                           "egr_system_monitor_available": False, "egr_system_monitor_incomplete": False,
                            "readiness_since_dtc_clear": "616504"}),
     0x02: ("01 33", {"freeze_frame_dtc": "P0133"}),
     0x03: ("02 00", {"fuel_system_1_status": "closed_loop", "fuel_system_2_status": "off"}),
@@ -79,6 +89,24 @@ VECTORS: dict[int, tuple[str, dict[str, Any]]] = {
                            "misfire_monitor_incomplete_this_cycle": False,
                            "fuel_system_monitor_incomplete_this_cycle": False,
                            "components_monitor_incomplete_this_cycle": False,
+                           # spark (B bit 3 clear); C=E5=1110 0101 enabled: catalyst, evap, O2 sensor, O2 heater,
+                           # EGR; D=00: nothing incomplete
+                           "catalyst_monitor_enabled_this_cycle": True,
+                           "catalyst_monitor_incomplete_this_cycle": False,
+                           "heated_catalyst_monitor_enabled_this_cycle": False,
+                           "heated_catalyst_monitor_incomplete_this_cycle": False,
+                           "evap_system_monitor_enabled_this_cycle": True,
+                           "evap_system_monitor_incomplete_this_cycle": False,
+                           "secondary_air_monitor_enabled_this_cycle": False,
+                           "secondary_air_monitor_incomplete_this_cycle": False,
+                           "ac_refrigerant_monitor_enabled_this_cycle": False,
+                           "ac_refrigerant_monitor_incomplete_this_cycle": False,
+                           "o2_sensor_monitor_enabled_this_cycle": True,
+                           "o2_sensor_monitor_incomplete_this_cycle": False,
+                           "o2_sensor_heater_monitor_enabled_this_cycle": True,
+                           "o2_sensor_heater_monitor_incomplete_this_cycle": False,
+                           "egr_system_monitor_enabled_this_cycle": True,
+                           "egr_system_monitor_incomplete_this_cycle": False,
                            "monitor_status_this_cycle": "0007E500"}),
     0x42: ("30 D4", {"control_module_voltage": 12.5}),          # 12500/1000
     0x43: ("00 FF", {"absolute_load": 100.0}),                  # 255×100/255
@@ -282,8 +310,9 @@ def test_support_bits_gate_values(build: ModuleType) -> None:
 
 
 def test_pid_01_compression_ignition_and_no_mil(build: ModuleType) -> None:
-    # B=0F: bits 0-2 monitors available, bit 3 compression ignition, bits 4-6 clear: all complete
-    assert _values(build, "41 01 00 0F 00 00") == {
+    # B=0F: bits 0-2 monitors available, bit 3 compression ignition, bits 4-6 clear: all complete;
+    # C=41=0100 0001: NMHC catalyst (0) and PM filter (6) monitors available; D=40: PM filter incomplete
+    assert _values(build, "41 01 00 0F 41 40") == {
         "mil": False,
         "dtc_count": 0,
         "compression_ignition": True,
@@ -293,7 +322,19 @@ def test_pid_01_compression_ignition_and_no_mil(build: ModuleType) -> None:
         "misfire_monitor_incomplete": False,
         "fuel_system_monitor_incomplete": False,
         "components_monitor_incomplete": False,
-        "readiness_since_dtc_clear": "0F0000",
+        "nmhc_catalyst_monitor_available": True,
+        "nmhc_catalyst_monitor_incomplete": False,
+        "nox_scr_monitor_available": False,
+        "nox_scr_monitor_incomplete": False,
+        "boost_pressure_monitor_available": False,
+        "boost_pressure_monitor_incomplete": False,
+        "exhaust_gas_sensor_monitor_available": False,
+        "exhaust_gas_sensor_monitor_incomplete": False,
+        "pm_filter_monitor_available": True,
+        "pm_filter_monitor_incomplete": True,
+        "egr_vvt_monitor_available": False,
+        "egr_vvt_monitor_incomplete": False,
+        "readiness_since_dtc_clear": "0F4140",
     }
 
 
