@@ -702,7 +702,15 @@ _FIELDS: dict[int, tuple[int, tuple[Field, ...]]] = {
     0x9E: (2, (_lin("exhaust_flow_rate", "kg/h", 0, 2, 1.0, 5.0, 0.0, 0.0, 13107.0),)),
     0x9F: (9, (_hex("fuel_system_percentage_use", 0, 9),)),
     0xA0: (4, (_support("pids_supported_a1_c0"),)),
-    0xA1: (9, (_hex("nox_sensor_corrected", 0, 9),)),
+    0xA1: (
+        9,
+        (
+            _lin("nox_corrected_bank_1_sensor_1", "ppm", 1, 2, 1.0, 1.0, 0.0, 0.0, 65535.0, avail=0),
+            _lin("nox_corrected_bank_1_sensor_2", "ppm", 3, 2, 1.0, 1.0, 0.0, 0.0, 65535.0, avail=1),
+            _lin("nox_corrected_bank_2_sensor_1", "ppm", 5, 2, 1.0, 1.0, 0.0, 0.0, 65535.0, avail=2),
+            _lin("nox_corrected_bank_2_sensor_2", "ppm", 7, 2, 1.0, 1.0, 0.0, 0.0, 65535.0, avail=3),
+        ),
+    ),
     0xA2: (2, (_lin("cylinder_fuel_rate", "mg/stroke", 0, 2, 1.0, 32.0, 0.0, 0.0, 2047.96875),)),
     0xA6: (4, (_lin("odometer", "km", 0, 4, 1.0, 10.0, 0.0, 0.0, 429496729.5),)),
     0xC0: (4, (_support("pids_supported_c1_e0"),)),

@@ -251,7 +251,9 @@ VECTORS: dict[int, tuple[str, dict[str, Any]]] = {
     0x9E: ("01 F4", {"exhaust_flow_rate": 100.0}),              # 500/5 kg/h
     0x9F: ("01 02 03 04 05 06 07 08 09", {"fuel_system_percentage_use": "010203040506070809"}),
     0xA0: ("00 00 00 01", {"pids_supported_a1_c0": (0xC0,)}),
-    0xA1: ("09 08 07 06 05 04 03 02 01", {"nox_sensor_corrected": "090807060504030201"}),
+    # A=05: sensors b1s1 and b2s1 only; 0x0064 = 100 ppm, 0x012C = 300 ppm
+    0xA1: ("05 00 64 00 C8 01 2C 01 90", {"nox_corrected_bank_1_sensor_1": 100.0,
+                                          "nox_corrected_bank_2_sensor_1": 300.0}),
     0xA2: ("00 40", {"cylinder_fuel_rate": 2.0}),               # 64/32 mg/stroke
     0xA6: ("00 01 86 A0", {"odometer": 10000.0}),               # 100000/10 km
     0xC0: ("80 00 00 00", {"pids_supported_c1_e0": (0xC1,)}),
