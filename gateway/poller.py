@@ -44,6 +44,7 @@ from gateway.errors import (
     ParseError,
     TransportError,
     TransportTimeout,
+    UnsupportedCommand,
 )
 from gateway.model import LinkState, Sample
 from gateway.scheduler import Batch, SchedulerPolicy
@@ -53,6 +54,7 @@ log = logging.getLogger("gateway.poller")
 LINK_STATE_EVERY_S = 5.0
 PIPELINE_DEPTH = 4  # requests written at once where the adapter keeps up
 TUNE_EVERY = 256  # batches between adaptive-timing updates
+BATTERY_EVERY_S = 5.0  # ATRV while driving
 SILENT_AFTER_S = 2.0  # no answer from any ECU for this long: the ECU is not responding
 SILENT_RETRY_S = 1.0
 ENGINE_ECU = 0x7E8
@@ -176,6 +178,8 @@ class Poller:
         self.battery_v: float | None = None
         self.pipeline_depth = PIPELINE_DEPTH
         self._batches = 0
+        self._battery_at = -math.inf
+        self._battery_ok = True  # False once the session cannot read it (raw CAN)
         self._stopped_pipelined = 0
 
     # -- public API -------------------------------------------------------------------------------
@@ -360,6 +364,11 @@ class Poller:
                 await self._parked_step()
                 continue
             now = time.monotonic()
+            if self._battery_ok and now - self._battery_at >= BATTERY_EVERY_S:
+                # detectors use the charging voltage as an engine-running hint: read it while driving too
+                self._battery_at = now
+                await self._read_battery()
+                continue
             batch = self.policy.next_batch(now)
             if batch is None:
                 await self._publish_link()
@@ -609,7 +618,10 @@ class Poller:
         assert self.session is not None
         try:
             volts = await self.session.read_voltage()
-        except (AdapterError, ParseError) as exc:
+        except UnsupportedCommand:
+            self._battery_ok = False  # raw CAN, or a clone without ATRV: stop asking
+            return None
+        except (AdapterError, ParseError, TransportTimeout) as exc:
             log.debug("no battery voltage: %s", exc)
             return None
         self.battery_v = volts

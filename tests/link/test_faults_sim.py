@@ -47,6 +47,8 @@ async def test_clean_link_polls_right_values(held: Simulator, sim_pty: str, tmp_
     poller, got = make_poller(sim_pty, tmp_path)
     assert await run_until(poller, lambda: len(got.named("speed")) >= 4, 20)
     assert_values_right(got, held)
+    volts = got.named("battery_voltage")  # read every 5 s while driving too (from the first moment)
+    assert volts and abs(volts[0].value - (truth(held)["battery_voltage"] - 0.1)) < 0.3
     assert got.links[-1].adapter_connected and got.links[-1].ecu_responding
     assert "CAN" in got.links[-1].protocol
     assert poller.status()["vin"] == "JHMCM56557C404453" or len(poller.status()["vin"]) == 17
