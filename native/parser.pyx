@@ -940,14 +940,19 @@ def decode_many(blocks, headers=False, protocol=6):
 
 
 def decode_can(frames):
-    """Raw CAN frames ``(arbitration_id, data)`` → decoded values, with ISO-TP reassembly."""
+    """Raw CAN frames ``(arbitration_id, data)`` (or python-can ``Message``s) → decoded values, with
+    ISO-TP reassembly."""
     cdef list accepted = []
     cdef Py_ssize_t total = 0
     cdef _Block blk = _Block()
     cdef bytes data
     cdef long long arb
     try:
-        for arb_id, raw in frames:
+        for item in frames:
+            if type(item) is tuple or not hasattr(item, "arbitration_id"):
+                arb_id, raw = item
+            else:  # a python-can Message
+                arb_id, raw = item.arbitration_id, item.data
             if type(arb_id) is not int:
                 raise ParseError(f"arbitration id must be an int, not {type(arb_id).__name__}")
             if 0x7E8 <= arb_id <= 0x7EF or 0x18DAF100 <= arb_id <= 0x18DAF1FF:

@@ -12,7 +12,7 @@ API
 ``decode_many(blocks, headers=False, protocol=6) -> list[list[Reading]]``
     ``decode`` for each block; a block that cannot be read raises ``ParseError`` for the batch.
 ``decode_can(frames) -> list[Reading]``
-    Raw CAN frames ``(arbitration_id, data)`` as python-can gives them, ISO-TP reassembled per id.
+    Raw CAN frames ``(arbitration_id, data)`` or python-can ``Message``s, ISO-TP reassembled per id.
     Only OBD response ids are read (11-bit 0x7E8–0x7EF, 29-bit 0x18DAF100–0x18DAF1FF); others are
     ignored, as are flow-control frames.
 ``parse(block, headers=False, protocol=6) -> list[ObdMessage]``
@@ -518,11 +518,17 @@ def decode_many(blocks: Sequence[bytes], headers: bool = False, protocol: int = 
     return [decode(block, headers, protocol) for block in it]
 
 
-def decode_can(frames: Sequence[tuple[int, bytes]]) -> list[Reading]:
-    """Raw CAN frames ``(arbitration_id, data)`` → decoded values, with ISO-TP reassembly."""
+def decode_can(frames: Sequence[Any]) -> list[Reading]:
+    """Raw CAN frames ``(arbitration_id, data)`` (or python-can ``Message``s) → decoded values, with
+    ISO-TP reassembly."""
     tp = _IsoTp()
     try:
-        for arb_id, data in frames:
+        item: Any
+        for item in frames:
+            if type(item) is tuple or not hasattr(item, "arbitration_id"):
+                arb_id, data = item
+            else:  # a python-can Message
+                arb_id, data = item.arbitration_id, item.data
             if type(arb_id) is not int:
                 raise ParseError(f"arbitration id must be an int, not {type(arb_id).__name__}")
             if 0x7E8 <= arb_id <= 0x7EF or 0x18DAF100 <= arb_id <= 0x18DAF1FF:

@@ -308,6 +308,18 @@ def test_decode_can(build: ModuleType) -> None:
     ]
 
 
+def test_decode_can_python_can_messages(build: ModuleType) -> None:
+    import can
+
+    frames = [
+        can.Message(arbitration_id=0x7E8, data=bytes.fromhex("1014490201314434"), is_extended_id=False),
+        can.Message(arbitration_id=0x7E8, data=bytes.fromhex("2147503030523535"), is_extended_id=False),
+        can.Message(arbitration_id=0x7E8, data=bytes.fromhex("2242313233343536"), is_extended_id=False),
+        can.Message(arbitration_id=0x18DAF110, data=bytes.fromhex("03410D3300000000")),
+    ]
+    assert names(build.decode_can(frames)) == [(0x7E8, "vin", VIN), (0x18DAF110, "speed", 51.0)]
+
+
 @pytest.mark.parametrize(
     "frames",
     [
