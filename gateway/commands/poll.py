@@ -134,6 +134,7 @@ async def run_poll(
     end = time.monotonic()
     requests_now = poller.session.requests if poller.session is not None else 0
     status = poller.status()
+    unsupported = sorted(str(r["pid"]) for r in poller.pid_stats() if not r["supported"])
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
@@ -154,6 +155,7 @@ async def run_poll(
         "per_pid": per_pid,
         "last": {pid: _jsonable(v) for pid, v in sorted(last.items())},
         "errors": status.get("errors", {}),
+        "unsupported": unsupported,
         "connected": status.get("connected", False),
     }
 
@@ -182,5 +184,7 @@ def _print_text(r: dict[str, Any], out: Any = sys.stdout) -> None:
     print(f"requests/s: {r['requests_per_s']:.1f}", file=out)
     for pid, rate in r["per_pid"].items():
         print(f"  {pid}  {rate:8.1f}/s  last {r['last'].get(pid)}", file=out)
+    if r["unsupported"]:
+        print(f"not supported by the car: {', '.join(r['unsupported'])}", file=out)
     errors = {k: v for k, v in r["errors"].items() if v}
     print("errors:    " + (", ".join(f"{k}={v}" for k, v in sorted(errors.items())) or "none"), file=out)

@@ -80,6 +80,7 @@ _TEXT_COMMANDS = frozenset({b"ATI", b"ATRV", b"ATDPN", b"ATDP", b"STI", b"AT@1",
 INIT_ATTEMPTS = 4
 # the ST time-out (204.8 ms) bounds an answer's wait; a search in progress extends it (see _read_prompt)
 REQUEST_TIMEOUT_S = 0.6
+BRT_WINDOW = 0x28  # ATBRT 28: 200 ms to confirm a new baud rate (default 75 ms)
 
 
 class ProtocolNotFound(BusError):
@@ -486,7 +487,10 @@ class Elm327Session:
             log.warning("%s", exc)
             return False
         old = self.transport.baud or self.default_baud
+        # a longer handshake window (ATBRT, ×5 ms) so that a busy host still answers in time
+        await self.at(cmd.at(f"BRT{BRT_WINDOW:02X}"))
         async with self._lock:
+            self.transport.discard_pending()
             await self.transport.write(line)
             try:
                 first = await self.transport.read_until(b"\r", 1.0)
