@@ -76,6 +76,7 @@ cdef struct FieldC:
     int gate_byte
     int gate_bit
     int gate_value
+    int conditional
     long long invalid
     int has_invalid
     int is_signed
@@ -148,6 +149,7 @@ cdef void _init_table() except *:
             _F[nf].gate_byte = f.gate_byte
             _F[nf].gate_bit = f.gate_bit
             _F[nf].gate_value = f.gate_value
+            _F[nf].conditional = f.avail >= 0 or f.gate_byte >= 0
             _F[nf].invalid = f.invalid
             _F[nf].has_invalid = f.invalid >= 0
             _F[nf].is_signed = f.signed
@@ -610,10 +612,11 @@ cdef int _pid_values(list out, object ecu_o, int service, const unsigned char* d
         fe = _PSTART[pid] + _PCOUNT[pid]
         for f in range(_PSTART[pid], fe):
             fc = &_F[f]
-            if fc.avail >= 0 and not ((d[i] >> fc.avail) & 1):
-                continue
-            if fc.gate_byte >= 0 and ((d[i + fc.gate_byte] >> fc.gate_bit) & 1) != fc.gate_value:
-                continue
+            if fc.conditional:
+                if fc.avail >= 0 and not ((d[i] >> fc.avail) & 1):
+                    continue
+                if fc.gate_byte >= 0 and ((d[i + fc.gate_byte] >> fc.gate_bit) & 1) != fc.gate_value:
+                    continue
             p = i + fc.start
             if fc.kind == K_LINEAR:
                 raw = d[p]
