@@ -3,7 +3,7 @@
 Stable contracts (other parts of the project rely on them; extend, don't break):
 
 Command line — ``obd-gateway-sim [--drive FILE|NAME] [--seed N] [--fast] [--tcp PORT] [--slcan]
-[--truth FILE] [--time-scale X] [--baud N] [--control PATH] [--protocol P] [--strict-baud]``
+[--truth FILE] [--time-scale X] [--baud N] [--control PATH] [--protocol P] [--strict-baud] [--elm-version S]``
     Prints the port as the FIRST line of stdout and flushes: the pseudo-terminal's stable symlink path
     (``/tmp/obd-sim-XXXX/elm327``; ``close_port`` removes it, ``reopen_port`` makes the same path point at a new
     pty), ``tcp:127.0.0.1:PORT`` with ``--tcp``, or the SLCAN pty's symlink with ``--slcan``. Serves until

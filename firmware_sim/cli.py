@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the car's OBD protocol 1-9 (default 6 = ISO 15765-4 CAN 11/500)")
     p.add_argument("--control", metavar="PATH", help="Unix socket for JSON-line control commands")
     p.add_argument("--linefeeds", action="store_true", help="power up with ATL1 (pin 7 high)")
+    p.add_argument("--elm-version", default="ELM327 v1.5", metavar="TEXT",
+                   help="the chip's ID string for ATI and resets (default 'ELM327 v1.5', like most clones)")
     p.add_argument("--strict-baud", action="store_true",
                    help="the host must open the pty at the chip's baud rate (and follow ATBRD), else garbage")
     return p
@@ -60,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sim = Simulator(args.drive, seed=args.seed, fast=args.fast, time_scale=args.time_scale,
                         protocol=args.protocol.upper(), truth_path=args.truth, baud=args.baud,
-                        linefeeds_default=args.linefeeds, strict_baud=args.strict_baud)
+                        linefeeds_default=args.linefeeds, strict_baud=args.strict_baud,
+                        elm_version=args.elm_version)
     except DriveError as exc:
         print(f"obd-gateway-sim: {exc}", file=sys.stderr)
         return 2

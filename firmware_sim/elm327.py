@@ -171,8 +171,9 @@ class Elm327:
     """One ELM327 chip: settings, protocol state and the command interpreter."""
 
     def __init__(self, bus: CarBus, *, timing: TimingModel | None = None, faults: Faults | None = None,
-                 fast: bool = False, seed: int = 1, linefeeds_default: bool = False) -> None:
+                 fast: bool = False, seed: int = 1, linefeeds_default: bool = False, version: str = VERSION) -> None:
         self.bus = bus
+        self.version = version  # the ID string of ATI / ATZ (clones say v1.5; genuine chips v2.x)
         self.base_timing = timing or TimingModel()
         self.baud = self.base_timing.baud
         self.faults = faults or Faults()
@@ -282,7 +283,7 @@ class Elm327:
     def _banner(self, echo: bytes, t_in: float, *, spontaneous: bool = False, warm: bool = False) -> Reply:
         self._reset(keep_baud=warm)
         reply = Reply()
-        body = (b"" if spontaneous else echo) + self.eol + self.eol + self.line(VERSION)
+        body = (b"" if spontaneous else echo) + self.eol + self.eol + self.line(self.version)
         delay = 0.0 if self.fast else t_in + (0.05 if warm else RESET_S)
         self._finish(reply, body, delay)
         return reply
@@ -309,7 +310,7 @@ class Elm327:
             self._reset(keep_baud=True)
             return self._simple(ok, delay=t_in, echo=echo)
         if cmd == "I":
-            return self._simple(VERSION, delay=t_in, echo=echo)
+            return self._simple(self.version, delay=t_in, echo=echo)
         if cmd == "@1":
             return self._simple(DEVICE_DESCRIPTION, delay=t_in, echo=echo)
         if cmd == "RV":

@@ -28,7 +28,7 @@ import tty
 from collections.abc import Callable
 from types import TracebackType
 
-from firmware_sim.elm327 import VERSION, Chunk, Elm327, Reply
+from firmware_sim.elm327 import Chunk, Elm327, Reply
 from firmware_sim.timing import serial_time
 
 BAUD_TOLERANCE = 0.03  # a UART copes with a few percent of rate error (ATBRD 45 = 57971 vs a host's 57600)
@@ -164,7 +164,7 @@ class _Session:
         self.buf.clear()
         time.sleep(window)
         elm.baud = new_baud
-        ident = elm.line(VERSION)
+        ident = elm.line(elm.version)
         time.sleep(0 if elm.fast else serial_time(len(ident), new_baud))
         self.send(ident)
         deadline = time.monotonic() + window

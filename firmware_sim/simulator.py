@@ -11,7 +11,7 @@ from typing import Any
 
 from firmware_sim.drive import Drive, load_drive
 from firmware_sim.ecu import Ecu, default_ecus
-from firmware_sim.elm327 import CarBus, Elm327
+from firmware_sim.elm327 import VERSION, CarBus, Elm327
 from firmware_sim.faults import Faults
 from firmware_sim.server import PtyServer, TcpServer
 from firmware_sim.timing import DEFAULT_BAUD, TimingModel
@@ -35,7 +35,7 @@ class Simulator:
                  time_scale: float = 1.0, protocol: str = "6", truth_path: str | Path | None = None,
                  baud: int = DEFAULT_BAUD, clock: str = "wall", start_ms: int | None = None,
                  linefeeds_default: bool = False, timing: TimingModel | None = None,
-                 ecus: list[Ecu] | None = None, strict_baud: bool = False) -> None:
+                 ecus: list[Ecu] | None = None, strict_baud: bool = False, elm_version: str = VERSION) -> None:
         if time_scale <= 0:
             raise ValueError(f"time_scale must be > 0, got {time_scale}")
         if clock not in {"wall", "manual"}:
@@ -54,6 +54,7 @@ class Simulator:
         self.bus = CarBus(self.vehicle, self.ecus, protocol, sync=self.sync)
         self.linefeeds_default = linefeeds_default
         self.strict_baud = strict_baud
+        self.elm_version = elm_version
         self._start_ms = float(start)
         self._t0: float | None = None
         self._offset_s = 0.0
@@ -99,7 +100,8 @@ class Simulator:
         """A fresh ELM327 chip wired to this car (each served port has its own chip)."""
         self._elm_seq += 1
         return Elm327(self.bus, timing=self.timing, faults=self.faults, fast=self.fast,
-                      seed=self.seed * 1000 + self._elm_seq, linefeeds_default=self.linefeeds_default)
+                      seed=self.seed * 1000 + self._elm_seq, linefeeds_default=self.linefeeds_default,
+                      version=self.elm_version)
 
     def serve_pty(self) -> PtyServer:
         """Serve the adapter on a pseudo-terminal; ``with sim.serve_pty() as path`` (a stable symlink)."""

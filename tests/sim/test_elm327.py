@@ -256,3 +256,10 @@ def test_any_input_gets_a_well_formed_reply(line: bytes) -> None:
 
 _FUZZ_SIM = Simulator(seed=1, fast=True, clock="manual")
 _FUZZ_SIM.advance(3)
+
+
+def test_chip_version_string_is_configurable() -> None:
+    sim = Simulator(seed=1, fast=True, clock="manual", elm_version="ELM327 v2.1")
+    elm = sim.new_elm()
+    assert say(elm, "ATZ") == b"ATZ\r\r\rELM327 v2.1\r\r>"
+    assert say(elm, "ATI") == b"ATI\rELM327 v2.1\r\r>"
