@@ -116,12 +116,14 @@ class MqttUplink(Uplink):
         state: Callable[[], Mapping[str, Any]] | None = None,
         state_interval_s: float = 5.0,
         publish_timeout_s: float = 15.0,
+        connect_timeout_s: float = 5.0,
     ) -> None:
         self.cfg = cfg
         self.device_id = device_id
         self.state = state
         self.state_interval_s = state_interval_s
         self.publish_timeout_s = publish_timeout_s
+        self.connect_timeout_s = connect_timeout_s
         self.base = f"{cfg.topic_prefix}/{device_id}"
         self.lease_samples = max(cfg.batch_samples * 50, 5000)
         self._client: aiomqtt.Client | None = None
@@ -155,10 +157,12 @@ class MqttUplink(Uplink):
             protocol=aiomqtt.ProtocolVersion.V5 if self.cfg.protocol == "5" else aiomqtt.ProtocolVersion.V311,
             will=aiomqtt.Will(avail, b"offline", qos=1, retain=True),
             tls_context=self._ctx,
-            timeout=self.publish_timeout_s,
+            timeout=self.connect_timeout_s,
             keepalive=30,
             max_inflight_messages=200,
         )
+        # many publishes in flight at once is how a backlog drains fast, not a concern to log
+        client.pending_calls_threshold = 1_000_000
         try:
             await client.__aenter__()
         except aiomqtt.MqttError as exc:
@@ -218,7 +222,9 @@ class MqttUplink(Uplink):
         if client is None or not self.connected:
             raise UplinkError("mqtt: not connected")
         plan = [(rec, self.messages(rec)) for rec in batch]
-        jobs = [asyncio.ensure_future(client.publish(t, p, qos=1)) for _rec, msgs in plan for t, p in msgs]
+        pub = client.publish
+        tmo = self.publish_timeout_s
+        jobs = [asyncio.ensure_future(pub(t, p, qos=1, timeout=tmo)) for _rec, msgs in plan for t, p in msgs]
         all_jobs: asyncio.Future[Any] = asyncio.gather(*jobs, return_exceptions=True)
         gone: asyncio.Future[Any] = client._disconnected
         try:
@@ -283,8 +289,17 @@ class MqttUplink(Uplink):
         client, self._client = self._client, None
         if client is None:
             return
+        # short bounds: a half-dead connection must not delay the reconnect
         if not client._disconnected.done():
-            with contextlib.suppress(aiomqtt.MqttError, asyncio.CancelledError):
-                await client.publish(f"{self.base}/availability", b"offline", qos=1, retain=True, timeout=2)
-        with contextlib.suppress(aiomqtt.MqttError, Exception):
-            await client.__aexit__(None, None, None)
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.publish(f"{self.base}/availability", b"offline", qos=1, retain=True, timeout=1)
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError, OSError):
+            async with asyncio.timeout(2):
+                await client.__aexit__(None, None, None)
+        if not client._disconnected.done():
+            # the graceful DISCONNECT did not complete: drop the socket (the broker then sends the will)
+            with contextlib.suppress(Exception):
+                client._client.disconnect()
+                client._disconnected.set_result(None)
+            if client._lock.locked():
+                client._lock.release()
