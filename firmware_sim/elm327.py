@@ -308,7 +308,8 @@ class Elm327:
             # Defaults as at power-up (echo back on, headers, filters and timers reset); the protocol
             # stored by ATSP is retrieved and any open one closed. The baud rate is untouched.
             self._reset(keep_baud=True)
-            return self._simple(ok, delay=t_in, echo=echo)
+            # Real chips print a blank line before this OK (seen in captures of v1.5 clones and v2.1).
+            return self._simple(ok, delay=t_in, echo=echo + self.eol)
         if cmd == "I":
             return self._simple(self.version, delay=t_in, echo=echo)
         if cmd == "@1":

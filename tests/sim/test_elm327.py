@@ -237,7 +237,7 @@ def test_settings_commands_answer_ok_and_bare_cr_repeats(sim: Simulator) -> None
 
 def test_at_d_restores_power_up_defaults(sim: Simulator) -> None:
     elm = chip(sim, "ATSP6", "ATH1", "ATS0", "ATTP7")
-    assert say(elm, "ATD") == b"OK\r\r>"
+    assert say(elm, "ATD") == b"\rOK\r\r>"  # a blank line first, as real chips print it
     assert say(elm, "ATI") == b"ATI\rELM327 v1.5\r\r>"  # echo on again
     assert say(elm, "ATDPN") == b"ATDPN\r6\r\r>"  # the protocol stored by ATSP, not the ATTP one
 
