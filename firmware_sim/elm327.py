@@ -603,6 +603,7 @@ class _Out:
         self.uart_free = start
 
     def emit(self, data: bytes, ready: float) -> None:
+        """Queue ``data``, available at ``ready``; it leaves when the UART is free."""
         if not data:
             return
         if self.elm.fast:
@@ -613,6 +614,7 @@ class _Out:
         self.reply.chunks.append(Chunk(self.uart_free, data))
 
     def done(self, ready: float) -> Reply:
+        """Close the reply with the blank line and prompt, no earlier than ``ready``."""
         tail = self.elm.eol + b">"
         if self.elm.fast:
             self.reply.chunks.append(Chunk(0.0, tail))

@@ -100,6 +100,7 @@ class _Session:
                 raise _Interrupted
 
     def send(self, data: bytes) -> None:
+        """Write to the host (garbled when strict baud checking finds the rates differ)."""
         if data:
             self._write(data if self._baud_matches() else self._noise(len(data)))
 
