@@ -123,6 +123,8 @@ class CarBus:
 
         if not v.state.ignition:
             return []
+        if is_29bit(self.protocol):  # 29-bit cars broadcast with J1939-style identifiers
+            return [(0x18FEF100, 0.05, speed), (0x0CF00400, 0.05, rpm), (0x18FEEE00, 1.0, body)]
         return [(0x130, 0.05, speed), (0x1A0, 0.05, rpm), (0x3F0, 1.0, body)]
 
 

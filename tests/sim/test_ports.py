@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import time
@@ -209,3 +210,15 @@ def test_python_obd_finds_the_baud_rate_itself() -> None:
                 c.close()
     finally:
         sim.stop()
+
+
+def test_monitor_on_a_29bit_car_shows_29bit_identifiers() -> None:
+    from tests.sim.helpers import chip
+
+    sim = Simulator(seed=1, fast=True, clock="manual", protocol="7")
+    sim.advance(3)
+    elm = chip(sim, "ATSP7", "ATH1")
+    reply = elm.execute(b"ATMA")
+    assert reply.monitor is not None
+    lines = [line for _, line in itertools.islice(reply.monitor.frames(), 6) if line]
+    assert lines and all(line.startswith((b"18 FE F1 00 ", b"0C F0 04 00 ", b"18 FE EE 00 ")) for line in lines)
