@@ -550,7 +550,9 @@ class Elm327:
         if proto in CAN_PROTOCOLS:
             ident = ans.ecu.can_id_29 if is_29bit(proto) else ans.ecu.can_id_11
             frames = isotp_frames(ans.message)
-            if len(frames) == 1:
+            if not s.cfc:
+                frames = frames[:1]  # ATCFC0: the chip sends no flow control, so the ECU stops after its first frame
+            if len(frames) == 1 and frames[0][0] >> 4 == 0:
                 if s.caf and not s.headers:
                     out.emit(self.line(self.hexs(ans.message)), arrival)
                 else:

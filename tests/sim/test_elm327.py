@@ -263,3 +263,12 @@ def test_chip_version_string_is_configurable() -> None:
     elm = sim.new_elm()
     assert say(elm, "ATZ") == b"ATZ\r\r\rELM327 v2.1\r\r>"
     assert say(elm, "ATI") == b"ATI\rELM327 v2.1\r\r>"
+
+
+def test_cfc0_leaves_the_ecu_waiting_after_its_first_frame(sim: Simulator) -> None:
+    elm = chip(sim, "ATSP6", "ATSH7E0", "ATCFC0")
+    assert lines(say(elm, "0902")) == ["014", "0: 49 02 01 4A 48 4D"]
+    say(elm, "ATH1")
+    assert lines(say(elm, "0902")) == ["7E8 10 14 49 02 01 4A 48 4D"]
+    say(elm, "ATCFC1")
+    assert len(lines(say(elm, "0902"))) == 3
