@@ -56,24 +56,25 @@ async def test_clean_link_polls_right_values(held: Simulator, sim_pty: str, tmp_
     assert '"protocol": "6"' in (tmp_path / "elm327-state.json").read_text()
 
 
+# fault, rate, the error counter (poller or session) that shows the fault was met and handled
 FAULTS = [
-    ("noise", 0.2),
-    ("drop_bytes", 0.01),
-    ("truncate", 0.1),
-    ("stopped", 0.3),
-    ("can_error", 0.2),
-    ("buffer_full", 0.2),
-    ("reset", 0.05),
-    ("searching", 0.2),
-    ("unable_to_connect", 0.1),
-    ("latency", 0.3),
-    ("no_data", 0.2),
+    ("noise", 0.2, "noise"),
+    ("drop_bytes", 0.01, None),
+    ("truncate", 0.1, "timeout"),
+    ("stopped", 0.3, "stopped"),
+    ("can_error", 0.2, "bus_error"),
+    ("buffer_full", 0.2, "bus_error"),
+    ("reset", 0.05, None),
+    ("searching", 0.2, None),
+    ("unable_to_connect", 0.3, "bus_error"),
+    ("latency", 0.3, None),
+    ("no_data", 0.2, None),
 ]
 
 
-@pytest.mark.parametrize(("fault", "rate"), FAULTS, ids=[f for f, _ in FAULTS])
+@pytest.mark.parametrize(("fault", "rate", "counter"), FAULTS, ids=[f for f, _, _ in FAULTS])
 async def test_recovers_from_fault_and_values_stay_right(
-    held: Simulator, sim_pty: str, tmp_path: Path, fault: str, rate: float
+    held: Simulator, sim_pty: str, tmp_path: Path, fault: str, rate: float, counter: str | None
 ) -> None:
     poller, got = make_poller(sim_pty, tmp_path, fast=True)
     assert await run_until(poller, lambda: len(got.named("speed")) >= 3, 20), "no values before the fault"
@@ -81,6 +82,8 @@ async def test_recovers_from_fault_and_values_stay_right(
     n0 = len(got.samples)
     assert await run_until(poller, lambda: len(got.samples) >= n0 + 60, 30), f"no recovery under {fault}"
     held.faults.clear()
+    if counter is not None:
+        assert poller.status()["errors"].get(counter, 0) > 0, poller.status()["errors"]
     n1 = len(got.samples)
     assert await run_until(poller, lambda: len(got.samples) >= n1 + 30, 20), f"no values after {fault} cleared"
     assert_values_right(got, held)

@@ -119,3 +119,15 @@ def test_unsupported_pids_are_not_polled_but_listed() -> None:
     p.set_pid(0x0C, 0x7E8, 1.0, supported=False)
     assert p.next_batch(0.0) is None
     assert p.stats(0.0)[0]["supported"] is False
+
+
+def test_mark_sent_lets_lookahead_pick_the_next_batch() -> None:
+    p = SchedulerPolicy()
+    for pid in (0x0C, 0x0D):
+        p.set_pid(pid, 0x7E8, 10.0)
+    p.set_multi_pid(0x7E8, True)
+    first = p.next_batch(0.0)
+    assert first is not None
+    p.mark_sent(first, 0.0)
+    assert p.next_batch(0.05) is None  # half a period later: nothing due yet
+    assert p.next_batch(0.1) == first  # one period after sending: due again
