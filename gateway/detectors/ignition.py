@@ -54,10 +54,11 @@ class IgnitionDetector:
             woke = ok and self.ecu_ok is False
             self.ecu_ok = ok
             if not ok:
-                # A silent ECU reports nothing: what we knew of RPM and motion is no longer current.
+                # A silent ECU reports nothing: what we knew of RPM and motion is no longer current, and
+                # a voltage read while the engine ran must not hold the ignition on after it stopped
+                # (the poller reads ATRV only now and then): only a fresh reading counts from here.
                 self.rpm = None
                 self.moving = False
-            if not item.adapter_connected:
                 self.volt = None
             trigger = "ecu_responding"
         else:

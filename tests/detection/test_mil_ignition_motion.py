@@ -145,9 +145,11 @@ def test_silent_ecu_and_low_voltage_end_ignition() -> None:
     assert [e.date_ms for e in det.feed(link(65, ok=False))] == [ms(5)]
 
 
-def test_silent_ecu_with_charging_voltage_keeps_ignition() -> None:
+def test_silent_ecu_with_fresh_charging_voltage_keeps_ignition() -> None:
     det = IgnitionDetector(confirm_s=60)
     feed_all(det, [s(0, "engine_rpm", 800), s(0, "battery_voltage", 14.1), link(1, ok=False)])
+    assert det.off_since == ms(0)  # the voltage read before the silence does not count
+    det.feed(s(2, "battery_voltage", 14.1))  # a fresh reading while the ECU is silent: still running
     assert det.off_since is None and det.tick(ms(500)) == []
 
 
