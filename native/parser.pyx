@@ -230,8 +230,11 @@ cdef struct Work:
     Rec* recs
     Py_ssize_t nrec
     Py_ssize_t rec_cap
+    Rec* recs_heap  # recs when they outgrew the inline array (owned), else NULL
     Pend* pend
     Py_ssize_t npend
+    Py_ssize_t pend_cap
+    Pend* pend_heap
 
 cdef enum:
     STACK_BLOCK = 256
@@ -239,9 +242,33 @@ cdef enum:
     STACK_LINES = STACK_BLOCK // 2 + 2
 
 
+cdef int _grow_recs(Work* w) except -1:
+    cdef Py_ssize_t cap = 2 * w.rec_cap
+    cdef Rec* r = <Rec*>PyMem_Malloc(cap * sizeof(Rec))
+    if r == NULL:
+        raise MemoryError()
+    memcpy(r, w.recs, w.nrec * sizeof(Rec))
+    PyMem_Free(w.recs_heap)
+    w.recs = w.recs_heap = r
+    w.rec_cap = cap
+    return 0
+
+
+cdef int _grow_pend(Work* w) except -1:
+    cdef Py_ssize_t cap = 2 * w.pend_cap
+    cdef Pend* p = <Pend*>PyMem_Malloc(cap * sizeof(Pend))
+    if p == NULL:
+        raise MemoryError()
+    memcpy(p, w.pend, w.npend * sizeof(Pend))
+    PyMem_Free(w.pend_heap)
+    w.pend = w.pend_heap = p
+    w.pend_cap = cap
+    return 0
+
+
 cdef inline int _emit(Work* w, long long ecu, Py_ssize_t off, Py_ssize_t n) except -1:
     if w.nrec >= w.rec_cap:
-        raise ParseError("too many messages in one block")
+        _grow_recs(w)
     w.recs[w.nrec].ecu = ecu
     w.recs[w.nrec].off = off
     w.recs[w.nrec].n = n
@@ -300,6 +327,8 @@ cdef int _isotp_feed(Work* w, long long ecu, const unsigned char* d, Py_ssize_t 
         off = _reserve(w, n)
         take = m - 2 if m - 2 < n else n
         memcpy(w.pool + off, d + 2, take)
+        if w.npend >= w.pend_cap:
+            _grow_pend(w)
         p = &w.pend[w.npend]
         w.npend += 1
         p.ecu = ecu
@@ -828,7 +857,7 @@ cdef inline bint _check_protocol(object protocol) except -1:
 
 
 cdef class _Block:
-    """The work memory of one block: on the C stack's twin (an inline array) when small."""
+    """The work memory of one block: inline arrays for ordinary blocks, the heap for long ones."""
     cdef Work w
     cdef unsigned char spool[STACK_HALF]
     cdef unsigned char stmp[STACK_HALF]
@@ -838,43 +867,46 @@ cdef class _Block:
     cdef void* heap
 
     cdef int setup(self, Py_ssize_t n) except -1:
-        cdef Py_ssize_t half = n // 2 + 16, lines = n // 2 + 2
+        """Room for a block of ``n`` bytes: its data bytes (at most n/2), one line's digits and bytes.
+        Message and pending-message records start in the inline arrays and grow when needed."""
+        cdef Py_ssize_t half = n // 2 + 16
         cdef char* h
+        if self.heap != NULL or self.w.recs_heap != NULL or self.w.pend_heap != NULL:
+            self.release()
         self.w.pool_used = 0
         self.w.nrec = 0
         self.w.npend = 0
         self.w.pool_cap = half
-        self.w.rec_cap = lines
+        self.w.recs = self.srecs
+        self.w.rec_cap = STACK_LINES
+        self.w.recs_heap = NULL
+        self.w.pend = self.spend
+        self.w.pend_cap = STACK_LINES
+        self.w.pend_heap = NULL
         if n <= STACK_BLOCK:
             self.w.pool = self.spool
             self.w.tmp = self.stmp
             self.w.nib = self.snib
-            self.w.recs = self.srecs
-            self.w.pend = self.spend
             return 0
-        if self.heap != NULL:
-            PyMem_Free(self.heap)
-        # records first: their alignment is the allocation's
-        self.heap = PyMem_Malloc(lines * (sizeof(Rec) + sizeof(Pend)) + 2 * half + n + 16)
+        self.heap = PyMem_Malloc(2 * half + n + 16)
         if self.heap == NULL:
             raise MemoryError()
         h = <char*>self.heap
-        self.w.recs = <Rec*>h
-        self.w.pend = <Pend*>(h + lines * sizeof(Rec))
-        h += lines * (sizeof(Rec) + sizeof(Pend))
         self.w.pool = <unsigned char*>h
         self.w.tmp = <unsigned char*>(h + half)
         self.w.nib = <unsigned char*>(h + 2 * half)
         return 0
 
     cdef void release(self):
-        if self.heap != NULL:
-            PyMem_Free(self.heap)
-            self.heap = NULL
+        PyMem_Free(self.heap)
+        PyMem_Free(self.w.recs_heap)
+        PyMem_Free(self.w.pend_heap)
+        self.heap = NULL
+        self.w.recs_heap = NULL
+        self.w.pend_heap = NULL
 
     def __dealloc__(self):
-        if self.heap != NULL:
-            PyMem_Free(self.heap)
+        self.release()
 
 
 cdef _Block _SHARED = _Block()

@@ -236,3 +236,17 @@ def test_long_items_agree() -> None:
     lines = [f"49 04 {k:02X} 41 42 43 {k:02X}" for k in range(70, 0, -1)]
     agree("decode", "\r".join(lines).encode(), False, 3)
     agree("decode", "\r".join(lines).encode(), True, 6)  # CAN: the order stays, count bytes dropped
+
+
+def test_many_pending_messages_agree() -> None:
+    # 200 ECUs with a multi-frame answer each, first frames first: more pending messages than the
+    # native build's inline arrays hold
+    ids = [0x18DAF100 + k for k in range(200)]
+    frames = [(i, bytes.fromhex("100A490201414243")) for i in ids]
+    frames += [(i, bytes.fromhex("2144454647000000")) for i in ids]
+    result = agree("decode_can", frames)
+    assert result[0] == "ok" and result[1].count("'vin'") == 200
+    block = "\r".join(f"{i:08X} 10 0A 49 02 01 41 42 43" for i in ids) + "\r"
+    block += "\r".join(f"{i:08X} 21 44 45 46 47 00 00 00" for i in ids) + "\r"
+    result = agree("decode", block.encode(), True, 7)
+    assert result[0] == "ok" and result[1].count("'ABCDEFG'") == 200
