@@ -299,18 +299,28 @@ class Poller:
 
     async def _initialize(self) -> None:
         assert self.session is not None
+        from gateway.elm327.responses import AdapterReset
         from gateway.elm327.session import ProtocolNotFound
 
+        first = True
         while True:
             try:
-                await self.session.initialize()
+                if first:
+                    await self.session.initialize()
+                else:
+                    # the adapter is set up already: only look for the car again
+                    resume = getattr(self.session, "resume", self.session.initialize)
+                    await resume()
                 break
             except ProtocolNotFound as exc:
                 # the adapter is fine, the car is asleep: keep the link, try again later
+                first = False
                 self.ecu_responding = False
                 await self._publish_link()
                 log.info("%s", exc)
                 await self._parked_step_without_ecu()
+            except AdapterReset:
+                first = True
         self.ecu_responding = True
         self._last_answer = time.monotonic()
         self._build_plan()

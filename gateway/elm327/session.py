@@ -278,9 +278,7 @@ class Elm327Session:
                 await self._reset()
                 await self._setup_format()
                 await self._probe_identity()
-                await self.detect_protocol()
-                await self.discover()
-                await self._probe_fast_paths()
+                await self._find_car()
                 break
             except ProtocolNotFound:
                 raise
@@ -289,6 +287,29 @@ class Elm327Session:
                 if attempt == INIT_ATTEMPTS:
                     raise
                 log.info("initialisation attempt %d failed (%s); starting over", attempt, exc)
+                await self.transport.drain_input(0.05, 0.5)
+        if self.fast_baud and self.transport.baud is not None and self.fast_baud != self.transport.baud:
+            await self.switch_baud(self.fast_baud)
+        return self.info
+
+    async def _find_car(self) -> None:
+        await self.detect_protocol()
+        await self.discover()
+        await self._probe_fast_paths()
+
+    async def resume(self) -> AdapterInfo:
+        """Look for the car again without resetting the adapter (after ProtocolNotFound: the
+        ignition was off). A faulty line is retried; a reset adapter needs :meth:`initialize`."""
+        for attempt in range(1, INIT_ATTEMPTS + 1):
+            try:
+                await self._find_car()
+                break
+            except (ProtocolNotFound, AdapterReset):
+                raise
+            except (AdapterError, ParseError, TransportTimeout) as exc:
+                if attempt == INIT_ATTEMPTS:
+                    raise
+                log.info("looking for the car failed (%s); again", exc)
                 await self.transport.drain_input(0.05, 0.5)
         if self.fast_baud and self.transport.baud is not None and self.fast_baud != self.transport.baud:
             await self.switch_baud(self.fast_baud)

@@ -211,3 +211,16 @@ async def test_other_protocols(protocol: str) -> None:
             assert any(info.multi_pid.values()) == (protocol in "78")
     finally:
         sim.stop()
+
+
+async def test_start_with_ignition_off_then_on(sim: Simulator, sim_pty: str) -> None:
+    sim.command({"ignition": False})
+    poller, got = make_poller(sim_pty, fast=True)
+    assert await run_until(poller, lambda: len(got.named("battery_voltage")) >= 2, 20)
+    assert got.links and got.links[-1].adapter_connected and not got.links[-1].ecu_responding
+    assert not got.named("engine_rpm")
+    sim.command({"ignition": True})
+    sim.advance(3.0)  # crank and start
+    assert await run_until(poller, lambda: len(got.named("engine_rpm")) >= 5, 20)
+    assert got.links[-1].ecu_responding
+    assert poller.reconnects == 0  # the adapter link was kept all along
