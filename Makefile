@@ -53,6 +53,7 @@ pytest-python: $(STAMP) mosquitto
 test: lint typecheck verify-systemd pytest-native pytest-python
 
 bench: $(STAMP)
+	$(BIN)/python bench/sim_timing.py
 	$(BIN)/python bench/parser.py
 	$(BIN)/python bench/link.py
 	$(BIN)/python bench/store.py
