@@ -11,7 +11,8 @@ bytes go through its ``ELM327.__read`` clean-up (NULs, prompt, UTF-8, line split
 (``obd.protocols``) turns lines into ``Message``s, and the ``OBDCommand`` decodes them (Pint units).
 python-OBD always runs with headers on, so it gets the headers-on rendering of the same answers; it has
 no multi-PID decoder, so a six-PID answer costs it the six single-PID answers that carry the same
-values. Responses/s counts the corpus' responses for all three.
+values. Responses/s counts the corpus' responses for all three. Each run times the three back to back
+for about the same wall time; the figures are medians over the runs.
 
     python bench/parser.py [--n 3000] [--runs 7] [--json]
 """
@@ -197,15 +198,18 @@ def python_obd_runner(corpus: list[Entry]) -> Callable[[], int]:
     return run
 
 
-def once(fn: Callable[[], int], repeat: int = 1) -> float:
-    """Seconds for one pass over the corpus (the best of ``repeat`` back-to-back passes)."""
-    best = float("inf")
-    for _ in range(repeat):
-        gc.collect()  # each pass starts from the same heap; the GC stays on while it runs
-        t0 = time.perf_counter()
+def per_pass(fn: Callable[[], int], passes: int) -> float:
+    """Mean seconds per pass over the corpus, over ``passes`` back-to-back passes."""
+    gc.collect()  # each measurement starts from the same heap; the GC stays on while it runs
+    t0 = time.perf_counter()
+    for _ in range(passes):
         fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return (time.perf_counter() - t0) / passes
+
+
+def passes_for(fn: Callable[[], int], seconds: float) -> int:
+    """How many passes of ``fn`` take about ``seconds``."""
+    return max(1, round(seconds / per_pass(fn, 1)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,17 +243,27 @@ def main(argv: list[str] | None = None) -> int:
     gc.collect()
     gc.freeze()
     result: dict[str, Any] = {"responses": len(corpus), "runs": args.runs}
-    # The machine is shared and noisy: each run times all three back to back, so a ratio compares
-    # passes made under the same load; the figures are medians over the runs.
+
+    # The machine is shared and noisy. In each run all three are timed back to back, each for about
+    # the same wall time as one python-OBD pass (the faster ones repeat the corpus), so a ratio
+    # compares equally long samples of the same load; the figures are medians over the runs.
+    def py_run() -> int:
+        return run_ours(pyparser, group_list)
+
+    def nat_run() -> int:
+        return run_ours(native, group_list)
+
+    span = per_pass(obd_run, 1)
+    py_passes = passes_for(py_run, span)
+    nat_passes = passes_for(nat_run, span) if native is not None else 0
     t_obd: list[float] = []
     t_py: list[float] = []
     t_nat: list[float] = []
     for _ in range(args.runs):
-        t_obd.append(once(obd_run))
-        t_py.append(once(lambda: run_ours(pyparser, group_list)))
+        t_obd.append(per_pass(obd_run, 1))
+        t_py.append(per_pass(py_run, py_passes))
         if native is not None:
-            # a native pass is short: the best of three damps a single preemption
-            t_nat.append(once(lambda: run_ours(native, group_list), 3))
+            t_nat.append(per_pass(nat_run, nat_passes))
     n = len(corpus)
     result["python_obd_per_s"] = round(n / statistics.median(t_obd))
     result["python_per_s"] = round(n / statistics.median(t_py))
