@@ -144,6 +144,7 @@ class Poller:
         allow_clear_dtc: bool = False,
         as_fast_as_possible: bool = False,
         session_factory: Callable[[Any], Session] | None = None,
+        transport_factory: Callable[[], Any] | None = None,
     ) -> None:
         self.adapter_cfg = adapter_cfg
         self.polling_cfg = polling_cfg
@@ -152,6 +153,7 @@ class Poller:
         self.allow_clear_dtc = allow_clear_dtc
         self.as_fast_as_possible = as_fast_as_possible
         self._session_factory = session_factory
+        self._transport_factory = transport_factory
         self.cache = Cache()
         self.policy = SchedulerPolicy(idle_unrequested_s=polling_cfg.idle_unrequested_s)
         self.plan: Literal["driving", "parked"] = "driving"
@@ -291,7 +293,10 @@ class Poller:
         )
 
     async def _connect(self) -> None:
-        self.transport = transports.create(self.adapter_cfg.port, self.adapter_cfg.baud)
+        if self._transport_factory is not None:
+            self.transport = self._transport_factory()
+        else:
+            self.transport = transports.create(self.adapter_cfg.port, self.adapter_cfg.baud)
         await self.transport.open()
         self.connected = True
         self.session = self._make_session(self.transport)
@@ -424,6 +429,13 @@ class Poller:
             await self._resync()
             return
         done = time.monotonic()
+        if all(isinstance(r, NoDataError) for r in results) and done - self._last_answer > SILENT_AFTER_S:
+            # nothing answers at all: the ECU sleeps (ignition off), not a PID problem
+            for b in batches:
+                self.policy.record_failure(b, done)
+            await self._set_ecu_responding(False)
+            await self._sleep_or_wake(SILENT_RETRY_S)
+            return
         samples: list[Sample] = []
         trouble: GatewayError | None = None
         for batch, result in zip(batches, results, strict=True):
@@ -682,6 +694,8 @@ class Poller:
 
     # -- link state -------------------------------------------------------------------------------
     async def _set_ecu_responding(self, responding: bool) -> None:
+        if not responding and self.ecu_responding:
+            self.policy.forgive()  # the streaks that led here were the ECU's silence
         if responding != self.ecu_responding:
             self.ecu_responding = responding
             log.info("ECU %s", "responding" if responding else "silent")

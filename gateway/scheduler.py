@@ -219,6 +219,13 @@ class SchedulerPolicy:
             if entry is not None:
                 entry.last_polled = now
 
+    def forgive(self, ecu: int | None = None) -> None:
+        """Clear NO DATA streaks and backoffs (of one ECU): the silence was the ECU's, not the PIDs'."""
+        for entry in self.entries.values():
+            if ecu is None or entry.ecu == ecu:
+                entry.nodata_streak = 0
+                entry.backoff_until = -math.inf
+
     def _nodata(self, entry: PidEntry, now: float) -> None:
         entry.nodata += 1
         entry.nodata_streak += 1

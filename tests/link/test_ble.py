@@ -91,3 +91,47 @@ async def test_dropped_link_is_a_transport_error(sim: Simulator) -> None:
     with pytest.raises(TransportError):
         await transport.write(b"ATI\r")
     await transport.close()
+
+
+async def test_poller_reconnects_after_ble_drop(sim: Simulator) -> None:
+    from gateway.config import AdapterConfig, PollingConfig
+    from gateway.poller import Poller
+    from tests.link.helpers import Collected, run_until
+
+    sim.command({"hold_speed": 25.0})
+    made: list[FakeBleakClient] = []
+
+    def new_transport() -> BleTransport:
+        transport, _ = transport_for(sim, "vgate-obdlink")
+        original = transport._factory
+        assert original is not None
+
+        def factory(target: str, on_disconnect: Any) -> FakeBleakClient:
+            client = original(target, on_disconnect)
+            made.append(client)
+            return client
+
+        transport._factory = factory
+        return transport
+
+    got = Collected()
+    poller = Poller(
+        AdapterConfig(port="ble:OBDII", timeout_s=1.0, reconnect_max_s=0.5),
+        PollingConfig(pids=["0D"]),
+        publish=got.publish,
+        as_fast_as_possible=True,
+        transport_factory=new_transport,
+    )
+    dropped_at: list[int] = []
+
+    def drop_then_recover() -> bool:
+        speeds = len(got.named("speed"))
+        if not dropped_at and speeds >= 5:
+            made[-1].drop()  # the radio link goes away while the poller runs
+            dropped_at.append(speeds)
+        return bool(dropped_at) and speeds >= dropped_at[0] + 5
+
+    assert await run_until(poller, drop_then_recover, 20)
+    assert len(made) == 2  # one reconnect
+    assert any(not ls.adapter_connected for ls in got.links)
+    assert {s.value for s in got.named("speed")} == {25.0}

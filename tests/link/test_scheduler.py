@@ -131,3 +131,14 @@ def test_mark_sent_lets_lookahead_pick_the_next_batch() -> None:
     p.mark_sent(first, 0.0)
     assert p.next_batch(0.05) is None  # half a period later: nothing due yet
     assert p.next_batch(0.1) == first  # one period after sending: due again
+
+
+def test_forgive_clears_backoff() -> None:
+    p = SchedulerPolicy(nodata_threshold=1)
+    e = p.set_pid(0x0C, 0x7E8, 10.0)
+    b = p.next_batch(0.0)
+    assert b is not None
+    p.record(b, 0.0, ())
+    assert p.next_batch(0.2) is None  # backed off
+    p.forgive(0x7E8)
+    assert e.nodata_streak == 0 and p.next_batch(0.2) is not None
