@@ -19,6 +19,12 @@ API
     The level below decoding: complete messages (ECU, service, PID, payload).
 ``Reading``, ``ObdMessage`` (from :mod:`gateway.obd.types`), ``ParseError`` (from :mod:`gateway.errors`).
 
+Example::
+
+    >>> decode(b"7E8 04 41 0C 1A F8 00 00 00\r7E9 03 41 0D 32 00 00 00 00\r\r", headers=True)
+    [Reading(ecu=2024, service=1, pid=12, name='engine_rpm', value=1726.0, unit='rpm'),
+     Reading(ecu=2025, service=1, pid=13, name='speed', value=50.0, unit='km/h')]
+
 ``protocol`` is the ELM327 protocol number (``ATDPN``): 1–5 are the legacy buses (1 J1850 PWM,
 2 J1850 VPW, 3 ISO 9141-2, 4/5 ISO 14230 KWP), anything else (0, 6–C) is read as CAN. With headers on,
 CAN ids are 11-bit when the line has an odd number of hex digits and 29-bit otherwise.
