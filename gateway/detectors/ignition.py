@@ -49,6 +49,7 @@ class IgnitionDetector:
         now = item.ts_ms
         out = self.tick(now)
         woke = False
+        fresh = False  # does this very item show the engine running (not just leave an old reading)?
         if isinstance(item, LinkState):
             ok = item.adapter_connected and item.ecu_responding
             woke = ok and self.ecu_ok is False
@@ -67,15 +68,18 @@ class IgnitionDetector:
                 return out
             if item.name == "engine_rpm":
                 self.rpm = value
+                fresh = value > 0
             elif item.name == "battery_voltage":
                 self.volt = value
+                fresh = self.rpm is None and value >= self.charging_v
             elif item.name == "speed":
                 self.moving = value > 0
+                fresh = self.moving
             else:
                 return out
             trigger = item.name
         running = self.running()
-        if running:
+        if running and fresh:
             self.last_running_ms = now
         if not self.on:
             if running or woke:

@@ -144,7 +144,7 @@ def test_restart_continues_the_same_trip(tmp_path: Path) -> None:
     second = engine(path)  # the daemon restarted
     assert second.ignition_on and second.current_trip_id == trip_id
     out = run(second, [s(20, "engine_rpm", 800), s(20, "speed", 36), s(21, "speed", 36), s(22, "speed", 0),
-                       s(23, "engine_rpm", 0)], tick_s=83)
+                       s(22, "engine_rpm", 760), s(23, "engine_rpm", 0)], tick_s=83)
     (trip,) = [x for x in out if isinstance(x, TripRecord)]
     assert trip.id == trip_id and trip.start_ms == ms(0) and trip.stop_ms == ms(22)  # last running sample
     # 5 + 10 m before the restart, the 18 s hole (2 s -> 20 s) bridged (< 30 s) at 36 km/h, then 10 + 5 m
@@ -155,7 +155,8 @@ def test_restart_continues_the_same_trip(tmp_path: Path) -> None:
 def test_restart_long_after_parking_ends_trip_when_it_ended(tmp_path: Path) -> None:
     path = tmp_path / "detection.json"
     first = engine(path)
-    run(first, [s(0, "engine_rpm", 800), s(0, "speed", 0), s(1, "speed", 36), s(2, "speed", 36), s(3, "speed", 0)])
+    run(first, [s(0, "engine_rpm", 800), s(0, "speed", 0), s(1, "speed", 36), s(2, "speed", 36), s(3, "speed", 0),
+                s(3, "engine_rpm", 760)])
     trip_id = first.current_trip_id
     first.save_state()
     second = engine(path)

@@ -140,9 +140,17 @@ def test_silent_ecu_and_low_voltage_end_ignition() -> None:
     feed_all(det, [s(0, "engine_rpm", 800), s(0, "battery_voltage", 14.1), s(5, "battery_voltage", 12.4)])
     assert det.off_since is None  # rpm 800 still known
     det.feed(link(6, ok=False))  # silence makes rpm unknown; voltage says off
-    assert det.off_since == ms(5)  # the last item that showed the engine running (rpm 800 still known)
-    assert det.feed(link(64.999, ok=False)) == []
-    assert [e.date_ms for e in det.feed(link(65, ok=False))] == [ms(5)]
+    assert det.off_since == ms(0)  # the last item that showed the engine running: rpm 800 at 0 s
+    assert det.feed(link(59.999, ok=False)) == []
+    assert [e.date_ms for e in det.feed(link(60, ok=False))] == [ms(0)]
+
+
+def test_only_items_showing_running_move_the_stop_date() -> None:
+    # the poller reads ATRV right after the key-off, before it declares the ECU silent: the old
+    # rpm is still "known" then, but that reading must not count as a sign of running
+    det = IgnitionDetector(confirm_s=60)
+    feed_all(det, [s(0, "engine_rpm", 760), s(2, "battery_voltage", 12.3), link(2, ok=False)])
+    assert det.off_since == ms(0)
 
 
 def test_silent_ecu_with_fresh_charging_voltage_keeps_ignition() -> None:
