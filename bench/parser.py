@@ -14,7 +14,7 @@ no multi-PID decoder, so a six-PID answer costs it the six single-PID answers th
 values. Responses/s counts the corpus' responses for all three. Each run times the three back to back
 for about the same wall time; the figures are medians over the runs.
 
-    python bench/parser.py [--n 3000] [--runs 7] [--json]
+    python bench/parser.py [--n 3000] [--runs 7] [--json] [--breakdown]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 # One corpus entry: our block, headers, protocol, and python-OBD's equivalent (raw block, protocol key, commands)
-Entry = tuple[bytes, bool, int, list[tuple[bytes, str, list[Any]]]]
+Entry = tuple[bytes, bool, int, list[tuple[bytes, str, list[Any]]], str]
 
 SINGLE_PIDS = [0x04, 0x05, 0x0B, 0x0C, 0x0D, 0x0E, 0x0F, 0x10, 0x11, 0x1F, 0x2F, 0x31, 0x33, 0x42, 0x46, 0x5E]
 SIZES = {
@@ -111,7 +111,10 @@ def build(n: int, seed: int = 1979) -> list[Entry]:
 
     def obd_single(pid_data: bytes, key: str = "can11") -> tuple[bytes, str, list[Any]]:
         payload = b"\x41" + pid_data
-        lines = iso9141(payload, True) if key == "iso9141" else can_on(payload, 0x7E8, True, key == "can29")
+        if key == "iso9141":
+            lines = iso9141(payload, True)
+        else:
+            lines = can_on(payload, 0x18DAF110 if key == "can29" else 0x7E8, True, key == "can29")
         return block(lines), key, [cmd[1][pid_data[0]]]
 
     for _ in range(n):
@@ -119,31 +122,37 @@ def build(n: int, seed: int = 1979) -> list[Entry]:
         spaces = rnd.random() < 0.5
         if kind < 0.40:  # one PID, headers off (the Automatic-style setting)
             d = pid_answer(rnd.choice(SINGLE_PIDS))
-            out.append((block(can_off(b"\x41" + d, spaces)), False, 6, [obd_single(d)]))
+            out.append((block(can_off(b"\x41" + d, spaces)), False, 6, [obd_single(d)], "one PID, headers off"))
         elif kind < 0.55:  # one PID, headers on, 11-bit
             d = pid_answer(rnd.choice(SINGLE_PIDS))
-            out.append((block(can_on(b"\x41" + d, 0x7E8, spaces)), True, 6, [obd_single(d)]))
+            out.append((block(can_on(b"\x41" + d, 0x7E8, spaces)), True, 6, [obd_single(d)], "one PID, headers on"))
         elif kind < 0.70:  # six PIDs in one answer, headers off
             ds = [pid_answer(p) for p in rnd.sample(SINGLE_PIDS, 6)]
-            out.append((block(can_off(b"\x41" + b"".join(ds), spaces)), False, 6, [obd_single(d) for d in ds]))
+            out.append(
+                (block(can_off(b"\x41" + b"".join(ds), spaces)), False, 6, [obd_single(d) for d in ds], "six PIDs")
+            )
         elif kind < 0.75:  # 29-bit
             d = pid_answer(rnd.choice(SINGLE_PIDS))
-            out.append((block(can_on(b"\x41" + d, 0x18DAF110, spaces, True)), True, 7, [obd_single(d, "can29")]))
+            out.append(
+                (block(can_on(b"\x41" + d, 0x18DAF110, spaces, True)), True, 7, [obd_single(d, "can29")], "29-bit CAN")
+            )
         elif kind < 0.80:  # ISO 9141-2 with checksum
             d = pid_answer(rnd.choice(SINGLE_PIDS))
-            out.append((block(iso9141(b"\x41" + d, spaces)), True, 3, [obd_single(d, "iso9141")]))
+            out.append((block(iso9141(b"\x41" + d, spaces)), True, 3, [obd_single(d, "iso9141")], "ISO 9141-2"))
         elif kind < 0.85:  # VIN, multi-frame
             vin = "".join(rnd.choice("ABCDEFGHJKLMNPRSTUVWXYZ0123456789") for _ in range(17)).encode()
             payload = b"\x49\x02\x01" + vin
             headers = rnd.random() < 0.5
             lines = can_on(payload, 0x7E8, spaces) if headers else can_off(payload, spaces)
-            out.append((block(lines), headers, 6, [(block(can_on(payload, 0x7E8, True)), "can11", [cmd.VIN])]))
+            out.append((block(lines), headers, 6, [(block(can_on(payload, 0x7E8, True)), "can11", [cmd.VIN])], "VIN"))
         elif kind < 0.92:  # stored DTCs, one to five codes
             codes = bytes(rnd.randrange(256) for _ in range(2 * rnd.randint(1, 5)))
             payload = bytes([0x43, len(codes) // 2]) + codes
             headers = rnd.random() < 0.5
             lines = can_on(payload, 0x7E8, spaces) if headers else can_off(payload, spaces)
-            out.append((block(lines), headers, 6, [(block(can_on(payload, 0x7E8, True)), "can11", [cmd.GET_DTC])]))
+            out.append(
+                (block(lines), headers, 6, [(block(can_on(payload, 0x7E8, True)), "can11", [cmd.GET_DTC])], "DTCs")
+            )
         else:  # error lines and status noise
             d = pid_answer(0x0D)
             choice = rnd.randrange(4)
@@ -158,7 +167,7 @@ def build(n: int, seed: int = 1979) -> list[Entry]:
                 )
             else:
                 ours, theirs = ["STOPPED"], ["STOPPED"]
-            out.append((block(ours), False, 6, [(block(theirs), "can11", [cmd.SPEED])]))
+            out.append((block(ours), False, 6, [(block(theirs), "can11", [cmd.SPEED])], "error lines"))
     return out
 
 
@@ -179,7 +188,7 @@ def python_obd_runner(corpus: list[Entry]) -> Callable[[], int]:
         "can29": ISO_15765_4_29bit_500k(["18 DA F1 10 06 41 00 BE 3F A8 13 00"]),
         "iso9141": ISO_9141_2(["48 6B 10 41 00 BE 3F A8 13 00"]),
     }
-    work = [(raw, protocols[key], cmds) for *_, equivalents in corpus for raw, key, cmds in equivalents]
+    work = [(raw, protocols[key], cmds) for _, _, _, equivalents, _ in corpus for raw, key, cmds in equivalents]
     split = re.compile("[\r\n]")
 
     def run() -> int:
@@ -212,11 +221,50 @@ def passes_for(fn: Callable[[], int], seconds: float) -> int:
     return max(1, round(seconds / per_pass(fn, 1)))
 
 
+def grouped(corpus: list[Entry]) -> list[tuple[bool, int, list[bytes]]]:
+    """The corpus' blocks per session setting (headers, protocol), as decode_many takes them."""
+    groups: dict[tuple[bool, int], list[bytes]] = {}
+    for blk, headers, protocol, _, _ in corpus:
+        groups.setdefault((headers, protocol), []).append(blk)
+    return [(h, p, blocks) for (h, p), blocks in groups.items()]
+
+
+def breakdown(corpus: list[Entry], native: Any, pyparser: Any, runs: int) -> dict[str, dict[str, float]]:
+    """Responses/s and ratios for each kind of answer on its own (medians of ``runs`` runs)."""
+    out: dict[str, dict[str, float]] = {}
+    for kind in dict.fromkeys(e[4] for e in corpus):
+        part = [e for e in corpus if e[4] == kind]
+        groups = grouped(part)
+        obd_run = python_obd_runner(part)
+        span = per_pass(obd_run, 1)
+        py_passes = passes_for(lambda g=groups: run_ours(pyparser, g), span)
+        rows: dict[str, list[float]] = {"obd": [], "py": [], "nat": []}
+        for _ in range(runs):
+            rows["obd"].append(per_pass(obd_run, 1))
+            rows["py"].append(per_pass(lambda g=groups: run_ours(pyparser, g), py_passes))
+            if native is not None:
+                nat_passes = passes_for(lambda g=groups: run_ours(native, g), span)
+                rows["nat"].append(per_pass(lambda g=groups: run_ours(native, g), nat_passes))
+        n = len(part)
+        entry = {
+            "responses": n,
+            "python_obd_per_s": round(n / statistics.median(rows["obd"])),
+            "python_per_s": round(n / statistics.median(rows["py"])),
+        }
+        if rows["nat"]:
+            entry["native_per_s"] = round(n / statistics.median(rows["nat"]))
+            entry["native_vs_python_obd"] = round(entry["native_per_s"] / entry["python_obd_per_s"], 1)
+        entry["python_vs_python_obd"] = round(entry["python_per_s"] / entry["python_obd_per_s"], 2)
+        out[kind] = entry
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=3000, help="responses in the corpus")
     ap.add_argument("--runs", type=int, default=7, help="timed runs per implementation (the median is reported)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--breakdown", action="store_true", help="also time each kind of answer on its own")
     args = ap.parse_args(argv)
 
     from gateway.obd import pyparser
@@ -226,10 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         native = None
     corpus = build(args.n)
-    groups: dict[tuple[bool, int], list[bytes]] = {}
-    for blk, headers, protocol, _ in corpus:
-        groups.setdefault((headers, protocol), []).append(blk)
-    group_list = [(h, p, blocks) for (h, p), blocks in groups.items()]
+    group_list = grouped(corpus)
 
     if native is not None:  # the two builds must agree before their speed means anything
         for h, p, blocks in group_list:
@@ -237,7 +282,11 @@ def main(argv: list[str] | None = None) -> int:
                 print("native and pure builds disagree on the corpus", file=sys.stderr)
                 return 1
     obd_run = python_obd_runner(corpus)
-    obd_run()  # warm-up (imports, Pint registry)
+    # warm-up (imports, Pint registry), and a check that python-OBD really decodes every answer
+    expected = sum(len(cmds) for *_, eqs, kind in corpus if kind != "error lines" for _, _, cmds in eqs)
+    if obd_run() < expected:
+        print("python-OBD did not decode every answer of the corpus", file=sys.stderr)
+        return 1
     # The corpus, the Pint unit registry and the modules are long-lived: keep them out of the GC's
     # traversals, as a long-running daemon would, so that all three are timed on their own garbage.
     gc.collect()
@@ -274,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         result["native_vs_python"] = round(statistics.median(p / t for p, t in zip(t_py, t_nat, strict=True)), 1)
     else:
         result["native_per_s"] = None
+    if args.breakdown:
+        result["categories"] = breakdown(corpus, native, pyparser, max(3, args.runs // 2))
     if args.json:
         print(json.dumps(result))
     else:
@@ -289,6 +340,12 @@ def main(argv: list[str] | None = None) -> int:
             f"pure twin    {result['python_per_s']:>12,} responses/s   {result['python_vs_python_obd']:>7}x python-OBD"
         )
         print(f"python-OBD   {result['python_obd_per_s']:>12,} responses/s")
+        for kind, row in result.get("categories", {}).items():
+            nat = f"{row['native_vs_python_obd']:>7}x" if "native_vs_python_obd" in row else "      -"
+            print(
+                f"  {kind:<22} {row['responses']:>5} responses  native {nat}  twin {row['python_vs_python_obd']:>5}x"
+                f"  python-OBD {row['python_obd_per_s']:>9,}/s"
+            )
     return 0
 
 
