@@ -352,8 +352,11 @@ def _dtc(a: int, b: int) -> str:
     return "PCBU"[a >> 6] + "%X%03X" % ((a >> 4) & 3, ((a & 0xF) << 8) | b)  # noqa: UP031
 
 
+_NOT_PRINTABLE = bytes(range(0x20)) + bytes(range(0x7F, 0x100))
+
+
 def _text(data: bytes) -> str:
-    return bytes(b for b in data if 0x20 <= b <= 0x7E).decode("ascii").strip()
+    return data.translate(None, _NOT_PRINTABLE).decode("ascii").strip()
 
 
 def _pid_values(out: list[Reading], ecu: int, service: int, data: bytes) -> None:
