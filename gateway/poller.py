@@ -454,6 +454,7 @@ class Poller:
             await self._emit(samples)
         if isinstance(trouble, Stopped):
             # the adapter cannot take requests back to back after all: stop pipelining
+            self._count("stopped")
             self._stopped_pipelined += 1
             if self._stopped_pipelined >= 3:
                 log.warning("adapter interrupted pipelined requests; pipelining off")
@@ -461,9 +462,15 @@ class Poller:
         if isinstance(trouble, AdapterReset):
             await self._recover_adapter(trouble, batches[0])
         elif isinstance(trouble, BusError):
+            self._count("bus_error")
             await self._recover_bus(trouble)
-        elif trouble is not None:
+        elif isinstance(trouble, ParseError):
+            self._count("parse_error")
+            await self._resync()
+        elif trouble is not None and not isinstance(trouble, Stopped):
             self._count(type(trouble).__name__)
+            await self._resync()
+        elif trouble is not None:
             await self._resync()
 
     async def _sleep_or_wake(self, seconds: float) -> None:
