@@ -10,7 +10,7 @@ is) and the value itself. The catalogue is ``gateway.obd.pids``, copied into C a
 """
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from cpython.ref cimport PyObject
+from cpython.ref cimport Py_INCREF, PyObject
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.stdlib cimport qsort
 from libc.string cimport memcpy
@@ -203,7 +203,9 @@ cdef object _S_DTCS_CLEARED = "dtcs_cleared"
 cdef object _S_NEG = "negative_response"
 cdef object _S_RAW = "raw"
 cdef object _S_EMPTY = ""
-cdef object _DTC_NAMES = {s: n for s, n in _pids.DTC_SERVICES.items()}
+cdef PyObject* _DTC_NAMES[16]
+for _s in range(16):
+    _DTC_NAMES[_s] = _keep(_pids.DTC_SERVICES.get(_s, ""))
 cdef const char* _HEXDIGITS = b"0123456789ABCDEF"
 cdef const char* _PCBU = b"PCBU"
 
@@ -553,15 +555,26 @@ cdef inline void _sort(Work* w):
 
 
 # --- decoding -----------------------------------------------------------------------------------
+# Each DTC's text is made once and kept: a car reports the same few codes over and over, and there
+# are at most 65536 of them (their pointer table costs memory only where it is touched).
+cdef PyObject* _DTC_TEXT[65536]
+
+
 cdef inline object _dtc(int a, int b):
     cdef char buf[5]
     cdef int code = ((a & 0xF) << 8) | b
+    cdef PyObject* known = _DTC_TEXT[(a << 8) | b]
+    if known != NULL:
+        return <object>known
     buf[0] = _PCBU[a >> 6]
     buf[1] = _HEXDIGITS[(a >> 4) & 3]
     buf[2] = _HEXDIGITS[(code >> 8) & 0xF]
     buf[3] = _HEXDIGITS[(code >> 4) & 0xF]
     buf[4] = _HEXDIGITS[code & 0xF]
-    return PyUnicode_DecodeASCII(buf, 5, NULL)
+    text = PyUnicode_DecodeASCII(buf, 5, NULL)
+    Py_INCREF(text)  # owned by the table for the life of the process
+    _DTC_TEXT[(a << 8) | b] = <PyObject*>text
+    return text
 
 
 cdef object _hex(const unsigned char* d, Py_ssize_t n):
@@ -804,7 +817,7 @@ cdef list _decode_recs(Work* w, bint is_can):
             while k < nrec and w.recs[k].ecu == ecu and w.recs[k].n > 0 and w.pool[w.recs[k].off] == s:
                 _dtc_codes(codes, w.pool + w.recs[k].off + 1, w.recs[k].n - 1, is_can)
                 k += 1
-            out.append(obdg_tuple6(Reading, ecu_o, <object>_INTS[s - 0x40], None, _DTC_NAMES[s - 0x40],
+            out.append(obdg_tuple6(Reading, ecu_o, <object>_INTS[s - 0x40], None, <object>_DTC_NAMES[s - 0x40],
                                    tuple(codes), _S_EMPTY))
         elif s == 0x49:
             if n < 2:
