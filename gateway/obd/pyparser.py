@@ -348,8 +348,15 @@ def _message(ecu: int, data: bytes) -> ObdMessage:
 
 
 # --- decoding ----------------------------------------------------------------------------------
+_DTC_TEXT: dict[int, str] = {}  # each code's text made once: a car repeats its few codes (≤ 65536)
+
+
 def _dtc(a: int, b: int) -> str:
-    return "PCBU"[a >> 6] + "%X%03X" % ((a >> 4) & 3, ((a & 0xF) << 8) | b)  # noqa: UP031
+    key = (a << 8) | b
+    text = _DTC_TEXT.get(key)
+    if text is None:
+        text = _DTC_TEXT[key] = "PCBU"[a >> 6] + "%X%03X" % ((a >> 4) & 3, ((a & 0xF) << 8) | b)  # noqa: UP031
+    return text
 
 
 _NOT_PRINTABLE = bytes(range(0x20)) + bytes(range(0x7F, 0x100))
