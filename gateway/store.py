@@ -600,6 +600,10 @@ class Store:
             self._last_upload_ms[uplink] = int(time.time() * 1000)
         return moved
 
+    def rejections(self, uplink: str, row_id: str) -> int:
+        """How often ``uplink`` has rejected the row (since the start, while not dead-lettered)."""
+        return self._rejections.get((uplink, row_id), 0)
+
     def reject(self, uplink: str, row: StoredRow, reason: str) -> bool:
         """Count a rejection of ``row`` by ``uplink``; after N it is dead-lettered (True) and skipped."""
         key = (uplink, row.id)

@@ -89,6 +89,8 @@ class Forwarder:
         if not rows:
             await self.store.wait_for_data(self.name, self.idle_poll_s)
             return 0
+        if self.store.rejections(self.name, rows[0].id):
+            rows = rows[:1]  # the head was rejected before: try it alone, not the whole batch again
         try:
             return await self._send(rows)
         except RejectedBatch as exc:
