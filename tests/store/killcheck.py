@@ -1,0 +1,96 @@
+"""What the kill/restart tests check: every record the buffer ever held reached every back-end.
+
+:class:`DbWatcher` reads the writer's SQLite file from another connection every few milliseconds
+while the writer runs (WAL lets it read beside the writer) and remembers every committed row. A row
+that was ever committed is one the gateway reported as stored; after the drain each one must have
+arrived (de-duplicated by id) at the broker's subscriber and at the HTTPS server.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from tests.drust_server import DrustServer
+
+
+class DbWatcher:
+    """Collects every row id (and event/trip bodies) ever committed to ``path``."""
+
+    def __init__(self, path: Path, interval_s: float = 0.02) -> None:
+        self.path = path
+        self.interval_s = interval_s
+        self.seen: dict[str, tuple[int, int]] = {}  # id → (kind, samples)
+        self.bodies: dict[str, dict[str, Any]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="db-watcher", daemon=True)
+        self.errors = 0
+
+    def start(self) -> DbWatcher:
+        """Watch in a thread."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop watching, after one last look."""
+        self._stop.set()
+        self._thread.join(10)
+        self.look()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.look()
+            time.sleep(self.interval_s)
+
+    def look(self) -> None:
+        """One snapshot of the outbox."""
+        if not self.path.exists():
+            return
+        try:
+            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=1.0)
+            try:
+                known = self.seen
+                rows = db.execute("SELECT id, kind, count, CASE WHEN kind = 0 THEN NULL ELSE body END FROM outbox")
+                for rid, kind, count, body in rows:
+                    if rid not in known:
+                        known[rid] = (kind, count)
+                        if body is not None:
+                            self.bodies[rid] = msgpack.unpackb(body, raw=False)
+            finally:
+                db.close()
+        except sqlite3.Error:
+            self.errors += 1
+
+    def outbox_rows(self) -> int:
+        """Rows still in the outbox (undelivered to some uplink)."""
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5.0)
+        try:
+            return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        finally:
+            db.close()
+
+
+def https_ids(srv: DrustServer) -> set[str]:
+    """Ids the DRUST server holds (timeseries batch ids, trips, events)."""
+    st = srv.state
+    with st.lock:
+        return set(st.timeseries) | set(st.trips) | set(st.events)
+
+
+def wait_drained(watcher: DbWatcher, timeout_s: float) -> bool:
+    """Wait until the outbox is empty (delivered everywhere and garbage-collected)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        watcher.look()
+        try:
+            if watcher.outbox_rows() == 0:
+                return True
+        except sqlite3.Error:
+            pass
+        time.sleep(0.1)
+    return False
