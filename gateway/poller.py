@@ -178,6 +178,7 @@ class Poller:
         self.reconnects = 0
         self.errors: dict[str, int] = {}
         self.battery_v: float | None = None
+        self.last_error = ""
         self.pipeline_depth = PIPELINE_DEPTH
         self._batches = 0
         self._battery_at = -math.inf
@@ -259,7 +260,8 @@ class Poller:
                 raise
             except (TransportError, AdapterError, ParseError) as exc:
                 self._count(type(exc).__name__)
-                log.warning("adapter link lost: %s", exc)
+                self.last_error = str(exc)
+                log.warning("%s: %s", "adapter link lost" if self.connected else "adapter not reachable", exc)
             await self._disconnect()
             self.connected = False
             await self._publish_link(force=True)

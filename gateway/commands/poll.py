@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import sys
 import time
@@ -24,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from gateway import config
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, TransportError
 from gateway.model import LinkState, Sample
 
 DEFAULT_PIDS = "0C,0D,05,04,10,11"
+NEVER_OPENED_S = 8.0
 
 
 def register(sub: Any) -> None:
@@ -57,6 +59,7 @@ def register(sub: Any) -> None:
     p.add_argument("--no-multi-pid", action="store_true", help="one PID per request (for comparison)")
     p.add_argument("--state-dir", metavar="DIR", help="remember the detected protocol in DIR")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what the session does (to stderr)")
     p.set_defaults(handler=_handler)
 
 
@@ -68,6 +71,12 @@ def _pids(text: str) -> list[str]:
 
 
 def _handler(args: argparse.Namespace) -> int:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("gateway")
+    root.addHandler(handler)
+    # retries and reconnects are routine; the report says what matters
+    root.setLevel(logging.INFO if args.verbose else logging.ERROR)
     if args.duration <= 0:
         raise ConfigError(f"--duration: must be greater than 0 (got {args.duration})")
     adapter = config.AdapterConfig(
@@ -127,8 +136,16 @@ async def run_poll(
     # initialisation may take a protocol search (several seconds) plus a reconnect or two
     budget = duration_s + max(30.0, adapter.timeout_s * 6)
     waiter = asyncio.create_task(done.wait())
-    await asyncio.wait({waiter, task}, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
+    # an adapter that cannot even be opened is reported after a few tries, not after the budget
+    opened = asyncio.create_task(_wait_opened(poller, NEVER_OPENED_S))
+    await asyncio.wait({waiter, task, opened}, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
     waiter.cancel()
+    opened.cancel()
+    if not first and not poller.connected and poller.reconnects and poller.last_error:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise TransportError(f"cannot reach the adapter: {poller.last_error}")
     if task.done() and task.exception() is not None:
         raise task.exception()  # type: ignore[misc]
     end = time.monotonic()
@@ -158,6 +175,15 @@ async def run_poll(
         "unsupported": unsupported,
         "connected": status.get("connected", False),
     }
+
+
+async def _wait_opened(poller: Any, limit_s: float) -> None:
+    """Return once ``limit_s`` passed without the adapter ever being opened."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if poller.connected:
+            await asyncio.Event().wait()  # opened: never finish (the other waits decide)
+        await asyncio.sleep(0.1)
 
 
 def _first_name(pid: int, fallback: str) -> str:
