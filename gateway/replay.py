@@ -7,9 +7,9 @@ is required, every other column is one decoded value (``speed`` km/h, ``engine_r
 ``adapter_connected`` and ``ecu_responding`` (``true``/``false``, with optional ``protocol``); a row with
 them is a :class:`~gateway.model.LinkState`. Rows may be irregularly spaced.
 
-A row that cannot be used (wrong number of cells, a date that is not an integer or goes backwards, a
-value that is not a number where one is needed) is reported with its line number and skipped as a
-whole, never used in part.
+A row that cannot be used (wrong number of cells, a date that is not an integer or lies more than 1 s
+before the latest date seen, a value that is not a number where one is needed) is reported with its
+line number and skipped as a whole, never used in part.
 
 :func:`write_csv` records a live stream in the same format, one item per row in arrival order, so a
 replay feeds the engine exactly what it saw live.
@@ -50,6 +50,10 @@ UNITS: dict[str, str] = {
 BOOL_NAMES = frozenset({"mil", "dtcs_cleared"})
 TEXT_NAMES = frozenset({"dtcs", "vin", "protocol"})
 LINK_COLUMNS = ("adapter_connected", "ecu_responding")
+# A live stream is in arrival order, and values read in one exchange are stamped before those that
+# are published after them (a DTC read in between), so dates may step back a little; a larger step
+# back means a shuffled or concatenated file.
+REORDER_TOLERANCE_MS = 1000
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -193,13 +197,13 @@ def read_csv(stream: TextIO, origin: str = "<csv>") -> Recording:
             continue
         try:
             date = _parse_date(row[date_at])
-            if last_date is not None and date < last_date:
-                raise ValueError(f"date {date} goes backwards (previous row {last_date})")
+            if last_date is not None and date < last_date - REORDER_TOLERANCE_MS:
+                raise ValueError(f"date {date} goes backwards (latest row {last_date})")
             items = _row_items(date, ((h, c) for h, c in zip(header, row, strict=True) if h != "date"))
         except ValueError as exc:
             rec.skipped.append((line, str(exc)))
             continue
-        last_date = date
+        last_date = date if last_date is None else max(last_date, date)
         rec.items.extend(items)
     return rec
 
@@ -226,13 +230,13 @@ def read_json(data: Any, origin: str = "<json>") -> Recording:
             if "date" not in obj:
                 raise ValueError("no 'date'")
             date = _parse_date(obj["date"])
-            if last_date is not None and date < last_date:
-                raise ValueError(f"date {date} goes backwards (previous item {last_date})")
+            if last_date is not None and date < last_date - REORDER_TOLERANCE_MS:
+                raise ValueError(f"date {date} goes backwards (latest item {last_date})")
             row = _row_items(date, ((k, v) for k, v in obj.items() if k != "date"))
         except ValueError as exc:
             rec.skipped.append((index, str(exc)))
             continue
-        last_date = date
+        last_date = date if last_date is None else max(last_date, date)
         rec.items.extend(row)
     return rec
 

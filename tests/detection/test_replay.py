@@ -25,6 +25,7 @@ CSV = f"""date,speed,engine_rpm,engine_coolant_temperature,mil,dtcs,fuel_type
 {T0 + 2300},abc,1200,21,,,
 {T0 + 2400},12,1200,21,,
 {T0 + 1000},12,1200,21,,,
+{T0 + 1400},13,,,,,
 not-a-date,12,1200,21,,,
 {T0 + 5000},12.5,1300,22,true,P0301;P0420,
 """
@@ -35,8 +36,8 @@ def test_csv_rows_irregular_missing_and_bad() -> None:
     assert rec.skipped == [
         (5, "speed: not a number: 'abc'"),
         (6, "6 cells, the header has 7"),
-        (7, f"date {T0 + 1000} goes backwards (previous row {T0 + 2300})"),
-        (8, "date: not a timestamp in ms: 'not-a-date'"),
+        (7, f"date {T0 + 1000} goes backwards (latest row {T0 + 2300})"),
+        (9, "date: not a timestamp in ms: 'not-a-date'"),
     ]
     assert rec.items[:6] == [
         Sample(T0, "speed", 0, "km/h"),
@@ -47,6 +48,7 @@ def test_csv_rows_irregular_missing_and_bad() -> None:
         Sample(T0, "fuel_type", "Gasoline"),
     ]
     assert rec.items[6] == Sample(T0 + 1000, "speed", 10, "km/h")
+    assert Sample(T0 + 1400, "speed", 13, "km/h") in rec.items  # 0.9 s before the latest row: kept, in file order
     assert [i.name for i in rec.items if isinstance(i, Sample) and i.ts_ms == T0 + 2300] == [
         "engine_rpm", "engine_coolant_temperature"
     ]
