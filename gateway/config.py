@@ -51,7 +51,7 @@ class AdapterConfig:
     baud: int = 38400
     protocol: str = "auto"
     timeout_s: float = 5.0
-    fast_baud: int = 0
+    fast_baud: int = 115200
     reconnect_max_s: float = 30.0
     state_file: str = ""
 
