@@ -80,7 +80,9 @@ class PollingConfig:
     ``priorities``: PID → priority (higher first when the link cannot carry all demand).
     """
 
-    pids: list[str] = field(default_factory=lambda: ["0C", "0D", "05", "04", "10", "11", "2F", "46", "5E"])
+    pids: list[str] = field(
+        default_factory=lambda: ["01", "04", "05", "0C", "0D", "10", "11", "2F", "46", "5E", "A6"]
+    )
     rates: dict[str, float] = field(default_factory=dict)
     priorities: dict[str, int] = field(default_factory=dict)
     idle_unrequested_s: float = 60.0

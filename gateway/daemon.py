@@ -253,9 +253,8 @@ class Daemon:
         except (GatewayError, TimeoutError) as exc:
             log.warning("reading DTCs for mil:on failed: %s", exc)
             return
-        sample = Sample(int(time.time() * 1000), "dtcs", tuple(dtcs.get("stored", ())))
-        for out in self.engine.feed(sample):
-            await self.bus.publish(out)
+        # On the bus, not straight into the engine: the store records it, so a replay sees the codes too.
+        await self.bus.publish(Sample(int(time.time() * 1000), "dtcs", tuple(dtcs.get("stored", ()))))
 
     async def store_loop(self, sub: Subscription) -> None:
         """Hand everything the bus carries to the store, in the groups it arrives in."""
@@ -336,6 +335,10 @@ class Daemon:
         hung = await sup.stop(deadline_s=2.5)
         if hung:
             log.error("components did not stop in time: %s", ", ".join(hung))
+        try:
+            self.engine.save_state()  # the open trip's totals up to this moment survive the restart
+        except OSError as exc:
+            log.error("could not save the trip state: %s", exc)
         await self._drain(store_sub)
         await self.diag.close()
         for uplink in self.uplinks.values():
@@ -431,8 +434,10 @@ class DaemonStatus:
 
     async def clear_dtc(self) -> dict[str, Any]:
         """Clear trouble codes (the server checked the config switch and the confirmation)."""
+        # The marker goes first: the lamp-off reading that follows the clear must find it, and the
+        # store records it so a replay of this drive also says user_cleared.
+        await self.d.bus.publish(Sample(int(time.time() * 1000), "dtcs_cleared", True))
         await self.d.poller.clear_dtcs()
-        self.d.engine.note_user_cleared_dtcs()
         return {"cleared": True}
 
     async def query(self, pid: str) -> list[dict[str, Any]]:

@@ -59,14 +59,7 @@ SILENT_AFTER_S = 2.0  # no answer from any ECU for this long: the ECU is not res
 SILENT_RETRY_S = 1.0
 ENGINE_ECU = 0x7E8
 
-# The reference adapter's refresh rates (Hz) for the PIDs a gateway polls most; the PID catalogue
-# (gateway.obd.pids) is asked first and this table only fills in when it has no rate.
-_REFERENCE_RATES: dict[int, float] = {
-    0x03: 0.1, 0x04: 1.0, 0x05: 1.0, 0x06: 5.0, 0x07: 5.0, 0x0A: 1.0, 0x0B: 0.5, 0x0C: 5.0, 0x0D: 1.0,
-    0x0E: 5.0, 0x0F: 1.0, 0x10: 5.0, 0x11: 5.0, 0x1F: 1.0, 0x21: 1.0, 0x2F: 1 / 60, 0x31: 0.1, 0x33: 0.1,
-    0x42: 0.1, 0x43: 1.0, 0x44: 1.0, 0x45: 5.0, 0x46: 0.1, 0x49: 5.0, 0x4C: 5.0, 0x5A: 5.0, 0x5C: 0.1,
-    0x5E: 0.1, 0x7F: 1.0, 0xA6: 0.1,
-}
+# PIDs the catalogue reads on demand only (no reference rate) get this rate when configured for polling.
 DEFAULT_RATE_HZ = 1.0
 # Higher priority when the link is short: what the detectors need (speed for hard brakes, RPM).
 _DEFAULT_PRIORITIES: dict[int, int] = {0x0D: 2, 0x0C: 1}
@@ -77,16 +70,16 @@ def _catalogue() -> Any:
 
 
 def default_rate(pid: int) -> float:
-    """The default refresh rate of mode 01 ``pid``: the catalogue's, else the reference table's.
+    """The default refresh rate of mode 01 ``pid``: the catalogue's (the reference refresh-rate table).
 
-    PIDs the reference reads on demand only (no rate) get 1 Hz when configured for polling."""
+    PIDs the reference reads on demand only (no rate) get :data:`DEFAULT_RATE_HZ` when configured."""
     try:
         rate = _catalogue().PIDS[pid].rate_hz
         if isinstance(rate, (int, float)) and rate > 0:
             return float(rate)
     except (ImportError, AttributeError, KeyError, LookupError, TypeError, ValueError):
         pass
-    return _REFERENCE_RATES.get(pid, DEFAULT_RATE_HZ)
+    return DEFAULT_RATE_HZ
 
 
 def pid_name(pid: int) -> str:
