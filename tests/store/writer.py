@@ -1,7 +1,7 @@
 """A writer process for the kill/restart tests: a simulated drive into the store, drained by forwarders.
 
 ``python -m tests.store.writer --db FILE --run ID [--mqtt-port P] [--https-url U --ca CA --secrets DIR]
-[--no-drive]`` appends samples (100 Hz, 4 values), an event every 0.3 s and a trip every second with
+[--no-drive]`` appends samples (100 Hz, 4 values), an event every 0.2 s and a trip every 0.5 s with
 ids prefixed by ``ID``, and runs one forwarder per uplink, until SIGTERM (graceful: flush and exit 0) or
 SIGKILL (the point of the test). ``--no-drive`` only drains.
 """
@@ -33,11 +33,11 @@ async def drive(store: Store, run: str) -> None:
             Sample(now, "engine_coolant_temperature", 90.0, "°C", 0x05, 0x7E8),
             Sample(now, "battery_voltage", 13.8, "V", None, 0),
         ]
-        if n % 30 == 0:
-            items.append(Event(f"{run}-ev-{n}", "HARD_BRAKE", "notification:hard_brake", now, f"{run}-trip-{n // 100}",
+        if n % 20 == 0:
+            items.append(Event(f"{run}-ev-{n}", "HARD_BRAKE", "notification:hard_brake", now, f"{run}-trip-{n // 50}",
                                {"n": n, "speed_drop_kmh": 12.5}))
-        if n % 100 == 99:
-            items.append(TripRecord(f"{run}-trip-{n // 100}", now - 990, now, {"distance": float(n), "idle": n % 7}))
+        if n % 50 == 49:
+            items.append(TripRecord(f"{run}-trip-{n // 50}", now - 990, now, {"distance": float(n), "idle": n % 7}))
         await store.append(items)
         n += 1
         await asyncio.sleep(0.01)
