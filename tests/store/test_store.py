@@ -239,3 +239,28 @@ async def test_reject_counts_then_dead_letters(tmp_path: Path) -> None:
     (dl,) = await store.dead_letters("https")
     assert dl["id"] == row.id and dl["reason"] == "400 bad" and dl["tries"] == 2 and dl["count"] == 10
     await store.close()
+
+
+async def test_full_disk_keeps_items_in_memory_and_recovers(tmp_path: Path) -> None:
+    store = Store(cfg(tmp_path), uplinks=["mqtt"])
+    await store.open()
+    await store.append(samples(10))
+    await store.flush()
+    assert store._db is not None
+    pages = (await (await store._db.execute("PRAGMA page_count")).fetchone() or (0,))[0]
+    # SQLite answers SQLITE_FULL ("database or disk is full") once the file may not grow: a full SD card
+    await store._db.execute(f"PRAGMA max_page_count={pages}")
+    big = [Sample(2_000_000_000_000 + i, f"name{i % 50}", i + 0.5) for i in range(20_000)]
+    await store.append(big)  # never raises: the polling goes on
+    await store.flush()
+    st = store.stats()
+    assert st["disk_full"] is True and "full" in (st["last_error"] or "")
+    assert st["pending_in_memory"]["samples"] == 20_000
+    assert sum(r[3] for r in rows(Path(store.path))) == 10
+    # space again: the next commit writes what waited in memory
+    await store._db.execute("PRAGMA max_page_count=1073741823")
+    await store.flush()
+    st = store.stats()
+    assert st["disk_full"] is False and st["pending_in_memory"]["samples"] == 0
+    assert sum(r[3] for r in rows(Path(store.path))) == 20_010
+    await store.close()
