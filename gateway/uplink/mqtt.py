@@ -125,7 +125,8 @@ class MqttUplink(Uplink):
         self.publish_timeout_s = publish_timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.base = f"{cfg.topic_prefix}/{device_id}"
-        self.lease_samples = max(cfg.batch_samples * 50, 5000)
+        # a backlog drains at the speed of PUBACK round trips: keep many messages in flight per lease
+        self.lease_samples = max(cfg.batch_samples * 200, 20_000)
         self._client: aiomqtt.Client | None = None
         self._latest: dict[str, Any] = {}
         self._latest_ms: int | None = None
@@ -159,7 +160,7 @@ class MqttUplink(Uplink):
             tls_context=self._ctx,
             timeout=self.connect_timeout_s,
             keepalive=30,
-            max_inflight_messages=200,
+            max_inflight_messages=1000,
         )
         # many publishes in flight at once is how a backlog drains fast, not a concern to log
         client.pending_calls_threshold = 1_000_000
@@ -248,8 +249,8 @@ class MqttUplink(Uplink):
             if not ok:
                 break
             acked.append(rec.id)
-            if rec.kind == "timeseries":
-                self._note_values(rec.body)
+            if rec.kind == "timeseries" and self.state is None:
+                self._note_values(rec.body[-64:])
         if len(acked) < len(batch):
             await self.close()
             if not acked:
