@@ -96,6 +96,8 @@ class StoredRow:
     ts_ms: int
     count: int
     body: bytes
+    #: which database file the row came from (a corrupt file replaced by a fresh one starts seq anew)
+    generation: int = 0
 
 
 def pack_samples(samples: Sequence[Sample]) -> bytes:
@@ -229,6 +231,7 @@ class Store:
         self._dead_pending: list[tuple[str, StoredRow, str, int]] = []
         self._counters: dict[str, int] = {}
         self._counters_dirty = False
+        self._generation = 0
         self._bytes_written = 0
         self._commits = 0
         self._last_checkpoint = time.monotonic()
@@ -271,6 +274,7 @@ class Store:
             await db.close()
             raise
         self._db = db
+        self._generation += 1
 
     async def _prepare(self, db: aiosqlite.Connection) -> None:
         # quick_check first: a file that is not a database or is damaged fails here, not mid-drive
@@ -576,7 +580,8 @@ class Store:
                     "SELECT seq, id, kind, ts_ms, count, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
                     (self._cursors.get(uplink, 0), limit),
                 )
-                rows = [StoredRow(*r) for r in await cur.fetchall()]
+                gen = self._generation
+                rows = [StoredRow(r[0], r[1], r[2], r[3], r[4], r[5], gen) for r in await cur.fetchall()]
             except sqlite3.Error as exc:
                 self._last_error = str(exc)
                 log.error("store: reading the outbox failed: %s", exc)
@@ -597,6 +602,8 @@ class Store:
         cursor = self._cursors.get(uplink, 0)
         d = self._depth.setdefault(uplink, [0, 0])
         for row in rows:
+            if row.generation != self._generation:
+                return 0  # leased from a file since moved aside: its seq means nothing in this one
             if row.id not in acked or row.seq <= cursor:
                 if row.seq <= cursor:
                     continue
@@ -647,7 +654,11 @@ class Store:
         c = self._counters
         return {
             "path": str(self.path),
-            "queue": {u: {"records": d[0], "samples": d[1]} for u, d in self._depth.items() if u in self.uplinks},
+            "queue": {
+                u: {"records": max(0, d[0]), "samples": max(0, d[1])}
+                for u, d in self._depth.items()
+                if u in self.uplinks
+            },
             "pending_in_memory": {"records": len(self._pending), "samples": self._pending_samples + len(self._open)},
             "evicted": {
                 "timeseries": c.get("evicted_timeseries", 0),
