@@ -172,3 +172,16 @@ async def test_unreachable_broker_is_an_uplink_error(tmp_path: Path) -> None:
     assert not up.connected
     with pytest.raises(UplinkError):
         await up.send([])
+
+
+async def test_client_certificate(mosquitto_mtls: Broker) -> None:
+    base = {"tls": True, "ca_file": mosquitto_mtls.ca_file, "protocol": "3.1.1"}
+    up = MqttUplink(mqtt_cfg(mosquitto_mtls, **base, cert_file=mosquitto_mtls.client_cert,
+                             key_file=mosquitto_mtls.client_key), device_id="d", connect_timeout_s=3.0)
+    await up.connect()
+    assert up.connected
+    await up.close()
+    anonymous = MqttUplink(mqtt_cfg(mosquitto_mtls, **base), device_id="d", connect_timeout_s=3.0)
+    with pytest.raises(UplinkError):
+        await anonymous.connect()
+    await anonymous.close()
