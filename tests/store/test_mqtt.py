@@ -185,3 +185,32 @@ async def test_client_certificate(mosquitto_mtls: Broker) -> None:
     with pytest.raises(UplinkError):
         await anonymous.connect()
     await anonymous.close()
+
+
+def test_msgpack_payloads_and_event_topic_sanitised() -> None:
+    import msgpack
+
+    from gateway.uplink.base import Record
+
+    up = MqttUplink(MqttConfig(enabled=True, tls=False, payload_format="msgpack", batch_samples=2), device_id="d")
+    items = [{"date": T0 + i, "speed": i} for i in range(5)]
+    msgs = up.messages(Record("ts-1", "timeseries", T0, 5, items))
+    assert [t for t, _ in msgs] == ["obd/d/timeseries"] * 3
+    bodies = [msgpack.unpackb(p) for _, p in msgs]
+    assert [b["part"] for b in bodies] == [0, 1, 2] and all(b["parts"] == 3 for b in bodies)
+    assert [it for b in bodies for it in b["items"]] == items
+    ((topic, payload),) = up.messages(Record("e", "event", T0, 1, {"id": "e", "type": "A/B#+"}))
+    assert topic == "obd/d/events/A_B__" and msgpack.unpackb(payload) == {"id": "e", "type": "A/B#+",
+                                                                          "device": {"id": "d"}}
+
+
+def test_backoff_is_jittered_and_capped() -> None:
+    from gateway.uplink.forwarder import Backoff
+
+    b = Backoff(first_s=0.5, max_s=4.0)
+    delays = [b.next() for _ in range(20)]
+    assert all(0.25 <= d <= 4.0 for d in delays)
+    assert len(set(delays)) > 10  # jittered, not a fixed ladder
+    assert max(delays[5:]) > 1.0  # it grows
+    b.reset()
+    assert b.next() <= 0.5
