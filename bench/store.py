@@ -157,7 +157,7 @@ def _proc_write_bytes() -> int:
     return 0
 
 
-async def bench_wear(workdir: Path, minutes: int) -> dict[str, float]:
+async def bench_wear(workdir: Path, minutes: int, commit_every_s: int = 1) -> dict[str, float]:
     """Time-compressed driving: per simulated second one append of that second's samples + one commit."""
     rate = default_rate_hz()
     store = Store(StoreConfig(path=str(workdir / "wear.sqlite")), uplinks=["mqtt", "https"])
@@ -170,7 +170,8 @@ async def bench_wear(workdir: Path, minutes: int) -> dict[str, float]:
     for sec in range(minutes * 60):
         await store.append([Sample(t0 + sec * 1000 + k * (1000 // per_s), NAMES[k % 6], 800.25 + k, "", 0x0C)
                             for k in range(per_s)])
-        await store.flush()
+        if sec % commit_every_s == commit_every_s - 1:
+            await store.flush()
         if sec % 60 == 59:
             await store.checkpoint()
     written = store.stats()["bytes_written"] - base_store
@@ -189,6 +190,7 @@ def main() -> None:
     ap.add_argument("--drain-samples", type=int, default=300_000)
     ap.add_argument("--group", type=int, default=100)
     ap.add_argument("--wear-minutes", type=int, default=10)
+    ap.add_argument("--commit-interval", type=int, default=1, help="simulated store.commit_interval_s for wear")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
@@ -205,7 +207,7 @@ def main() -> None:
             res["paho_baseline_rows_per_s"] = bench_paho_baseline(args.drain_samples // 4 * 4 // 4, broker)
         finally:
             broker.stop()
-        res.update(asyncio.run(bench_wear(work, args.wear_minutes)))
+        res.update(asyncio.run(bench_wear(work, args.wear_minutes, args.commit_interval)))
     rate = res["default_samples_per_s"]
     res["drain_8h_s"] = rate * 8 * 3600 / res["drain_samples_per_s"]
     res["ingest_vs_sqlite_baseline"] = res["ingest_samples_per_s"] / res["sqlite_baseline_samples_per_s"]
