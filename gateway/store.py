@@ -363,10 +363,11 @@ class Store:
                     self._seal()
                     open_ = self._open
             elif isinstance(it, Event):
-                body = msgpack.packb(it.to_dict(), use_bin_type=True)
+                # default=str: an odd payload value is stored as text rather than failing the append
+                body = msgpack.packb(it.to_dict(), use_bin_type=True, default=str)
                 self._pending.append((it.id, KIND_EVENT, it.date_ms, 1, body))
             elif isinstance(it, TripRecord):
-                body = msgpack.packb(it.to_dict(), use_bin_type=True)
+                body = msgpack.packb(it.to_dict(), use_bin_type=True, default=str)
                 self._pending.append((it.id, KIND_TRIP, it.start_ms, 1, body))
         if self._pending_samples > MAX_PENDING_SAMPLES:
             self._drop_pending_timeseries()

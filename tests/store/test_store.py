@@ -264,3 +264,13 @@ async def test_full_disk_keeps_items_in_memory_and_recovers(tmp_path: Path) -> N
     assert st["disk_full"] is False and st["pending_in_memory"]["samples"] == 0
     assert sum(r[3] for r in rows(Path(store.path))) == 20_010
     await store.close()
+
+
+async def test_odd_payload_values_are_stored_as_text(tmp_path: Path) -> None:
+    store = Store(cfg(tmp_path), uplinks=["mqtt"])
+    await store.open()
+    await store.append([Event("ev-odd", "MIL_ON", "notification:mil_on", 5, None, {"where": Path("/x"), "n": 1})])
+    await store.flush()
+    (row,) = rows(Path(store.path))
+    assert msgpack.unpackb(row[4])["payload"] == {"where": "/x", "n": 1}
+    await store.close()
