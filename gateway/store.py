@@ -137,7 +137,7 @@ def pack_samples(samples: Sequence[Sample]) -> bytes:
         vals.append(v)
         eis.append(ei)
     body = [1, t0, names, units, [pids[n] for n in names], ecus, dts, nis, vals, eis if len(ecus) > 1 else None]
-    return msgpack.packb(body, use_bin_type=True)
+    return msgpack.packb(body, use_bin_type=True, default=str)
 
 
 def unpack_samples(body: bytes) -> list[Sample]:
