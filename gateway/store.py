@@ -400,7 +400,11 @@ class Store:
         while True:
             await asyncio.sleep(self.cfg.commit_interval_s)
             self._seal()
-            await self._commit()
+            try:
+                await self._commit()
+            except Exception as exc:  # the group commit must outlive any one failure
+                self._last_error = str(exc)
+                log.exception("store: group commit failed; retrying at the next interval")
 
     async def _commit(self) -> None:
         """One transaction: new rows, cursor moves, dead letters, garbage collection, counters."""
