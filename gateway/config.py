@@ -21,6 +21,10 @@ from gateway.errors import ConfigError
 SYSTEM_CONFIG_PATH = Path("/etc/obd-gateway/config.toml")
 
 
+def _is_hex_pid(pid: str) -> bool:
+    return len(pid) == 2 and all(c in "0123456789ABCDEFabcdef" for c in pid)
+
+
 def _positive(section: str, name: str, value: float) -> None:
     if value <= 0:
         raise ConfigError(f"{section}.{name}: must be greater than 0 (got {value})")
@@ -90,18 +94,28 @@ class PollingConfig:
     parked_min_battery_v: float = 11.8
     multi_pid: bool = True
 
+    def __post_init__(self) -> None:
+        # "0c" and "0C" are the same PID; the poller looks PIDs up in upper case.
+        object.__setattr__(self, "pids", [p.upper() for p in self.pids])
+        object.__setattr__(self, "rates", {k.upper(): v for k, v in self.rates.items()})
+        object.__setattr__(self, "priorities", {k.upper(): v for k, v in self.priorities.items()})
+
     def validate(self) -> None:
-        for pid in [*self.pids, *self.rates, *self.priorities]:
-            try:
-                ok = 0 <= int(pid, 16) <= 0xFF and len(pid) == 2
-            except ValueError:
-                ok = False
-            if not ok:
-                raise ConfigError(f"polling.pids: {pid!r} is not a two-digit hex PID")
+        if not self.pids:
+            raise ConfigError("polling.pids: must name at least one PID")
+        for key, pids in (("pids", self.pids), ("rates", self.rates), ("priorities", self.priorities)):
+            for pid in pids:
+                if not _is_hex_pid(pid):
+                    raise ConfigError(f"polling.{key}: {pid!r} is not a two-digit hex PID")
         for pid, hz in self.rates.items():
             if hz <= 0 or hz > 100:
                 raise ConfigError(f"polling.rates.{pid}: must be between 0 and 100 Hz (got {hz})")
+        _positive("polling", "idle_unrequested_s", self.idle_unrequested_s)
         _positive("polling", "parked_interval_s", self.parked_interval_s)
+        if not 0 <= self.parked_min_battery_v <= 16:
+            raise ConfigError(
+                f"polling.parked_min_battery_v: must be between 0 and 16 V (got {self.parked_min_battery_v})"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,9 +157,14 @@ class DetectionConfig:
                 f"detection.rate_window_s: must be between 0 and max_gap_s ({self.max_gap_s}) "
                 f"(got {self.rate_window_s})"
             )
-        if not self.speeding_mph or any(v <= 0 for v in self.speeding_mph):
+        if (
+            not self.speeding_mph
+            or any(v <= 0 for v in self.speeding_mph)
+            or self.speeding_mph != sorted(set(self.speeding_mph))
+        ):
             raise ConfigError(
-                f"detection.speeding_mph: must be a non-empty list of positive speeds (got {self.speeding_mph})"
+                f"detection.speeding_mph: must be a non-empty list of positive speeds in ascending order "
+                f"(got {self.speeding_mph})"
             )
         if not 8 <= self.charging_voltage_v <= 16:
             raise ConfigError(
@@ -202,6 +221,13 @@ class MqttConfig:
         if self.payload_format not in ("json", "msgpack"):
             raise ConfigError(f"mqtt.payload_format: must be 'json' or 'msgpack' (got {self.payload_format!r})")
         _positive("mqtt", "batch_samples", self.batch_samples)
+        if self.enabled and not self.host:
+            raise ConfigError("mqtt.host: must not be empty when mqtt.enabled = true")
+        if not self.topic_prefix or any(c in self.topic_prefix for c in "#+") or self.topic_prefix.endswith("/"):
+            raise ConfigError(
+                "mqtt.topic_prefix: must be non-empty, without '#' or '+', not ending in '/' "
+                f"(got {self.topic_prefix!r})"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +266,9 @@ class DiagConfig:
     def validate(self) -> None:
         if not 0 <= self.tcp_port < 65536:
             raise ConfigError(f"diag.tcp_port: must be 0 (off) or 1-65535 (got {self.tcp_port})")
+        if not self.socket:
+            raise ConfigError("diag.socket: must not be empty")
+        _positive("diag", "max_clients", self.max_clients)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import shlex
 import shutil
@@ -27,7 +28,7 @@ from typing import Any, TextIO
 
 from gateway import __version__, config, secrets
 from gateway.bus import Bus, Subscription
-from gateway.errors import ConfigError, GatewayError, TransportError
+from gateway.errors import GatewayError, TransportError
 from gateway.model import Event, LinkState, Sample, TripRecord
 
 log = logging.getLogger("gateway.daemon")
@@ -329,7 +330,9 @@ class Daemon:
         sup.start()
         # The store is open and the adapter session is up or retrying: ready.
         self.notifier.ready(status="started; adapter connecting")
-        log.info("obd-gateway %s running (device %s)", __version__, self.cfg.device.id)
+        from gateway.obd import PARSER_BUILD
+
+        log.info("obd-gateway %s running (device %s, parser %s)", __version__, self.cfg.device.id, PARSER_BUILD)
         reason = await sup.wait()
         self.notifier.stopping(status=f"stopping: {reason}")
         hung = await sup.stop(deadline_s=2.5)
@@ -369,25 +372,46 @@ class Daemon:
     def reload(self) -> None:
         """SIGHUP: re-read the configuration; refuse an invalid one and keep running.
 
-        Values read at use (detection thresholds, polling rates of new plans, log level) take
-        effect; ports and paths take effect at the next start.
+        Applied at once: ``[log]``, ``[polling]`` (the plan is rebuilt without reconnecting) and
+        ``diag.allow_clear_dtc``. Every other changed key is named in a warning: it takes effect at the
+        next start (ports, paths, uplinks, detection thresholds of an open trip).
         """
+        from gateway.supervisor import ConfigReloader
+
         self.notifier.reloading()
         try:
-            if not self.config_path:
-                log.warning("SIGHUP: no configuration file to reload")
-                return
-            try:
-                new = config.load(self.config_path)
-                secrets.check_config_secrets(new)
-            except ConfigError as exc:
-                log.error("SIGHUP: new configuration refused, keeping the running one: %s", exc)
-                return
-            self.cfg = new
-            logging.getLogger().setLevel(new.log.level.upper())
-            log.info("SIGHUP: configuration reloaded from %s", self.config_path)
+            ConfigReloader(self.config_path, self.cfg, load=_load_checked, apply=self.apply_config)()
         finally:
             self.notifier.ready(status=self.status_line())
+
+    def apply_config(self, new: config.Config) -> None:
+        """Put what can change at run time into force; say which changed keys need a restart."""
+        old = self.cfg
+        applied: list[str] = []
+        later: list[str] = []
+        for section in dataclasses.fields(config.Config):
+            before, after = getattr(old, section.name), getattr(new, section.name)
+            for f in dataclasses.fields(before):
+                if getattr(before, f.name) == getattr(after, f.name):
+                    continue
+                key = f"{section.name}.{f.name}"
+                live = section.name in ("log", "polling") or key == "diag.allow_clear_dtc"
+                (applied if live else later).append(key)
+        logging.getLogger().setLevel(new.log.level.upper())
+        self.poller.reconfigure(new.polling, allow_clear_dtc=new.diag.allow_clear_dtc)
+        if self.diag is not None:
+            self.diag.allow_clear_dtc = new.diag.allow_clear_dtc
+        diag = dataclasses.replace(old.diag, allow_clear_dtc=new.diag.allow_clear_dtc)
+        self.cfg = dataclasses.replace(old, log=new.log, polling=new.polling, diag=diag)
+        log.info("SIGHUP: configuration reloaded; applied: %s", ", ".join(applied) or "nothing changed")
+        if later:
+            log.warning("SIGHUP: these changes take effect after a restart: %s", ", ".join(later))
+
+
+def _load_checked(path: str | Path) -> config.Config:
+    cfg = config.load(path)
+    secrets.check_config_secrets(cfg)
+    return cfg
 
 
 class DaemonStatus:
@@ -434,10 +458,7 @@ class DaemonStatus:
 
     async def clear_dtc(self) -> dict[str, Any]:
         """Clear trouble codes (the server checked the config switch and the confirmation)."""
-        # The marker goes first: the lamp-off reading that follows the clear must find it, and the
-        # store records it so a replay of this drive also says user_cleared.
-        await self.d.bus.publish(Sample(int(time.time() * 1000), "dtcs_cleared", True))
-        await self.d.poller.clear_dtcs()
+        await self.d.poller.clear_dtcs()  # publishes the dtcs_cleared marker once the car accepted it
         return {"cleared": True}
 
     async def query(self, pid: str) -> list[dict[str, Any]]:

@@ -339,6 +339,11 @@ class _Client:
                     await self.server.handle_line(self, line)
 
 
+def _over_tcp(client: _Client) -> bool:
+    """Whether the client came over the loopback TCP listener (any local user can reach that one)."""
+    return isinstance(client.writer.get_extra_info("peername"), tuple)
+
+
 def _error(req_id: Any, cmd: Any, code: str, message: str) -> dict[str, Any]:
     return {"id": req_id, "ok": False, "cmd": cmd, "error": {"code": code, "message": message}}
 
@@ -606,6 +611,8 @@ class DiagServer:
             missing.append("the configuration must set allow_clear_dtc = true in [diag]")
         if req.get("confirm") is not True:
             missing.append('the request must carry "confirm": true')
+        if _over_tcp(client):
+            missing.append("it must come over the Unix socket (TCP has no peer credentials or file permissions)")
         if missing:
             raise RequestError("forbidden", "clearing trouble codes is refused: " + "; ".join(missing))
         log.warning("clearing diagnostic trouble codes on request of a diagnostic client")
@@ -637,6 +644,8 @@ class DiagServer:
         return {"unsubscribed": client.unsubscribe()}
 
     async def _restart(self, client: _Client, req: dict[str, Any]) -> Any:
+        if _over_tcp(client):
+            raise RequestError("forbidden", "restart is only accepted over the Unix socket, not over TCP")
         component = req.get("component")
         if not isinstance(component, str) or not component:
             raise RequestError("bad_request", 'restart needs "component", such as "uplink:mqtt"')

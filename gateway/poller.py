@@ -206,7 +206,24 @@ class Poller:
         """Clear DTCs (service 04) — only when constructed with ``allow_clear_dtc=True``."""
         if not self.allow_clear_dtc:
             raise ForbiddenRequest("clearing DTCs is disabled (diag.allow_clear_dtc = false)")
-        await self._run_exclusive(lambda s: s.clear_dtcs())
+
+        async def clear(session: Session) -> None:
+            await session.clear_dtcs()
+            # Inside the exclusive section, so it is published only after a successful clear and before
+            # any later poll can report the lamp off: detection marks that mil:off user_cleared, and the
+            # store records the marker so a replay of the drive says the same.
+            await self.publish(Sample(_now_ms(), "dtcs_cleared", True))
+
+        await self._run_exclusive(clear)
+
+    def reconfigure(self, polling_cfg: PollingConfig, *, allow_clear_dtc: bool) -> None:
+        """Apply a reloaded ``[polling]`` section and the clear-DTC switch (SIGHUP) without reconnecting."""
+        self.polling_cfg = polling_cfg
+        self.allow_clear_dtc = allow_clear_dtc
+        self.policy.idle_unrequested_s = polling_cfg.idle_unrequested_s
+        if self.session is not None and self.ecu_responding:
+            self._build_plan()
+        self._wake.set()
 
     async def read_vin(self) -> str:
         """The VIN, read now (mode 09 is never cached)."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from gateway import __version__, config
+from gateway.errors import ConfigError
 
 
 def register(sub: Any) -> None:
@@ -40,6 +42,8 @@ def _load(path: str | None) -> config.Config:
 def _run(args: argparse.Namespace) -> int:
     from gateway import daemon
 
+    if (args.drive or args.sim_args) and not args.sim:
+        raise ConfigError("--drive and --sim-args only go with --sim")
     cfg = _load(args.config)
     return daemon.main(cfg, config_path=args.config, sim=args.sim, drive=args.drive, sim_args=args.sim_args)
 
@@ -47,7 +51,11 @@ def _run(args: argparse.Namespace) -> int:
 def _check_config(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from gateway import secrets
+
     cfg = config.load(args.file)
+    for warning in secrets.check_config_secrets(cfg):  # the daemon refuses what this refuses
+        print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(dataclasses.asdict(cfg), indent=2))
     else:

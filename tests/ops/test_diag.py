@@ -507,3 +507,29 @@ async def test_unusable_addresses_are_clear_errors(source: TestSource, sock_path
         with pytest.raises(GatewayError, match=r"^diag\.tcp_port: cannot listen"):
             await DiagServer(source, socket_path=sock_path, tcp_port=port).start()
     assert not sock_path.exists(), "a failed start leaves no socket file behind"
+
+
+async def test_vehicle_write_and_restart_refused_over_tcp(source: TestSource, sock_path: Path) -> None:
+    srv = DiagServer(source, socket_path=sock_path, tcp_port=_free_port(), allow_clear_dtc=True)
+    await srv.start()
+    try:
+        assert srv.tcp_address is not None
+        reader, writer = await asyncio.open_connection(*srv.tcp_address)
+        writer.write(b'{"cmd": "clear_dtc", "confirm": true}\n{"cmd": "restart", "component": "poller"}\n')
+        clear = json.loads(await reader.readline())
+        restart = json.loads(await reader.readline())
+        assert clear["ok"] is False and clear["error"]["code"] == "forbidden"
+        assert "Unix socket" in clear["error"]["message"]
+        assert restart["ok"] is False and restart["error"]["code"] == "forbidden"
+        writer.write(b'{"cmd": "ping"}\n')
+        assert json.loads(await reader.readline())["ok"] is True, "the connection stays usable"
+        writer.close()
+        await writer.wait_closed()
+        # The same request over the Unix socket is accepted (both switches set).
+        ureader, uwriter = await asyncio.open_unix_connection(str(sock_path))
+        uwriter.write(b'{"cmd": "clear_dtc", "confirm": true}\n')
+        assert json.loads(await ureader.readline())["ok"] is True
+        uwriter.close()
+        await uwriter.wait_closed()
+    finally:
+        await srv.close()

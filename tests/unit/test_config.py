@@ -47,6 +47,15 @@ def test_shipped_configs_are_valid(name: str) -> None:
         ({"device": {"id": "a/b"}}, "device.id: must be non-empty"),
         ({"log": {"level": "LOUD"}}, "log.level: must be DEBUG, INFO, WARNING or ERROR"),
         ({"mqtt": 5}, "mqtt: expected a table [mqtt]"),
+        ({"polling": {"rates": {"zz": 1.0}}}, "polling.rates: 'ZZ' is not a two-digit hex PID"),
+        ({"polling": {"priorities": {"123": 1}}}, "polling.priorities: '123' is not a two-digit hex PID"),
+        ({"polling": {"pids": []}}, "polling.pids: must name at least one PID"),
+        ({"polling": {"idle_unrequested_s": -1}}, "polling.idle_unrequested_s: must be greater than 0"),
+        ({"polling": {"parked_min_battery_v": -3}}, "polling.parked_min_battery_v: must be between 0 and 16 V"),
+        ({"diag": {"max_clients": 0}}, "diag.max_clients: must be greater than 0"),
+        ({"mqtt": {"topic_prefix": "a/#"}}, "mqtt.topic_prefix: must be non-empty, without '#'"),
+        ({"mqtt": {"enabled": True, "host": ""}}, "mqtt.host: must not be empty when mqtt.enabled = true"),
+        ({"detection": {"speeding_mph": [80.0, 70.0]}}, "detection.speeding_mph: must be a non-empty list"),
     ],
 )
 def test_bad_values_name_the_key(raw: dict[str, object], message: str) -> None:
@@ -57,9 +66,10 @@ def test_bad_values_name_the_key(raw: dict[str, object], message: str) -> None:
 
 
 def test_ints_are_accepted_for_floats() -> None:
-    cfg = config.from_dict({"store": {"max_mb": 10}, "polling": {"rates": {"0c": 2}}})
+    cfg = config.from_dict({"store": {"max_mb": 10}, "polling": {"rates": {"0c": 2}, "pids": ["0c", "0D"]}})
     assert cfg.store.max_mb == 10.0 and isinstance(cfg.store.max_mb, float)
-    assert cfg.polling.rates == {"0c": 2.0}
+    assert cfg.polling.rates == {"0C": 2.0}, "PID keys are normalised to the poller's upper case"
+    assert cfg.polling.pids == ["0C", "0D"]
 
 
 def test_missing_and_broken_files(tmp_path: Path) -> None:
