@@ -304,8 +304,18 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("query", help="ask the car for one PID now")
     _common(p)
-    p.add_argument("pid", metavar="PID", help="a mode 01 PID in hex, such as 0C")
+    p.add_argument("pid", metavar="PID", type=_pid_arg, help="a mode 01 PID in hex, such as 0C")
     p.set_defaults(handler=cmd_query)
+
+
+def _pid_arg(text: str) -> str:
+    """argparse type: a bad PID is a usage error (exit 2) before anything is asked of the daemon."""
+    from gateway.diag import RequestError, normalise_pid
+
+    try:
+        return normalise_pid(text)
+    except RequestError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _ask(args: argparse.Namespace, cmd: str, **kw: Any) -> Any:

@@ -84,6 +84,10 @@ async def test_values_pids_trips_dtc_query(server: DiagServer, capsys: pytest.Ca
     assert json.loads(capsys.readouterr().out)[0]["value"] == 800.0
     assert await run_cli("query", "FF", "--socket", sock) == 1
     assert "NO DATA" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:  # a malformed PID is a usage error, never sent to the daemon
+        await run_cli("query", "ZZ", "--socket", sock)
+    assert usage.value.code == 2
+    assert 'pid must be one or two hex digits such as "0C"' in capsys.readouterr().err
 
 
 async def test_dtc_clear_needs_yes_and_the_daemon_switch(
