@@ -54,6 +54,7 @@ class DrustState:
         self.cars: dict[str, dict[str, Any]] = {}
         self.duplicates = 0
         self.requests = 0
+        self.post_times: list[float] = []  # monotonic time of each authorised ingest request
         self.injected = 0
         self.rejected = 0
         self.logins = 0
@@ -83,6 +84,8 @@ class DrustServer:
         self.fail_rate = fail_rate
         self.rng = random.Random(seed)
         self.reject = reject
+        #: (status, Retry-After) answers for the next ingest requests, before anything else
+        self.script: list[tuple[int, str]] = []
         self.state = DrustState()
         workdir.mkdir(parents=True, exist_ok=True)
         ca = trustme.CA()
@@ -223,7 +226,12 @@ class _Handler(BaseHTTPRequestHandler):
         srv, st = self.drust, self.drust.state
         with st.lock:
             st.requests += 1
+            st.post_times.append(time.monotonic())
             roll = srv.rng.random()
+            scripted = srv.script.pop(0) if srv.script else None
+        if scripted is not None:
+            code, after = scripted
+            return self._send(code, {"status": "TRY_LATER", "description": "scripted"}, {"Retry-After": after})
         if roll < srv.fail_rate / 2:
             return self._fail()
         try:

@@ -7,7 +7,7 @@
 * At-least-once: a row is acknowledged only once the receiver returned its id.
 * A batch rejected as malformed is retried row by row, so only the bad row is counted; after
   ``store.dead_letter_after`` rejections that row goes to the dead-letter table and the queue moves on.
-* 429/5xx: wait ``Retry-After`` when the server gave one, else the backoff.
+* 429/5xx: wait the longer of ``Retry-After`` (when the server gave one) and the backoff.
 """
 
 from __future__ import annotations
@@ -96,7 +96,8 @@ class Forwarder:
         except RejectedBatch as exc:
             return await self._send_singly(rows, exc)
         except RetryLater as exc:
-            delay = exc.retry_after_s if exc.retry_after_s is not None else self.backoff.next()
+            # at least what the server asked for, and growing while it keeps refusing
+            delay = max(exc.retry_after_s or 0.0, self.backoff.next())
             log.warning("uplink %s: %s; waiting %.1f s", self.name, exc, delay)
             await asyncio.sleep(delay)
         except UplinkError as exc:

@@ -222,3 +222,26 @@ async def test_rejected_record_is_dead_lettered_and_the_queue_moves_on(tmp_path:
     assert srv.state.rejected == 3 + 1  # the whole batch once, then the bad record alone three times
     await store.close()
     srv.stop()
+
+
+async def test_retry_after_is_honoured(drust: DrustServer, tmp_path: Path) -> None:
+    drust.script += [(429, "1"), (503, "1")]
+    store = Store(StoreConfig(path=str(tmp_path / "b.sqlite"), commit_interval_s=0.05), uplinks=["https"])
+    await store.open()
+    await store.append([TripRecord("trip-r", T0, T0 + 5, {})])
+    await store.flush()
+    fwd = Forwarder(store, HttpsUplink(https_cfg(drust, tmp_path), device_id="d"), "https", max_backoff_s=0.1)
+    task = asyncio.create_task(fwd.run())
+    try:
+        async with asyncio.timeout(30):
+            while store.stats()["queue"]["https"]["records"]:
+                await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await store.close()
+    times = drust.state.post_times
+    assert len(times) == 3 and set(drust.state.trips) == {"trip-r"}
+    # each retry came no sooner than the server's Retry-After
+    assert times[1] - times[0] >= 0.95 and times[2] - times[1] >= 0.95
