@@ -3,10 +3,12 @@
 Stable contracts (other parts of the project rely on them; extend, don't break):
 
 Command line — ``obd-gateway-sim [--drive FILE|NAME] [--seed N] [--fast] [--tcp PORT] [--slcan]
-[--truth FILE] [--time-scale X] [--baud N] [--control PATH] [--protocol P] [--strict-baud] [--elm-version S]``
+[--truth FILE] [--time-scale X] [--baud N] [--control PATH] [--protocol P] [--strict-baud] [--elm-version S]
+[--pipelining]``
     Prints the port as the FIRST line of stdout and flushes: the pseudo-terminal's stable symlink path
     (``/tmp/obd-sim-XXXX/elm327``; ``close_port`` removes it, ``reopen_port`` makes the same path point at a new
-    pty), ``tcp:127.0.0.1:PORT`` with ``--tcp``, or the SLCAN pty's symlink with ``--slcan``. Serves until
+    pty), ``tcp:127.0.0.1:PORT`` with ``--tcp``, or ``can:slcan:PATH`` (the SLCAN pty's symlink) with ``--slcan``, each
+    pasteable into ``obd-gateway poll --port``. Serves until
     SIGTERM/SIGINT, then exits 0. ``--truth FILE`` appends the ground truth as JSON lines; ``--control PATH``
     opens a Unix socket taking JSON-line commands (see :meth:`Simulator.command`), one JSON answer per line:
     ``{"fault": "no_data", "on": true, "rate": 1.0}``, ``{"clear_faults": true}``, ``{"ignition": false}``,
@@ -17,7 +19,8 @@ Command line — ``obd-gateway-sim [--drive FILE|NAME] [--seed N] [--fast] [--tc
 In-process — :class:`Simulator`::
 
     sim = Simulator(drive=None | "short" | path, seed=1, fast=True, time_scale=1.0, protocol="6",
-                    clock="wall" | "manual", truth_path=None, baud=38400, strict_baud=False)
+                    clock="wall" | "manual", truth_path=None, baud=38400, strict_baud=False,
+                    pipelining=False)  # True: a line-buffering adapter; False: a genuine ELM327 (STOPPED)
     with sim.serve_pty() as path: ...          # a real pty (pyserial opens `path`), served by a thread
     srv = sim.serve_tcp(port=0); srv.port      # a Wi-Fi style adapter on loopback
     sim.serve_can("vcan-test")                 # ISO-TP ECUs on can.Bus(interface="virtual", channel=...)

@@ -1,11 +1,14 @@
 """``obd-gateway-sim``: serve the simulated adapter and car until SIGTERM/SIGINT.
 
-The first line of stdout is the port (pty symlink path, ``tcp:127.0.0.1:PORT``, or the SLCAN pty path).
+The first line of stdout is the port, ready to paste into ``obd-gateway poll --port``: the pty symlink
+path, ``tcp:127.0.0.1:PORT``, or ``can:slcan:PATH`` (the SLCAN pty) with ``--slcan``. Bad options get
+one line on stderr and exit status 2; a port that cannot be served, exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -19,8 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (its --help is the reference for the command line)."""
     p = argparse.ArgumentParser(
         prog="obd-gateway-sim",
-        description="Simulated ELM327 adapter and vehicle. Prints the port (pty path or tcp:HOST:PORT) as the "
-                    "first line of stdout, then serves until SIGTERM/SIGINT.",
+        description="Simulated ELM327 adapter and vehicle. Prints the port (pty path, tcp:HOST:PORT or "
+                    "can:slcan:PATH) as the first line of stdout, then serves until SIGTERM/SIGINT.",
         epilog=f"Built-in drives: {', '.join(builtin_drives())}. Faults for --control: {', '.join(FAULTS)}. "
                "See docs/simulator.md.")
     p.add_argument("--drive", metavar="FILE", help="drive script (TOML path or built-in name; default: default)")
@@ -40,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--linefeeds", action="store_true", help="power up with ATL1 (pin 7 high)")
     p.add_argument("--elm-version", default="ELM327 v1.5", metavar="TEXT",
                    help="the chip's ID string for ATI and resets (default 'ELM327 v1.5', like most clones)")
+    p.add_argument("--pipelining", action="store_true",
+                   help="a line-buffering adapter (Automatic adapter, STN-style) that answers requests written "
+                        "back to back in order; default: a genuine ELM327, which answers STOPPED to them")
     p.add_argument("--strict-baud", action="store_true",
                    help="the host must open the pty at the chip's baud rate (and follow ATBRD), else garbage")
     return p
@@ -51,9 +57,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.time_scale <= 0:
         print("obd-gateway-sim: --time-scale must be > 0", file=sys.stderr)
         return 2
-    if args.baud <= 0:
-        print("obd-gateway-sim: --baud must be > 0", file=sys.stderr)
+    if not 300 <= args.baud <= 4_000_000:
+        # an ELM327 UART runs from 300 baud (ATBRD FF is ~15686) up to 4 Mbaud (4 MHz / 1)
+        print(f"obd-gateway-sim: --baud must be between 300 and 4000000, got {args.baud}", file=sys.stderr)
         return 2
+    if args.tcp is not None and not 0 <= args.tcp <= 65535:
+        print(f"obd-gateway-sim: --tcp must be a port number 0-65535, got {args.tcp}", file=sys.stderr)
+        return 2
+    if args.control:
+        parent = os.path.dirname(os.path.abspath(args.control))
+        if not os.path.isdir(parent):
+            print(f"obd-gateway-sim: --control {args.control}: directory {parent} does not exist", file=sys.stderr)
+            return 2
     if args.protocol.upper() not in set("123456789"):
         print("obd-gateway-sim: --protocol must be one of 1-9", file=sys.stderr)
         return 2
@@ -63,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         sim = Simulator(args.drive, seed=args.seed, fast=args.fast, time_scale=args.time_scale,
                         protocol=args.protocol.upper(), truth_path=args.truth, baud=args.baud,
                         linefeeds_default=args.linefeeds, strict_baud=args.strict_baud,
-                        elm_version=args.elm_version)
+                        elm_version=args.elm_version, pipelining=args.pipelining)
     except DriveError as exc:
         print(f"obd-gateway-sim: {exc}", file=sys.stderr)
         return 2
@@ -80,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     control = None
     try:
         if args.slcan:
-            where = sim.serve_slcan().path
+            where = "can:slcan:" + sim.serve_slcan().path  # pasteable into obd-gateway poll --port
         elif args.tcp is not None:
             where = sim.serve_tcp(port=args.tcp, host=args.host).address
         else:
@@ -88,13 +103,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.control:
             from firmware_sim.control import ControlServer
 
-            control = ControlServer(sim, args.control)
+            try:
+                control = ControlServer(sim, args.control)
+            except OSError as exc:
+                print(f"obd-gateway-sim: --control {args.control}: {exc.strerror or exc}", file=sys.stderr)
+                return 1
         sys.stdout.write(where + "\n")
         sys.stdout.flush()
         while not done.wait(0.5):
             pass
     except OSError as exc:
-        print(f"obd-gateway-sim: {exc}", file=sys.stderr)
+        what = f"TCP port {args.tcp}" if args.tcp is not None and not args.slcan else "the port"
+        print(f"obd-gateway-sim: cannot serve {what}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     finally:
         if control is not None:

@@ -4,7 +4,8 @@
 the bytes the chip prints, each with the time (seconds after the CR arrived) at which its last byte
 has left the chip's UART, computed with :mod:`firmware_sim.timing`. The port servers
 (:mod:`firmware_sim.server`) play a reply out in real time, abort it with ``STOPPED`` when the host
-sends a byte before the prompt, run ATMA monitors and the ATBRD handshake.
+sends a byte before the prompt (queued behind the request's CR or arriving while it is answered;
+``pipelining=True`` models a line-buffering adapter instead), run ATMA monitors and the ATBRD handshake.
 
 Output conventions, as on a real v1.5 chip (and common clones):
 - every line ends with CR (CR LF with ATL1); after an answer comes one blank line and the ``>`` prompt,
@@ -173,8 +174,12 @@ class Elm327:
     """One ELM327 chip: settings, protocol state and the command interpreter."""
 
     def __init__(self, bus: CarBus, *, timing: TimingModel | None = None, faults: Faults | None = None,
-                 fast: bool = False, seed: int = 1, linefeeds_default: bool = False, version: str = VERSION) -> None:
+                 fast: bool = False, seed: int = 1, linefeeds_default: bool = False, version: str = VERSION,
+                 pipelining: bool = False) -> None:
         self.bus = bus
+        # False: a genuine ELM327 (input behind an OBD request's CR interrupts it with STOPPED).
+        # True: a line-buffering adapter (Automatic, STN-style) that answers queued lines in order.
+        self.pipelining = pipelining
         self.version = version  # the ID string of ATI / ATZ (clones say v1.5; genuine chips v2.x)
         self.base_timing = timing or TimingModel()
         self.baud = self.base_timing.baud
@@ -275,7 +280,9 @@ class Elm327:
         rate = self.faults.rate("drop_bytes")
         if rate > 0:
             for c in reply.chunks:
-                c.data = bytes(b for b in c.data if self.faults.uniform(0, 1) >= rate)
+                kept = bytes(b for b in c.data if self.faults.uniform(0, 1) >= rate)
+                self.faults.record_hit("drop_bytes", len(c.data) - len(kept))
+                c.data = kept
         if self.faults.strikes("truncate"):
             last = reply.chunks[-1]
             keep = max(0, len(last.data) - 1 - self.faults.randint(1, max(1, len(last.data) // 2)))

@@ -5,6 +5,12 @@ socket's ``{"fault": name, "on": true, "rate": 0.5}``). ``rate`` is the probabil
 byte for ``drop_bytes``), that the fault strikes; 1.0 means always. Draws come from the simulator's
 seeded RNG, so a faulty run is reproducible.
 
+Every strike is counted: ``faults.hits("noise")`` is how many times that fault actually struck (for
+``drop_bytes``, how many bytes were dropped), ``faults.hit_counts()`` all of them. Tests assert the count is
+above zero, so a fault test cannot pass without its fault having fired. The counts survive
+:meth:`Faults.clear` (switching off does not undo what happened); :meth:`Faults.reset_hits` zeroes them.
+The control socket's ``{"state": true}`` answer carries them as ``fault_hits``.
+
 Names:
     no_data            every OBD request answers ``NO DATA``
     unable_to_connect  the protocol search fails: ``SEARCHING...`` / ``UNABLE TO CONNECT``
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections import Counter
 from dataclasses import dataclass
 
 FAULTS = ("no_data", "unable_to_connect", "searching", "can_error", "buffer_full", "stopped", "noise",
@@ -43,6 +50,7 @@ class Faults:
         self._rng = rng or random.Random(0)
         self._lock = threading.Lock()
         self._faults = {name: _Fault() for name in FAULTS}
+        self._hits: Counter[str] = Counter()
         self.extra_latency = 0.5
 
     def set(self, name: str, on: bool = True, *, rate: float = 1.0) -> None:
@@ -66,12 +74,40 @@ class Faults:
             return self._faults[name].on
 
     def strikes(self, name: str) -> bool:
-        """Draw whether ``name`` strikes now (False when off)."""
+        """Draw whether ``name`` strikes now (False when off); a strike is counted in :meth:`hits`."""
         with self._lock:
             f = self._faults[name]
             if not f.on:
                 return False
-            return f.rate >= 1.0 or self._rng.random() < f.rate
+            struck = f.rate >= 1.0 or self._rng.random() < f.rate
+            if struck:
+                self._hits[name] += 1
+            return struck
+
+    def record_hit(self, name: str, n: int = 1) -> None:
+        """Count ``n`` strikes of ``name`` drawn elsewhere (``drop_bytes`` draws per byte)."""
+        if name not in self._faults:
+            raise KeyError(f"unknown fault {name!r}; known: {', '.join(FAULTS)}")
+        if n > 0:
+            with self._lock:
+                self._hits[name] += n
+
+    def hits(self, name: str) -> int:
+        """How many times ``name`` struck (bytes dropped, for ``drop_bytes``)."""
+        if name not in self._faults:
+            raise KeyError(f"unknown fault {name!r}; known: {', '.join(FAULTS)}")
+        with self._lock:
+            return self._hits[name]
+
+    def hit_counts(self) -> dict[str, int]:
+        """Every fault that struck, with its count."""
+        with self._lock:
+            return {n: c for n, c in self._hits.items() if c}
+
+    def reset_hits(self) -> None:
+        """Zero every strike count."""
+        with self._lock:
+            self._hits.clear()
 
     def rate(self, name: str) -> float:
         """The configured rate of ``name`` (0 when off)."""

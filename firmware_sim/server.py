@@ -1,9 +1,13 @@
 """Serving the ELM327 firmware on a pseudo-terminal or a TCP socket, in real time.
 
 Each server runs one background thread that reads command lines, asks :class:`~firmware_sim.elm327.Elm327`
-for the reply and plays it out at the times the timing model gives (none with ``fast``). Input that
-arrives before the prompt of an OBD request interrupts it (``STOPPED``), as on the real chip; the byte
-that interrupted is swallowed and the rest is kept as the start of the next command.
+for the reply and plays it out at the times the timing model gives (none with ``fast``). Any input
+that reaches a genuine chip before the prompt of an OBD request interrupts it (``STOPPED``): bytes
+queued behind the request's CR (a second request written in the same write arrives ~0.26 ms after the
+CR at 38400 baud, long before any answer) as well as bytes arriving while the answer is played. The
+byte that interrupted is swallowed and the rest is kept as the start of the next command. A chip
+made with ``pipelining=True`` (the Automatic adapter / STN-style line buffering) instead keeps
+queued lines and answers them in order, after the prompt; only ATMA stops on input there.
 
 The pseudo-terminal is published under a stable symlink (``<tmpdir>/obd-sim-XXXX/elm327``): after
 :meth:`PtyServer.close_port` the symlink is gone (the adapter vanished, opening fails), and after
@@ -115,19 +119,36 @@ class _Session:
                 idx = self.buf.index(b"\r")
                 line = bytes(self.buf[:idx]).replace(b"\n", b"")
                 del self.buf[:idx + 1]
+                echo = self.elm.settings.echo
                 try:
                     reply = self.elm.execute(line)
                 except Exception:  # a simulator bug must not kill the adapter silently: report, answer "?"
                     traceback.print_exc(file=sys.stderr)
                     reply = Reply(chunks=[Chunk(0.0, self.elm.line("?") + self.elm.eol + b">")])
+                if reply.interruptible and not self.elm.pipelining:
+                    self._wait_input(0)  # bytes already on the line behind the CR count too
+                    if self.buf:
+                        self._stopped_at_once(line if echo else None)
+                        continue
                 self.play(reply, time.monotonic())
+
+    def _stopped_at_once(self, echoed: bytes | None) -> None:
+        """A request interrupted by bytes queued behind its CR: the echo (sent as the line came in),
+        then ``STOPPED`` before anything was asked on the bus."""
+        elm = self.elm
+        del self.buf[:1]
+        out = (elm.line(echoed) if echoed is not None else b"") + elm.line("STOPPED") + elm.eol + b">"
+        if not elm.fast:
+            time.sleep(serial_time(len(out), elm.baud))
+        self.send(out)
 
     def play(self, reply: Reply, t0: float) -> None:
         """Write the reply's chunks at their times; handle interruption, ATMA and ATBRD."""
         elm = self.elm
+        interruptible = reply.interruptible and not elm.pipelining
         try:
             for chunk in reply.chunks:
-                self._sleep_until(t0 + chunk.at, interruptible=reply.interruptible)
+                self._sleep_until(t0 + chunk.at, interruptible=interruptible)
                 self.send(chunk.data)
         except _Interrupted:
             del self.buf[:1]

@@ -29,13 +29,18 @@ class Simulator:
     or ``"manual"`` (time only moves with :meth:`advance`). ``protocol``: the car's OBD bus (1–9).
     ``strict_baud``: the host's pty speed (termios) must match the chip's baud rate, or both sides see
     garbage — as on a real serial line (off by default: pyserial opens at 9600 unless told otherwise).
+    ``pipelining``: False (default) is a genuine ELM327: input queued behind an OBD request or arriving
+    while it is answered interrupts it with ``STOPPED``. True models a line-buffering adapter (the
+    Automatic adapter of the reference's streaming section, STN-style chips): lines written back to
+    back are answered one after the other, in order.
     """
 
     def __init__(self, drive: str | Path | Drive | None = None, seed: int = 1, fast: bool = False, *,
                  time_scale: float = 1.0, protocol: str = "6", truth_path: str | Path | None = None,
                  baud: int = DEFAULT_BAUD, clock: str = "wall", start_ms: int | None = None,
                  linefeeds_default: bool = False, timing: TimingModel | None = None,
-                 ecus: list[Ecu] | None = None, strict_baud: bool = False, elm_version: str = VERSION) -> None:
+                 ecus: list[Ecu] | None = None, strict_baud: bool = False, elm_version: str = VERSION,
+                 pipelining: bool = False) -> None:
         if time_scale <= 0:
             raise ValueError(f"time_scale must be > 0, got {time_scale}")
         if clock not in {"wall", "manual"}:
@@ -55,6 +60,7 @@ class Simulator:
         self.linefeeds_default = linefeeds_default
         self.strict_baud = strict_baud
         self.elm_version = elm_version
+        self.pipelining = pipelining
         self._start_ms = float(start)
         self._t0: float | None = None
         self._offset_s = 0.0
@@ -101,7 +107,7 @@ class Simulator:
         self._elm_seq += 1
         return Elm327(self.bus, timing=self.timing, faults=self.faults, fast=self.fast,
                       seed=self.seed * 1000 + self._elm_seq, linefeeds_default=self.linefeeds_default,
-                      version=self.elm_version)
+                      version=self.elm_version, pipelining=self.pipelining)
 
     def serve_pty(self) -> PtyServer:
         """Serve the adapter on a pseudo-terminal; ``with sim.serve_pty() as path`` (a stable symlink)."""
@@ -191,6 +197,7 @@ class Simulator:
             with self.vehicle.lock:
                 out["state"] = self.vehicle.sample()
             out["faults"] = self.faults.active()
+            out["fault_hits"] = self.faults.hit_counts()
         if cmd.get("truth"):
             out["truth"] = list(self.truth.records)
         return out

@@ -7,6 +7,7 @@ exactly, RPM and coolant temperature as the simulator's vehicle state says.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from firmware_sim import Simulator
 from tests.link.helpers import Collected, make_poller, run_until
 
 HELD_KMH = 57.0
+VIN = "JHMCM56557C404453"  # the default drive's car (firmware_sim.drive)
 
 
 def truth(sim: Simulator) -> dict[str, float]:
@@ -51,7 +53,7 @@ async def test_clean_link_polls_right_values(held: Simulator, sim_pty: str, tmp_
     assert volts and abs(volts[0].value - (truth(held)["battery_voltage"] - 0.1)) < 0.3
     assert got.links[-1].adapter_connected and got.links[-1].ecu_responding
     assert "CAN" in got.links[-1].protocol
-    assert poller.status()["vin"] == "JHMCM56557C404453" or len(poller.status()["vin"]) == 17
+    assert poller.status()["vin"] == VIN
     # the protocol is remembered for the next start
     assert '"protocol": "6"' in (tmp_path / "elm327-state.json").read_text()
 
@@ -72,11 +74,30 @@ FAULTS = [
 ]
 
 
+@pytest.fixture
+def held_any(request: pytest.FixtureRequest, held: Simulator, sim_pty: str) -> Iterator[tuple[Simulator, str]]:
+    """The ``held`` fast simulator and its pty, or for ``latency`` (a delay, which ``fast`` drops) a
+    real-time one: in a fast simulator that fault could never strike."""
+    if request.node.callspec.params.get("fault") != "latency":
+        yield held, sim_pty
+        return
+    slow = Simulator(seed=1, fast=False)
+    slow.advance(3.0)
+    slow.command({"hold_speed": HELD_KMH})
+    try:
+        with slow.serve_pty() as path:
+            yield slow, path
+    finally:
+        slow.stop()
+
+
 @pytest.mark.parametrize(("fault", "rate", "counter"), FAULTS, ids=[f for f, _, _ in FAULTS])
 async def test_recovers_from_fault_and_values_stay_right(
-    held: Simulator, sim_pty: str, tmp_path: Path, fault: str, rate: float, counter: str | None
+    held_any: tuple[Simulator, str], tmp_path: Path, fault: str, rate: float, counter: str | None
 ) -> None:
+    held, sim_pty = held_any
     poller, got = make_poller(sim_pty, tmp_path, fast=True)
+    held.faults.reset_hits()
     marks: list[int] = []  # sample counts when the fault went on, and off
     errors: dict[str, int] = {}
 
@@ -94,6 +115,8 @@ async def test_recovers_from_fault_and_values_stay_right(
         return False
 
     assert await run_until(poller, script, 40), f"stuck under {fault} after {marks}"
+    assert held.faults.hits(fault) > 0, f"{fault} never struck: {held.faults.hit_counts()}"
+    assert set(held.faults.hit_counts()) == {fault}  # and nothing else did
     if counter is not None:
         assert errors.get(counter, 0) > 0, errors
     assert_values_right(got, held)
@@ -106,6 +129,7 @@ async def test_no_data_everywhere_marks_ecu_silent_then_recovers(held: Simulator
 
     def script() -> bool:
         if not phase and len(got.named("speed")) >= 3:
+            held.faults.reset_hits()
             held.faults.set("no_data", True)
             phase.append(0)
         elif len(phase) == 1 and got.links and not got.links[-1].ecu_responding:
@@ -117,6 +141,7 @@ async def test_no_data_everywhere_marks_ecu_silent_then_recovers(held: Simulator
         return False
 
     assert await run_until(poller, script, 30), phase
+    assert held.faults.hits("no_data") > 0
     assert poller.reconnects == 0
     assert_values_right(got, held)
 

@@ -17,7 +17,8 @@ from tests.sim.helpers import Terminal, lines
 
 def test_help_documents_the_options() -> None:
     out = subprocess.run([sys.executable, "-m", "firmware_sim", "--help"], capture_output=True, text=True, check=True)
-    for opt in ("--drive", "--seed", "--fast", "--tcp", "--slcan", "--truth", "--time-scale", "--baud", "--control"):
+    for opt in ("--drive", "--seed", "--fast", "--tcp", "--slcan", "--truth", "--time-scale", "--baud", "--control",
+                "--pipelining"):
         assert opt in out.stdout
 
 
@@ -94,7 +95,9 @@ def test_bad_drive_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
 def test_slcan_first_line(sim_cli: SimCli) -> None:
     import can
 
-    proc, path = sim_cli("--fast", "--slcan")
+    proc, where = sim_cli("--fast", "--slcan")
+    assert where.startswith("can:slcan:")  # pasteable into obd-gateway poll --port
+    path = where.removeprefix("can:slcan:")
     bus = can.Bus(interface="slcan", channel=path, bitrate=500000, sleep_after_open=0)
     try:
         bus.send(can.Message(arbitration_id=0x7E0, data=b"\x02\x01\x0D" + b"\x00" * 5, is_extended_id=False))
@@ -107,3 +110,33 @@ def test_slcan_first_line(sim_cli: SimCli) -> None:
         bus.shutdown()
     proc.terminate()
     assert proc.wait(timeout=10) == 0
+
+
+def _sim_error(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "firmware_sim", "--fast", *args], capture_output=True, text=True,
+                          timeout=20)
+
+
+def test_bad_options_are_one_clear_line() -> None:
+    cases = {
+        ("--tcp", "99999"): "--tcp must be a port number 0-65535, got 99999",
+        ("--baud", "12"): "--baud must be between 300 and 4000000, got 12",
+        ("--control", "/nonexistent/dir/sock"): "/nonexistent/dir",
+    }
+    for args, message in cases.items():
+        out = _sim_error(*args)
+        assert out.returncode == 2, (args, out.stderr)
+        assert out.stdout == ""  # no port printed: nothing is served
+        err = out.stderr.strip().splitlines()
+        assert len(err) == 1 and message in err[0] and "Traceback" not in out.stderr, (args, out.stderr)
+
+
+def test_tcp_port_in_use_is_one_clear_line() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        out = _sim_error("--tcp", str(port))
+    assert out.returncode == 1
+    err = out.stderr.strip().splitlines()
+    assert len(err) == 1 and f"TCP port {port}" in err[0] and "Traceback" not in out.stderr

@@ -101,6 +101,27 @@ def test_rate_makes_faults_intermittent(sim: Simulator) -> None:
     assert 5 < results.count("NO DATA") < 35
 
 
+def test_hit_counters_count_strikes_only(sim: Simulator) -> None:
+    elm = chip(sim, "ATSP6")
+    say(elm, "0100")
+    assert sim.faults.hit_counts() == {}
+    sim.faults.set("no_data", True, rate=0.5)
+    results = [lines(say(elm, "010C"))[0] for _ in range(40)]
+    assert sim.faults.hits("no_data") == results.count("NO DATA") > 0
+    sim.faults.clear()  # switching off keeps the record of what happened
+    say(elm, "010C")
+    assert sim.faults.hit_counts() == {"no_data": results.count("NO DATA")}
+    clean = say(elm, "0902")
+    sim.faults.set("drop_bytes", True, rate=0.2)
+    lossy = say(elm, "0902")
+    assert sim.faults.hits("drop_bytes") == len(clean) - len(lossy) > 0  # one hit per dropped byte
+    assert sim.command({"state": True})["fault_hits"]["drop_bytes"] == len(clean) - len(lossy)
+    sim.faults.reset_hits()
+    assert sim.faults.hit_counts() == {} and sim.faults.hits("noise") == 0
+    with pytest.raises(KeyError, match="unknown fault"):
+        sim.faults.hits("gremlins")
+
+
 def test_fault_names_and_errors(sim: Simulator) -> None:
     assert set(FAULTS) >= {"no_data", "unable_to_connect", "can_error", "buffer_full", "stopped", "noise",
                            "drop_bytes", "truncate", "reset", "latency", "searching"}

@@ -39,6 +39,59 @@ def test_input_while_answering_prints_stopped(real_time_sim: Simulator) -> None:
             t.close()
 
 
+def _read_prompts(t: Terminal, n: int) -> bytes:
+    out = b""
+    for _ in range(n):
+        out += t.port.read_until(b">")
+    return out
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_requests_written_together_stop_a_genuine_chip(fast: bool) -> None:
+    # The second request's first byte reaches the chip ~0.26 ms after the first CR: the chip is still
+    # processing, so it prints STOPPED (datasheet), swallows that byte and runs the rest ("10D1").
+    sim = Simulator(seed=1, fast=fast, timing=TimingModel(jitter=0.0))
+    sim.advance(3)
+    try:
+        with sim.serve_pty() as path:
+            t = Terminal(path)
+            try:
+                t.cmd("ATE0")
+                t.cmd("ATSP6")
+                t.cmd("0100")
+                t.port.write(b"010C1\r010D1\r")
+                out = _read_prompts(t, 2)
+                first, second = out.split(b">")[:2]
+                assert first == b"STOPPED\r\r"
+                assert b"41 0D" not in second and b"41 0C" not in out  # neither request was answered
+                assert t.cmd("010D1").startswith(b"41 0D ")  # one at a time it answers
+            finally:
+                t.close()
+    finally:
+        sim.stop()
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_pipelining_variant_answers_lines_in_order(fast: bool) -> None:
+    sim = Simulator(seed=1, fast=fast, timing=TimingModel(jitter=0.0), pipelining=True)
+    sim.advance(3)
+    try:
+        with sim.serve_pty() as path:
+            t = Terminal(path)
+            try:
+                t.cmd("ATE0")
+                t.cmd("ATSP6")
+                t.cmd("0100")
+                t.port.write(b"010C1\r010D1\r010C1\r")
+                answers = _read_prompts(t, 3).split(b">")[:3]
+                assert [a[:5] for a in answers] == [b"41 0C", b"41 0D", b"41 0C"]
+                assert b"STOPPED" not in b"".join(answers)
+            finally:
+                t.close()
+    finally:
+        sim.stop()
+
+
 def test_adapter_vanishes_and_comes_back_at_the_same_path(sim: Simulator) -> None:
     server = sim.serve_pty()
     path = server.path
