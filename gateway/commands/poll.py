@@ -30,6 +30,9 @@ from gateway.model import LinkState, Sample
 
 DEFAULT_PIDS = "0C,0D,05,04,10,11"
 NEVER_OPENED_S = 8.0
+# An ELM327 prints its banner within ~1 s of ATZ (a few seconds over BLE); a port that opened but has
+# said nothing an ELM327 would say after this long has no adapter behind it, or one at another baud rate.
+NO_ANSWER_S = 9.0
 
 
 def register(sub: Any) -> None:
@@ -67,6 +70,9 @@ def _pids(text: str) -> list[str]:
     pids = [p.strip().upper() for p in text.split(",") if p.strip()]
     if not pids:
         raise ConfigError("--pids: give at least one PID")
+    for p in pids:
+        if len(p) != 2 or any(c not in "0123456789ABCDEF" for c in p):
+            raise ConfigError(f"--pids: {p!r} is not a two-digit hex PID (example: --pids 0C,0D,05)")
     return pids
 
 
@@ -110,6 +116,7 @@ async def run_poll(
     first_requests: list[int] = []
     counts: dict[str, int] = {}
     last: dict[str, Any] = {}
+    units: dict[str, str] = {}
     link: list[LinkState] = []
     poller: Poller | None = None
     done = asyncio.Event()
@@ -120,14 +127,18 @@ async def run_poll(
             return
         if not isinstance(item, Sample) or item.pid is None:
             return
+        assert poller is not None and poller.session is not None
         if not first:
             first.append(time.monotonic())
-            assert poller is not None and poller.session is not None
             first_requests.append(poller.session.requests)
         key = f"{item.pid:02X}"
         if key not in last or item.name == _first_name(item.pid, item.name):
-            counts[key] = counts.get(key, 0) + 1
+            # The window opens when the first answer is in: values of that first answer are not
+            # counted in the rates (they were read before the window), only shown as last values.
+            if poller.session.requests != first_requests[0]:
+                counts[key] = counts.get(key, 0) + 1
             last[key] = item.value
+            units[key] = item.unit
         if time.monotonic() - first[0] >= duration_s:
             done.set()
 
@@ -138,14 +149,23 @@ async def run_poll(
     waiter = asyncio.create_task(done.wait())
     # an adapter that cannot even be opened is reported after a few tries, not after the budget
     opened = asyncio.create_task(_wait_opened(poller, NEVER_OPENED_S))
-    await asyncio.wait({waiter, task, opened}, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
+    # nor one that opens but never answers like an ELM327 (nothing there, or another baud rate)
+    is_elm = _port_kind(adapter.port) != "can"
+    silent = asyncio.create_task(_wait_no_answer(poller, NO_ANSWER_S) if is_elm else asyncio.Event().wait())
+    await asyncio.wait({waiter, task, opened, silent}, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
     waiter.cancel()
     opened.cancel()
+    silent.cancel()
     if not first and not poller.connected and poller.reconnects and poller.last_error:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
         raise TransportError(f"cannot reach the adapter: {poller.last_error}")
+    if not first and is_elm and not _elm_answered(poller):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise TransportError(f"no ELM327 answer on {adapter.port} at {adapter.baud} baud")
     if task.done() and task.exception() is not None:
         raise task.exception()  # type: ignore[misc]
     end = time.monotonic()
@@ -171,10 +191,39 @@ async def run_poll(
         "requests_per_s": round(requests / window, 2) if window > 0 else 0.0,
         "per_pid": per_pid,
         "last": {pid: _jsonable(v) for pid, v in sorted(last.items())},
+        "units": {pid: units[pid] for pid in sorted(units)},
         "errors": status.get("errors", {}),
         "unsupported": unsupported,
-        "connected": status.get("connected", False),
+        # opened AND answering: a port with nothing (or garbage) behind it is not "connected"
+        "connected": bool(status.get("connected", False)) and (values > 0 or bool(status.get("elm_version"))),
     }
+
+
+def _port_kind(port: str) -> str:
+    from gateway.transport import parse_port
+
+    return str(parse_port(port).kind)
+
+
+def _elm_answered(poller: Any) -> bool:
+    """Whether an ELM327 has identified itself (its banner or ATI gave a version)."""
+    info = getattr(poller.session, "info", None)
+    return bool(getattr(info, "version", "") or getattr(info, "stn", ""))
+
+
+async def _wait_no_answer(poller: Any, limit_s: float) -> None:
+    """Return once the port has been open ``limit_s`` without an ELM327 identifying itself, or a first
+    initialisation failed without one (the adapter's banner is the first thing it says)."""
+    opened_at: float | None = None
+    while True:
+        if _elm_answered(poller):
+            await asyncio.Event().wait()  # an adapter answered: never finish (the other waits decide)
+        now = time.monotonic()
+        if poller.connected and opened_at is None:
+            opened_at = now
+        if opened_at is not None and (now - opened_at >= limit_s or poller.last_error):
+            return
+        await asyncio.sleep(0.1)
 
 
 async def _wait_opened(poller: Any, limit_s: float) -> None:
@@ -200,6 +249,21 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
+def _human(value: Any, unit: str) -> str:
+    """A value as a person reads it: floats rounded (2 decimals below 10, else 1), then the unit."""
+    if value is None:
+        return "-"
+    if isinstance(value, float) and value.is_integer():
+        text = str(int(value))
+    elif isinstance(value, float):
+        text = f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
+    elif isinstance(value, (list, tuple)):
+        text = ", ".join(str(v) for v in value) or "none"
+    else:
+        text = str(value)
+    return f"{text} {unit}".rstrip() if unit else text
+
+
 def _print_text(r: dict[str, Any], out: Any = sys.stdout) -> None:
     print(f"port:      {r['port']}", file=out)
     print(f"protocol:  {r['protocol'] or '(none detected)'}", file=out)
@@ -208,8 +272,9 @@ def _print_text(r: dict[str, Any], out: Any = sys.stdout) -> None:
     print(f"polled:    {r['duration_s']:.1f} s", file=out)
     print(f"values/s:  {r['values_per_s']:.1f}", file=out)
     print(f"requests/s: {r['requests_per_s']:.1f}", file=out)
+    units = r.get("units", {})
     for pid, rate in r["per_pid"].items():
-        print(f"  {pid}  {rate:8.1f}/s  last {r['last'].get(pid)}", file=out)
+        print(f"  {pid}  {rate:8.1f}/s  last {_human(r['last'].get(pid), units.get(pid, ''))}", file=out)
     if r["unsupported"]:
         print(f"not supported by the car: {', '.join(r['unsupported'])}", file=out)
     errors = {k: v for k, v in r["errors"].items() if v}

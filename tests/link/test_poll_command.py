@@ -1,0 +1,68 @@
+"""``obd-gateway poll`` as a real subprocess: silent ports, human output, --pids errors, SLCAN paste."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import tty
+
+import pytest
+
+from tests.fixtures.sim import SimCli
+
+
+def _poll(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway", "poll", *args], capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_port_without_an_elm327_is_one_line(as_json: bool) -> None:
+    # a pty nobody answers on: it opens fine, but nothing ever comes back
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    path = os.ttyname(slave)
+    try:
+        t0 = time.monotonic()
+        out = _poll("--port", path, "--duration", "2", *(["--json"] if as_json else []), timeout=40)
+        elapsed = time.monotonic() - t0
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.strip().splitlines() == [f"obd-gateway: no ELM327 answer on {path} at 38400 baud"]
+    assert elapsed < 14, elapsed  # ~9 s: the banner would have come within a second or two
+    if out.stdout.strip():  # nothing may claim a connection
+        assert json.loads(out.stdout).get("connected") is not True
+
+
+def test_human_output_rounds_values_and_shows_units(sim_cli: SimCli) -> None:
+    _, port = sim_cli("--fast")
+    out = _poll("--port", port, "--duration", "1", "--pids", "0C,0D,10")
+    assert out.returncode == 0, out.stderr
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^  ([0-9A-F]{2}) +[\d.]+/s  last (.*)$", out.stdout, re.M)}
+    assert set(rows) == {"0C", "0D", "10"}, out.stdout
+    assert re.fullmatch(r"\d+(\.\d)? rpm", rows["0C"]), rows  # RPM: at most one decimal (0.25 rpm steps)
+    assert re.fullmatch(r"\d+ km/h", rows["0D"]), rows
+    assert re.fullmatch(r"\d+(\.\d{1,2})? g/s", rows["10"]), rows  # MAF: 0.01 g/s steps, rounded
+
+
+@pytest.mark.parametrize("pids", ["ZZ", "100", "G1", "", "0C;0D"])
+def test_bad_pids_name_the_option(pids: str) -> None:
+    out = _poll("--port", "/dev/null", "--pids", pids, "--duration", "1", timeout=20)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--pids" in lines[0] and "Traceback" not in out.stderr, out.stderr
+
+
+def test_slcan_first_line_pastes_into_port(sim_cli: SimCli) -> None:
+    _, where = sim_cli("--fast", "--slcan")
+    out = _poll("--port", where, "--duration", "1", "--pids", "0C,0D", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert set(report["per_pid"]) == {"0C", "0D"} and report["connected"] is True
+    assert report["units"] == {"0C": "rpm", "0D": "km/h"}
