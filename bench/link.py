@@ -8,7 +8,10 @@ each side talking to its own freshly started simulator process over a pseudo-ter
 * **theoretical maximum**: the same PID set in the fastest request form the simulated chip answers
   (6 PIDs per request, count digit, echo/spaces/headers off), its exchange time computed with
   ``firmware_sim.timing.TimingModel.exchange_duration`` at the baud rate our run ended up using, with
-  the answer's exact bytes taken from the simulator's own ELM327 formatter; no host turnaround;
+  the answer's exact bytes taken from the simulator's own ELM327 formatter; no host turnaround. It is
+  the NON-PIPELINED bound (one request at a time: request bytes, ECU latency, answer bytes, prompt),
+  which is what a genuine ELM327 allows: it answers ``STOPPED`` to a request written before the
+  previous prompt, and the simulator's default chip does the same, so ours stays at or below it;
 * **python-OBD**: ``obd.OBD(port, fast=True)`` querying the same PIDs in turn for the same duration.
 
     .venv/bin/python bench/link.py [--duration 10] [--fast-baud 115200] [--pids 0C,0D,05,04,10,11] [--json]
@@ -155,13 +158,16 @@ def main() -> int:
         "pids": pid_strs,
         "duration_s": args.duration,
         "errors": ours["errors"],
+        "theoretical_max_basis": "non-pipelined: one request at a time (genuine ELM327)",
+        "pipelining": bool(ours.get("pipelining", False)),
     }
     if args.json:
         print(json.dumps(result))
     else:
         print(f"PIDs {','.join(pid_strs)}, firmware_sim default timing model, our link at {baud} baud")
         print(f"obd-gateway:        {vps:8.1f} values/s ({ours['requests_per_s']} requests/s)")
-        print(f"theoretical max:    {theo:8.1f} values/s  -> {vps / theo:.1%} of it")
+        print(f"theoretical max:    {theo:8.1f} values/s  -> {vps / theo:.1%} of it "
+              "(one request at a time: a genuine ELM327 cannot be pipelined)")
         print(f"python-OBD (fast):  {theirs:8.1f} values/s  -> obd-gateway is {vps / theirs:.1f}x")
     return 0
 

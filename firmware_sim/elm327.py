@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import random
 import re
+import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -68,6 +70,15 @@ class Reply:
     def data(self) -> bytes:
         """All bytes of the reply, concatenated (for sans-I/O tests)."""
         return b"".join(c.data for c in self.chunks)
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One command line the chip executed and what it printed (before the port plays it out)."""
+
+    at: float  # time.monotonic() when the chip took the line
+    command: str  # upper case, spaces and control characters removed ("" for a bare CR)
+    answer: str  # everything printed, echo and prompt included
 
 
 @dataclass
@@ -175,8 +186,9 @@ class Elm327:
 
     def __init__(self, bus: CarBus, *, timing: TimingModel | None = None, faults: Faults | None = None,
                  fast: bool = False, seed: int = 1, linefeeds_default: bool = False, version: str = VERSION,
-                 pipelining: bool = False) -> None:
+                 pipelining: bool = False, log: deque[LogEntry] | None = None) -> None:
         self.bus = bus
+        self.log = log  # every executed line, in order (tests check request order with it)
         # False: a genuine ELM327 (input behind an OBD request's CR interrupts it with STOPPED).
         # True: a line-buffering adapter (Automatic, STN-style) that answers queued lines in order.
         self.pipelining = pipelining
@@ -242,7 +254,14 @@ class Elm327:
 
     # ------------------------------------------------------------------ entry point
     def execute(self, raw: bytes) -> Reply:
-        """Interpret one command line (without its CR) and return the chip's reply."""
+        """Interpret one command line (without its CR) and return the chip's reply (logged in ``log``)."""
+        reply = self._execute(raw)
+        if self.log is not None:
+            command = bytes(b for b in raw if b > 0x20 and b != 0x7F).upper().decode("ascii", "replace")
+            self.log.append(LogEntry(time.monotonic(), command, reply.data().decode("ascii", "replace")))
+        return reply
+
+    def _execute(self, raw: bytes) -> Reply:
         echo = raw + self.eol if self.settings.echo else b""
         t_in = 0.0 if self.fast else serial_time(len(raw) + 1, self.baud)
         cleaned = bytes(b for b in raw if b > 0x20 and b != 0x7F).upper()

@@ -5,19 +5,21 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from firmware_sim.drive import Drive, load_drive
 from firmware_sim.ecu import Ecu, default_ecus
-from firmware_sim.elm327 import VERSION, CarBus, Elm327
+from firmware_sim.elm327 import VERSION, CarBus, Elm327, LogEntry
 from firmware_sim.faults import Faults
 from firmware_sim.server import PtyServer, TcpServer
 from firmware_sim.timing import DEFAULT_BAUD, TimingModel
 from firmware_sim.vehicle import Truth, Vehicle
 
 TICK_S = 0.05
+LOG_LINES = 20000
 
 
 class Simulator:
@@ -61,6 +63,8 @@ class Simulator:
         self.strict_baud = strict_baud
         self.elm_version = elm_version
         self.pipelining = pipelining
+        #: every command line any of this simulator's chips executed, in order (see LogEntry)
+        self.log: deque[LogEntry] = deque(maxlen=LOG_LINES)
         self._start_ms = float(start)
         self._t0: float | None = None
         self._offset_s = 0.0
@@ -107,7 +111,7 @@ class Simulator:
         self._elm_seq += 1
         return Elm327(self.bus, timing=self.timing, faults=self.faults, fast=self.fast,
                       seed=self.seed * 1000 + self._elm_seq, linefeeds_default=self.linefeeds_default,
-                      version=self.elm_version, pipelining=self.pipelining)
+                      version=self.elm_version, pipelining=self.pipelining, log=self.log)
 
     def serve_pty(self) -> PtyServer:
         """Serve the adapter on a pseudo-terminal; ``with sim.serve_pty() as path`` (a stable symlink)."""
@@ -161,7 +165,7 @@ class Simulator:
             raise ValueError("a command is a non-empty JSON object")
         out: dict[str, Any] = {"ok": True}
         known = {"fault", "on", "rate", "ignition", "set_dtcs", "mil", "pending", "clear_dtcs", "clear_faults",
-                 "hold_speed", "release", "advance", "close_port", "reopen_port", "state", "truth"}
+                 "hold_speed", "release", "advance", "close_port", "reopen_port", "state", "truth", "log"}
         unknown = set(cmd) - known
         if unknown:
             raise ValueError(f"unknown command key(s): {sorted(unknown)}")
@@ -200,6 +204,8 @@ class Simulator:
             out["fault_hits"] = self.faults.hit_counts()
         if cmd.get("truth"):
             out["truth"] = list(self.truth.records)
+        if cmd.get("log"):
+            out["log"] = [[e.command, e.answer] for e in list(self.log)]
         return out
 
     # ------------------------------------------------------------------ lifecycle

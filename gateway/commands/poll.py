@@ -185,6 +185,7 @@ async def run_poll(
         "protocol": status.get("protocol", ""),
         "elm_version": status.get("elm_version", ""),
         "baud": info.get("baud"),
+        "pipelining": bool(info.get("pipelining", False)),
         "duration_s": round(window, 3),
         "values": values,
         "values_per_s": round(values / window, 2) if window > 0 else 0.0,

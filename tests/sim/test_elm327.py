@@ -272,3 +272,42 @@ def test_cfc0_leaves_the_ecu_waiting_after_its_first_frame(sim: Simulator) -> No
     assert lines(say(elm, "0902")) == ["7E8 10 14 49 02 01 4A 48 4D"]
     say(elm, "ATCFC1")
     assert len(lines(say(elm, "0902"))) == 3
+
+
+
+def test_auto_forms_atspa_and_attpa() -> None:
+    timed = Simulator(seed=1, fast=False)  # sans-I/O: each reply carries its timing
+    timed.advance(3)
+    try:
+        # ATSPA6: automatic, but the search tries 6 first: found at once, ATDPN says A6
+        elm = timed.new_elm()
+        say(elm, "ATE0")
+        assert lines(say(elm, "ATSPA6")) == ["OK"]
+        reply = elm.execute(b"0100")
+        out = lines(reply.data())
+        assert out[0] == "SEARCHING..." and out[1].startswith("41 00 ")
+        assert reply.ended_at < 0.4  # one protocol tried (0.12 s), not the whole 1..6 search
+        assert lines(say(elm, "ATDPN")) == ["A6"]
+        assert lines(say(elm, "ATDP")) == ["AUTO, ISO 15765-4 (CAN 11/500)"]
+        # ATSP0 on a fresh chip searches from protocol 1: seconds (slow inits on 3 and 4)
+        fresh = timed.new_elm()
+        for c in ("ATE0", "ATM0", "ATSP0"):
+            say(fresh, c)
+        assert fresh.execute(b"0100").ended_at > 5.0
+        # ATSPA7 on a CAN 11/500 car: 7 first, then the others; still finds 6, as automatic
+        elm7 = timed.new_elm()
+        for c in ("ATE0", "ATSPA7"):
+            say(elm7, c)
+        assert lines(say(elm7, "0100"))[1].startswith("41 00 ")
+        assert lines(say(elm7, "ATDPN")) == ["A6"]
+        # SP stores the setting (it survives ATZ), TP only tries it
+        say(elm7, "ATZ")
+        say(elm7, "ATE0")
+        assert lines(say(elm7, "ATDPN")) == ["A7"]
+        tp = timed.new_elm()
+        for c in ("ATE0", "ATTPA8", "ATZ", "ATE0"):
+            say(tp, c)
+        assert lines(say(tp, "ATDPN")) != ["A8"]
+        assert lines(say(timed.new_elm(), "ATSPAD")) == ["ATSPAD", "?"]  # there is no protocol D
+    finally:
+        timed.stop()
