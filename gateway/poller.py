@@ -72,45 +72,91 @@ def _catalogue() -> Any:
 def default_rate(pid: int) -> float:
     """The default refresh rate of mode 01 ``pid``: the catalogue's (the reference refresh-rate table).
 
-    PIDs the reference reads on demand only (no rate) get :data:`DEFAULT_RATE_HZ` when configured."""
+    PIDs the reference reads on demand only (no rate), and PIDs the catalogue does not know, get
+    :data:`DEFAULT_RATE_HZ` when configured."""
     try:
         rate = _catalogue().PIDS[pid].rate_hz
-        if isinstance(rate, (int, float)) and rate > 0:
-            return float(rate)
-    except (ImportError, AttributeError, KeyError, LookupError, TypeError, ValueError):
-        pass
-    return DEFAULT_RATE_HZ
+    except KeyError:  # a PID the catalogue does not know
+        return DEFAULT_RATE_HZ
+    return float(rate) if rate is not None and rate > 0 else DEFAULT_RATE_HZ
 
 
 def pid_name(pid: int) -> str:
-    """The catalogue's name of ``pid`` ('' when unknown)."""
+    """The catalogue's name of ``pid`` (its first field's name); '' for a PID the catalogue does not know."""
     try:
         entry = _catalogue().PIDS[pid]
-        return str(entry.fields[0].name) if entry.fields else ""
-    except (ImportError, AttributeError, KeyError, LookupError, TypeError, ValueError):
+    except KeyError:
         return ""
+    return str(entry.fields[0].name) if entry.fields else ""
 
 
 class Session(Protocol):
-    """What the poller needs of an adapter session (ELM327 or raw CAN)."""
+    """What the poller needs of an adapter session (ELM327 or raw CAN).
 
+    Implemented by :class:`gateway.elm327.session.Elm327Session` and
+    :class:`gateway.transport.can.CanSession`. One exchange at a time; errors are the
+    :mod:`gateway.errors` tree (``NoDataError``, ``BusError``, ``AdapterError``, ``ParseError``,
+    ``TransportError``/``TransportTimeout``).
+    """
+
+    #: what was learned about the adapter and car (``protocol``, ``supported``, ``multi_pid``, ...)
     info: Any
+    #: OBD requests sent so far (for requests/s)
     requests: int
+    #: error kind → count, as met by the session itself
     errors: dict[str, int]
 
-    async def initialize(self) -> Any: ...
-    async def detect_protocol(self) -> str: ...
+    async def initialize(self) -> Any:
+        """Reset and set the adapter up, detect the protocol, discover PIDs; returns ``info``."""
+        ...
+
+    async def detect_protocol(self) -> str:
+        """Select (or search for) the bus protocol again; returns its number. Raises ``BusError``
+        subclasses when no ECU answers (ignition off, wrong bus)."""
+        ...
+
     @property
-    def latency_ms(self) -> float: ...
-    async def read_pids(self, ecu: int, pids: Sequence[int]) -> list[Any]: ...
-    async def pipeline_pids(self, ecu: int, batches: Sequence[Sequence[int]]) -> list[list[Any] | GatewayError]: ...
-    async def query(self, service: int, data: Sequence[int] = (), ecu: int | None = None) -> list[Any]: ...
-    async def read_voltage(self) -> float: ...
-    async def read_vin(self) -> str: ...
-    async def read_dtcs(self) -> dict[str, Any]: ...
-    async def clear_dtcs(self) -> None: ...
-    async def low_power(self) -> bool: ...
-    async def resync(self) -> None: ...
+    def latency_ms(self) -> float:
+        """The median measured request round trip in ms (0 before any)."""
+        ...
+
+    async def read_pids(self, ecu: int, pids: Sequence[int]) -> list[Any]:
+        """Mode 01 ``pids`` from ``ecu`` in the fastest form that works; readings of the PIDs that
+        answered. Raises ``NoDataError`` when none did."""
+        ...
+
+    async def pipeline_pids(self, ecu: int, batches: Sequence[Sequence[int]]) -> list[list[Any] | GatewayError]:
+        """Several mode 01 batches written back to back where the adapter takes that (else one by
+        one); one result per batch, its readings or its error."""
+        ...
+
+    async def query(self, service: int, data: Sequence[int] = (), ecu: int | None = None) -> list[Any]:
+        """Any OBD request, functional unless ``ecu`` is given; readings from every ECU that answered."""
+        ...
+
+    async def read_voltage(self) -> float:
+        """Battery voltage at the OBD port (ATRV); ``UnsupportedCommand`` where there is none."""
+        ...
+
+    async def read_vin(self) -> str:
+        """The VIN (mode 09 PID 02), never cached."""
+        ...
+
+    async def read_dtcs(self) -> dict[str, Any]:
+        """``stored``, ``pending`` and ``permanent`` DTC lists and ``mil`` (lit when any ECU lights it)."""
+        ...
+
+    async def clear_dtcs(self) -> None:
+        """Service 04: clear DTCs and the MIL (the caller checks that clearing is allowed)."""
+        ...
+
+    async def low_power(self) -> bool:
+        """Put the adapter to sleep where it can (ATLP); whether it did."""
+        ...
+
+    async def resync(self) -> None:
+        """Get back to a clean prompt after garbage or a time-out."""
+        ...
 
 
 @dataclass

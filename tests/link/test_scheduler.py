@@ -142,3 +142,14 @@ def test_forgive_clears_backoff() -> None:
     assert p.next_batch(0.2) is None  # backed off
     p.forgive(0x7E8)
     assert e.nodata_streak == 0 and p.next_batch(0.2) is not None
+
+
+def test_default_rate_and_pid_name_from_the_catalogue() -> None:
+    from gateway.obd.pids import PIDS
+    from gateway.poller import DEFAULT_RATE_HZ, default_rate, pid_name
+
+    assert default_rate(0x0C) == 5.0 and pid_name(0x0C) == "engine_rpm"
+    on_demand = next(p for p, entry in PIDS.items() if entry.rate_hz is None)
+    assert default_rate(on_demand) == DEFAULT_RATE_HZ
+    unknown = next(p for p in range(0xFF, 0, -1) if p not in PIDS)
+    assert default_rate(unknown) == DEFAULT_RATE_HZ and pid_name(unknown) == ""
