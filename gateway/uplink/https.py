@@ -35,6 +35,7 @@ import httpx
 
 from gateway.config import HttpsConfig
 from gateway.errors import AuthError, ConfigError, RejectedBatch, UplinkError
+from gateway.secrets import read_secret, tls_verify
 from gateway.uplink.base import Record, RetryLater, Uplink
 
 with warnings.catch_warnings():
@@ -44,15 +45,6 @@ with warnings.catch_warnings():
     from authlib.integrations.httpx_client import AsyncOAuth2Client  # type: ignore[import-untyped]
 
 log = logging.getLogger("gateway.uplink.https")
-
-
-def _secret(path: str, key: str) -> str:
-    if not path:
-        return ""
-    try:
-        return Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"{key}: cannot read {path}: {exc}") from None
 
 
 def retry_after_s(value: str | None) -> float | None:
@@ -112,13 +104,12 @@ class HttpsUplink(Uplink):
         self.token_url = cfg.token_url or f"{self.base_url}/oauth/token"
         self.token_path = Path(cfg.token_file)
         self.lease_samples = cfg.batch_samples
-        self._client_secret = _secret(cfg.client_secret_file, "https.client_secret_file")
-        self._password = _secret(cfg.password_file, "https.password_file")
+        self._client_secret = _secret_or_empty(cfg.client_secret_file, "https.client_secret_file")
+        self._password = _secret_or_empty(cfg.password_file, "https.password_file")
         self._verify: ssl.SSLContext | bool
         if ssl_context is not None:
             self._verify = ssl_context
-        elif cfg.tls_insecure_skip_verify:
-            log.warning("https: TLS certificate verification is OFF (https.tls_insecure_skip_verify)")
+        elif not tls_verify(cfg.tls_insecure_skip_verify, what="https", logger=log):
             self._verify = False
         else:
             try:
@@ -278,3 +269,8 @@ class HttpsUplink(Uplink):
         self._connected = False
         if client is not None:
             await client.aclose()
+
+
+def _secret_or_empty(path: str, key: str) -> str:
+    """A secret through :func:`gateway.secrets.read_secret` (permission check, redaction); '' when unset."""
+    return read_secret(path, key=key) if path else ""

@@ -26,7 +26,6 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -34,6 +33,7 @@ import msgpack
 
 from gateway.config import MqttConfig
 from gateway.errors import ConfigError, UplinkError
+from gateway.secrets import read_secret, tls_verify
 from gateway.uplink.base import Record, Uplink
 
 log = logging.getLogger("gateway.uplink.mqtt")
@@ -79,13 +79,6 @@ def dimo_state(values: Mapping[str, Any], updated_ms: int | None) -> dict[str, A
     return out
 
 
-def _read_secret(path: str, key: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"{key}: cannot read {path}: {exc}") from None
-
-
 def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
     """The TLS context for ``cfg`` (None when TLS is off); CA verification is on unless disabled."""
     if not cfg.tls:
@@ -96,8 +89,7 @@ def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
             ctx.load_cert_chain(cfg.cert_file, cfg.key_file or None)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"mqtt.ca_file/cert_file/key_file: cannot load: {exc}") from None
-    if cfg.tls_insecure_skip_verify:
-        log.warning("mqtt: TLS certificate verification is OFF (mqtt.tls_insecure_skip_verify)")
+    if not tls_verify(cfg.tls_insecure_skip_verify, what="mqtt", logger=log):
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
@@ -132,7 +124,7 @@ class MqttUplink(Uplink):
         self._latest_ms: int | None = None
         self._last_state = 0.0
         self._ctx = tls_context(cfg)
-        self._password = _read_secret(cfg.password_file, "mqtt.password_file") if cfg.password_file else None
+        self._password = read_secret(cfg.password_file, key="mqtt.password_file") if cfg.password_file else None
         self._encode: Callable[[Any], bytes] = (
             (lambda o: msgpack.packb(o, use_bin_type=True))
             if cfg.payload_format == "msgpack"

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from gateway.config import HttpsConfig, StoreConfig
-from gateway.errors import AuthError, UplinkError
+from gateway.errors import AuthError, ConfigError, UplinkError
 from gateway.model import Event, Sample, TripRecord
 from gateway.store import Store
 from gateway.uplink.base import Record
@@ -38,6 +38,8 @@ def drust(tmp_path: Path) -> Iterator[DrustServer]:
 def https_cfg(srv: DrustServer, tmp_path: Path, **kw: object) -> HttpsConfig:
     (tmp_path / "secret").write_text("myclientsecret\n")
     (tmp_path / "password").write_text("myPassw0rd\n")
+    for name in ("secret", "password"):
+        (tmp_path / name).chmod(0o600)  # the uplink refuses secrets every user can read
     base: dict[str, object] = {
         "enabled": True, "base_url": srv.url, "client_id": "myclientid", "client_secret_file": str(tmp_path / "secret"),
         "username": "myemail@example.com", "password_file": str(tmp_path / "password"),
@@ -129,6 +131,7 @@ async def test_login_token_file_refresh_and_relogin(drust: DrustServer, tmp_path
 
 async def test_wrong_password_is_an_auth_error_and_bad_ca_refused(drust: DrustServer, tmp_path: Path) -> None:
     (tmp_path / "bad").write_text("nope")
+    (tmp_path / "bad").chmod(0o600)
     up = HttpsUplink(https_cfg(drust, tmp_path, password_file=str(tmp_path / "bad")), device_id="d")
     with pytest.raises(AuthError, match="invalid grant"):
         await up.connect()
@@ -245,3 +248,10 @@ async def test_retry_after_is_honoured(drust: DrustServer, tmp_path: Path) -> No
     assert len(times) == 3 and set(drust.state.trips) == {"trip-r"}
     # each retry came no sooner than the server's Retry-After
     assert times[1] - times[0] >= 0.95 and times[2] - times[1] >= 0.95
+
+
+def test_world_readable_secret_is_refused(drust: DrustServer, tmp_path: Path) -> None:
+    (tmp_path / "open").write_text("pw\n")
+    (tmp_path / "open").chmod(0o644)
+    with pytest.raises(ConfigError, match=r"https.password_file: .* readable by every user"):
+        HttpsUplink(https_cfg(drust, tmp_path, password_file=str(tmp_path / "open")), device_id="d")

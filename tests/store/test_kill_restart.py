@@ -68,6 +68,8 @@ def test_sigkill_and_broker_restarts_lose_nothing(mosquitto: Broker, drust_flaky
     secrets.mkdir()
     (secrets / "secret").write_text("myclientsecret\n")
     (secrets / "password").write_text("myPassw0rd\n")
+    for name in ("secret", "password"):
+        (secrets / name).chmod(0o600)  # the uplink refuses secrets every user can read
     db = tmp_path / "buffer.sqlite"
     col = MqttCollector(mosquitto.host, mosquitto.port, "obd/#")
     watcher = DbWatcher(db).start()
