@@ -33,6 +33,8 @@ NEVER_OPENED_S = 8.0
 # An ELM327 prints its banner within ~1 s of ATZ (a few seconds over BLE); a port that opened but has
 # said nothing an ELM327 would say after this long has no adapter behind it, or one at another baud rate.
 NO_ANSWER_S = 9.0
+# ... and one that has not sent back a single byte (an ELM327 echoes ATZ at once) after this long.
+SILENT_S = 4.0
 
 
 def register(sub: Any) -> None:
@@ -213,8 +215,9 @@ def _elm_answered(poller: Any) -> bool:
 
 
 async def _wait_no_answer(poller: Any, limit_s: float) -> None:
-    """Return once the port has been open ``limit_s`` without an ELM327 identifying itself, or a first
-    initialisation failed without one (the adapter's banner is the first thing it says)."""
+    """Return once the port has been open ``limit_s`` without an ELM327 identifying itself, a first
+    initialisation failed without one (the adapter's banner is the first thing it says), or nothing
+    at all came back for :data:`SILENT_S`."""
     opened_at: float | None = None
     while True:
         if _elm_answered(poller):
@@ -223,6 +226,9 @@ async def _wait_no_answer(poller: Any, limit_s: float) -> None:
         if poller.connected and opened_at is None:
             opened_at = now
         if opened_at is not None and (now - opened_at >= limit_s or poller.last_error):
+            return
+        heard = getattr(poller.session, "heard", True)
+        if opened_at is not None and not heard and now - opened_at >= min(SILENT_S, limit_s):
             return
         await asyncio.sleep(0.1)
 

@@ -169,6 +169,8 @@ class Elm327Session:
         self._lock = asyncio.Lock()
         self.requests = 0
         self.errors: dict[str, int] = {}
+        #: whether any byte ever came back (an ELM327 echoes ATZ at once: silence means nothing is there)
+        self.heard = False
         # An OBD answer never takes longer than the ST time-out plus its bytes; a lost prompt
         # (truncated output) must not stall polling for the whole adapter time-out.
         self.request_timeout_s = min(timeout_s, REQUEST_TIMEOUT_S)
@@ -187,6 +189,7 @@ class Elm327Session:
             self._count("stale_bytes")
         await self.transport.write(line)
         block = await self._read_prompt(self.timeout_s if wait_s is None else wait_s)
+        self.heard = True
         self._latency.append(time.monotonic() - t0)
         answer = classify(block[:-1], line)
         if answer.echo:
@@ -201,6 +204,7 @@ class Elm327Session:
             return await self.transport.read_until(cmd.PROMPT, wait_s)
         except TransportTimeout:
             pending = self.transport.peek().upper()
+            self.heard = self.heard or bool(pending)
             if wait_s < self.timeout_s and (b"SEARCHING" in pending or b"BUS INIT" in pending):
                 try:
                     return await self.transport.read_until(cmd.PROMPT, self.timeout_s)

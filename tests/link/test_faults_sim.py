@@ -75,12 +75,15 @@ FAULTS = [
 
 
 @pytest.fixture
-def held_any(request: pytest.FixtureRequest, held: Simulator, sim_pty: str) -> Iterator[tuple[Simulator, str]]:
+def held_any(request: pytest.FixtureRequest, held: Simulator, sim_pty: str,
+             tmp_path: Path) -> Iterator[tuple[Simulator, str]]:
     """The ``held`` fast simulator and its pty, or for ``latency`` (a delay, which ``fast`` drops) a
     real-time one: in a fast simulator that fault could never strike."""
     if request.node.callspec.params.get("fault") != "latency":
         yield held, sim_pty
         return
+    # remembered protocol: the search starts at 6 instead of trying 1-5 for seconds of real time
+    (tmp_path / "elm327-state.json").write_text('{"protocol": "6"}')
     slow = Simulator(seed=1, fast=False)
     slow.advance(3.0)
     slow.command({"hold_speed": HELD_KMH})

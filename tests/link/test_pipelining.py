@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from firmware_sim import Simulator
@@ -11,7 +13,11 @@ from tests.link.helpers import make_poller, run_until
 
 
 @pytest.mark.parametrize(("pipelining", "fast"), [(False, True), (False, False), (True, True)])
-async def test_probe_keeps_pipelining_only_where_the_chip_buffers_lines(pipelining: bool, fast: bool) -> None:
+async def test_probe_keeps_pipelining_only_where_the_chip_buffers_lines(
+    pipelining: bool, fast: bool, tmp_path: Path
+) -> None:
+    state = tmp_path / "elm327-state.json"
+    state.write_text('{"protocol": "6"}')  # no seconds-long search from protocol 1 in real time
     sim = Simulator(seed=1, fast=fast, pipelining=pipelining)
     sim.advance(3)
     try:
@@ -19,7 +25,7 @@ async def test_probe_keeps_pipelining_only_where_the_chip_buffers_lines(pipelini
             transport = SerialTransport(path, 38400)
             await transport.open()
             try:
-                session = Elm327Session(transport, timeout_s=2.0)
+                session = Elm327Session(transport, timeout_s=2.0, state_path=state)
                 info = await session.initialize()
                 assert info.count_suffix is True
                 assert info.pipelining is pipelining
