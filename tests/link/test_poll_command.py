@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import tty
+from pathlib import Path
 
 import pytest
 
@@ -20,27 +21,31 @@ def _poll(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
                           timeout=timeout, check=False)
 
 
-def test_port_without_an_elm327_is_one_line() -> None:
+def test_port_without_an_elm327_or_missing_is_one_line(tmp_path: Path) -> None:
     # a pty nobody answers on: it opens fine, but nothing ever comes back
     master, slave = os.openpty()
     tty.setraw(slave)
     path = os.ttyname(slave)
+    missing = str(tmp_path / "no-such-tty")
     try:
         t0 = time.monotonic()
-        procs = [subprocess.Popen([sys.executable, "-m", "gateway", "poll", "--port", path, "--duration", "2", *extra],
+        procs = [subprocess.Popen([sys.executable, "-m", "gateway", "poll", "--duration", "2", *extra],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for extra in ([], ["--json"])]  # both at once: the test waits once
-        outs = [p.communicate(timeout=40) for p in procs]
+                 for extra in (["--port", path], ["--port", path, "--json"], ["--port", missing])]
+        outs = [p.communicate(timeout=40) for p in procs]  # all at once: the test waits once
         elapsed = time.monotonic() - t0
     finally:
         os.close(master)
         os.close(slave)
-    for proc, (stdout, stderr) in zip(procs, outs, strict=True):
+    # a port that cannot be opened at all: one line after a few tries
+    assert procs[2].returncode == 1
+    assert outs[2][1].count("\n") == 1 and "cannot reach the adapter" in outs[2][1], outs[2][1]
+    for proc, (stdout, stderr) in zip(procs[:2], outs[:2], strict=True):
         assert proc.returncode == 1, stderr
         assert stderr.strip().splitlines() == [f"obd-gateway: no ELM327 answer on {path} at 38400 baud"]
         if stdout.strip():  # nothing may claim a connection
             assert json.loads(stdout).get("connected") is not True
-    assert elapsed < 9, elapsed  # ~4 s: an ELM327 echoes ATZ at once
+    assert elapsed < 16, elapsed  # the silent pty ~4 s (an ELM327 echoes ATZ at once), the missing one ~8 s
 
 
 def test_human_output_rounds_values_and_shows_units(sim_cli: SimCli) -> None:
@@ -55,11 +60,19 @@ def test_human_output_rounds_values_and_shows_units(sim_cli: SimCli) -> None:
 
 
 @pytest.mark.parametrize("pids", ["ZZ", "100", "G1", "", "0C;0D"])
-def test_bad_pids_name_the_option(pids: str) -> None:
-    out = _poll("--port", "/dev/null", "--pids", pids, "--duration", "1", timeout=20)
+def test_bad_pids_name_the_option(pids: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli import main
+
+    assert main(["poll", "--port", "/dev/null", "--pids", pids, "--duration", "1"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--pids" in lines[0], lines
+
+
+def test_bad_pids_as_a_process_is_one_line() -> None:
+    out = _poll("--port", "/dev/null", "--pids", "ZZ", "--duration", "1", timeout=20)
     assert out.returncode == 2
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "--pids" in lines[0] and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "obd-gateway: configuration error: --pids: 'ZZ' is not a two-digit hex PID (example: --pids 0C,0D,05)"]
 
 
 def test_slcan_first_line_pastes_into_port(sim_cli: SimCli) -> None:
