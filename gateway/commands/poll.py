@@ -153,21 +153,25 @@ async def run_poll(
     opened = asyncio.create_task(_wait_opened(poller, NEVER_OPENED_S))
     # nor one that opens but never answers like an ELM327 (nothing there, or another baud rate)
     is_elm = _port_kind(adapter.port) != "can"
-    silent = asyncio.create_task(_wait_no_answer(poller, NO_ANSWER_S) if is_elm else asyncio.Event().wait())
+    opened_once: list[bool] = []
+    silent = asyncio.create_task(
+        _wait_no_answer(poller, NO_ANSWER_S, opened_once) if is_elm else asyncio.Event().wait()
+    )
     await asyncio.wait({waiter, task, opened, silent}, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
     waiter.cancel()
     opened.cancel()
     silent.cancel()
+    # the port opened but nothing identified itself: say so, even if the poller is between retries now
+    if not first and is_elm and opened_once and not _elm_answered(poller):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise TransportError(f"no ELM327 answer on {adapter.port} at {adapter.baud} baud")
     if not first and not poller.connected and poller.reconnects and poller.last_error:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
         raise TransportError(f"cannot reach the adapter: {poller.last_error}")
-    if not first and is_elm and not _elm_answered(poller):
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        raise TransportError(f"no ELM327 answer on {adapter.port} at {adapter.baud} baud")
     if task.done() and task.exception() is not None:
         raise task.exception()  # type: ignore[misc]
     end = time.monotonic()
@@ -214,7 +218,7 @@ def _elm_answered(poller: Any) -> bool:
     return bool(getattr(info, "version", "") or getattr(info, "stn", ""))
 
 
-async def _wait_no_answer(poller: Any, limit_s: float) -> None:
+async def _wait_no_answer(poller: Any, limit_s: float, opened_once: list[bool]) -> None:
     """Return once the port has been open ``limit_s`` without an ELM327 identifying itself, a first
     initialisation failed without one (the adapter's banner is the first thing it says), or nothing
     at all came back for :data:`SILENT_S`."""
@@ -225,6 +229,7 @@ async def _wait_no_answer(poller: Any, limit_s: float) -> None:
         now = time.monotonic()
         if poller.connected and opened_at is None:
             opened_at = now
+            opened_once.append(True)
         if opened_at is not None and (now - opened_at >= limit_s or poller.last_error):
             return
         heard = getattr(poller.session, "heard", True)

@@ -22,25 +22,29 @@ def _poll(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 
 
 def test_port_without_an_elm327_or_missing_is_one_line(tmp_path: Path) -> None:
-    # a pty nobody answers on: it opens fine, but nothing ever comes back
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    path = os.ttyname(slave)
+    # ptys nobody answers on (one per process: pyserial locks a port exclusively): they open fine,
+    # but nothing ever comes back
+    ptys = [os.openpty() for _ in range(2)]
+    paths = []
+    for _, slave in ptys:
+        tty.setraw(slave)
+        paths.append(os.ttyname(slave))
     missing = str(tmp_path / "no-such-tty")
     try:
         t0 = time.monotonic()
         procs = [subprocess.Popen([sys.executable, "-m", "gateway", "poll", "--duration", "2", *extra],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for extra in (["--port", path], ["--port", path, "--json"], ["--port", missing])]
+                 for extra in (["--port", paths[0]], ["--port", paths[1], "--json"], ["--port", missing])]
         outs = [p.communicate(timeout=40) for p in procs]  # all at once: the test waits once
         elapsed = time.monotonic() - t0
     finally:
-        os.close(master)
-        os.close(slave)
+        for fds in ptys:
+            for fd in fds:
+                os.close(fd)
     # a port that cannot be opened at all: one line after a few tries
     assert procs[2].returncode == 1
     assert outs[2][1].count("\n") == 1 and "cannot reach the adapter" in outs[2][1], outs[2][1]
-    for proc, (stdout, stderr) in zip(procs[:2], outs[:2], strict=True):
+    for proc, (stdout, stderr), path in zip(procs[:2], outs[:2], paths, strict=True):
         assert proc.returncode == 1, stderr
         assert stderr.strip().splitlines() == [f"obd-gateway: no ELM327 answer on {path} at 38400 baud"]
         if stdout.strip():  # nothing may claim a connection
