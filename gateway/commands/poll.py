@@ -81,10 +81,21 @@ def _pids(text: str) -> list[str]:
 def _handler(args: argparse.Namespace) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("gateway")
-    root.addHandler(handler)
+    logger = logging.getLogger("gateway")
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
     # retries and reconnects are routine; the report says what matters
-    root.setLevel(logging.INFO if args.verbose else logging.ERROR)
+    logger.setLevel(logging.INFO if args.verbose else logging.ERROR)
+    logger.propagate = False
+    try:
+        return _poll(args)
+    finally:  # called in-process too (tests, embedding): leave logging as it was
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+def _poll(args: argparse.Namespace) -> int:
     if args.duration <= 0:
         raise ConfigError(f"--duration: must be greater than 0 (got {args.duration})")
     adapter = config.AdapterConfig(
