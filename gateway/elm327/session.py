@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway import obd
 from gateway.elm327 import commands as cmd
 from gateway.elm327.responses import (
     AdapterReset,
@@ -131,12 +132,6 @@ class AdapterInfo:
             "multi_pid": {f"{k:X}": v for k, v in self.multi_pid.items()},
             "supported": {f"{k:X}": sorted(f"{p:02X}" for p in v) for k, v in self.supported.items()},
         }
-
-
-def _parser() -> Any:
-    from gateway.obd import parser
-
-    return parser
 
 
 class Elm327Session:
@@ -450,7 +445,7 @@ class Elm327Session:
         self.requests += 1
         if answer.kind is not Kind.DATA:
             raise ParseError(f"expected data, got {answer.kind.value}: {answer.text[:40]!r}")
-        messages: list[Any] = _parser().parse(answer.data, headers=True, protocol=int(self.info.protocol or "6", 16))
+        messages: list[Any] = obd.parser.parse(answer.data, headers=True, protocol=int(self.info.protocol or "6", 16))
         return messages
 
     async def _probe_fast_paths(self) -> None:
@@ -579,7 +574,7 @@ class Elm327Session:
         if answer.kind is not Kind.DATA:
             raise ParseError(f"expected data, got {answer.kind.value}: {answer.text[:40]!r}")
         proto = int(self.info.protocol or "6", 16)
-        result: list[Any] = _parser().decode(answer.data, headers=headers, protocol=proto)
+        result: list[Any] = obd.parser.decode(answer.data, headers=headers, protocol=proto)
         return result
 
     def _decode_answer(self, answer: Answer, pids: Sequence[int], ecu: int) -> list[Any]:
@@ -607,7 +602,7 @@ class Elm327Session:
 
     def _parse(self, answer: Answer, headers: bool) -> list[Any]:
         proto = int(self.info.protocol or "6", 16)
-        messages: list[Any] = _parser().parse(answer.data, headers=headers, protocol=proto)
+        messages: list[Any] = obd.parser.parse(answer.data, headers=headers, protocol=proto)
         return messages
 
     @staticmethod

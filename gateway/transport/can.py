@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway import obd
 from gateway.errors import (
     AdapterError,
     GatewayError,
@@ -243,12 +244,6 @@ class CanInfo:
         }
 
 
-def _parser() -> Any:
-    from gateway.obd import parser
-
-    return parser
-
-
 class CanSession:
     """OBD-II over raw CAN; the poller's session for ``can:`` ports."""
 
@@ -312,7 +307,7 @@ class CanSession:
         frames = await self.request(payload, ecu, expect=expect)
         if not frames:
             raise NoDataError("NO DATA: no ECU answered")
-        readings: list[Any] = _parser().decode_can(frames)
+        readings: list[Any] = obd.parser.decode_can(frames)
         return readings
 
     async def initialize(self) -> CanInfo:
@@ -354,7 +349,7 @@ class CanSession:
             if not frames:
                 break
             try:
-                messages = _parser().decode_can(frames)
+                messages = obd.parser.decode_can(frames)
             except ParseError:
                 break
             more = False
