@@ -95,6 +95,11 @@ def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
     return ctx
 
 
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 class MqttUplink(Uplink):
     """Publishes records to an MQTT broker with QoS 1."""
 
@@ -160,6 +165,10 @@ class MqttUplink(Uplink):
             await client.__aenter__()
         except aiomqtt.MqttError as exc:
             raise UplinkError(f"mqtt: cannot connect to {self.cfg.host}:{self.cfg.port}: {exc}") from exc
+        # A dropped session sets an exception on this future that nobody awaits (the forwarder learns of
+        # the drop from `connected` and failed publishes): mark it retrieved, or asyncio logs
+        # "Future exception was never retrieved" for every lost broker.
+        client._disconnected.add_done_callback(_retrieve)
         self._client = client
         try:
             await client.publish(avail, b"online", qos=1, retain=True)

@@ -30,6 +30,7 @@ class DbWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="db-watcher", daemon=True)
         self.errors = 0
+        self.last_error = ""
 
     def start(self) -> DbWatcher:
         """Watch in a thread."""
@@ -63,8 +64,9 @@ class DbWatcher:
                             self.bodies[rid] = msgpack.unpackb(body, raw=False)
             finally:
                 db.close()
-        except sqlite3.Error:
+        except sqlite3.Error as exc:  # e.g. the schema not created yet by a writer just started
             self.errors += 1
+            self.last_error = str(exc)
 
     def outbox_rows(self) -> int:
         """Rows still in the outbox (undelivered to some uplink)."""
