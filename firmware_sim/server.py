@@ -67,7 +67,10 @@ class _Session:
         """Wait up to ``timeout`` for input; True when some arrived (it is appended to ``buf``)."""
         if self.stopping():
             raise _Gone
-        r, _, _ = select.select([self.fd, self.wake_fd], [], [], timeout)
+        try:
+            r, _, _ = select.select([self.fd, self.wake_fd], [], [], timeout)
+        except OSError as exc:  # EBADF: the link's fd was closed under us, as an unplugged adapter's is
+            raise _Gone from exc
         if self.wake_fd in r:
             raise _Gone
         if self.fd in r:
@@ -240,6 +243,13 @@ class PtyServer:
         self._wake_r, self._wake_w = os.pipe()
         self._stopping = False
         self._open_event = threading.Event()
+        # A pty generation, bumped by close_port: a session ends when its generation is gone. (Comparing fd
+        # numbers is not enough: a reopened pty may get the closed one's numbers.)
+        self._gen = 0
+        # Clear while the thread serves a session: close_port closes the fds only after it let go of them,
+        # so the thread never selects on a closed (or reused) descriptor.
+        self._idle = threading.Event()
+        self._idle.set()
         self._open_pty()
         self._thread = threading.Thread(target=self._run, name=f"sim-pty-{self.device}", daemon=True)
         self._thread.start()
@@ -274,37 +284,45 @@ class PtyServer:
             if self._stopping:
                 return
             with self._lock:
-                master = self._master
-            if master is None:
-                self._open_event.clear()
-                continue
-            self._drain_wake()
+                master, gen = self._master, self._gen
+                if master is None:
+                    self._open_event.clear()
+                    continue
+                self._idle.clear()
+            try:
+                self._serve(master, gen)
+            finally:
+                self._idle.set()
 
-            def read(fd: int = master) -> bytes | None:
-                try:
-                    return os.read(fd, 4096)
-                except BlockingIOError:
-                    return None
-                except OSError:
-                    return b""
+    def _serve(self, master: int, gen: int) -> None:
+        """One session on one pty, until it is closed or the server stops."""
+        self._drain_wake()
 
-            def write(data: bytes, fd: int = master) -> None:
-                try:
-                    _write_all(fd, data)
-                except OSError as exc:
-                    raise _Gone from exc
+        def read(fd: int = master) -> bytes | None:
+            try:
+                return os.read(fd, 4096)
+            except BlockingIOError:
+                return None
+            except OSError:
+                return b""
 
-            def stopping(m: int = master) -> bool:
-                return self._stopping or self._master != m
+        def write(data: bytes, fd: int = master) -> None:
+            try:
+                _write_all(fd, data)
+            except OSError as exc:
+                raise _Gone from exc
 
-            def host_baud(fd: int = master) -> int | None:
-                try:
-                    return _TERMIOS_SPEEDS.get(termios.tcgetattr(fd)[5])
-                except termios.error:
-                    return None
+        def stopping(g: int = gen) -> bool:
+            return self._stopping or self._gen != g
 
-            _Session(self.elm, master, read=read, write=write, wake_fd=self._wake_r, stopping=stopping,
-                     host_baud=host_baud if self.strict_baud else None).run()
+        def host_baud(fd: int = master) -> int | None:
+            try:
+                return _TERMIOS_SPEEDS.get(termios.tcgetattr(fd)[5])
+            except termios.error:
+                return None
+
+        _Session(self.elm, master, read=read, write=write, wake_fd=self._wake_r, stopping=stopping,
+                 host_baud=host_baud if self.strict_baud else None).run()
 
     # ------------------------------------------------------------------ public API
     def close_port(self) -> None:
@@ -315,7 +333,11 @@ class PtyServer:
             self._open_event.clear()
             master, slave = self._master, self._slave
             self._master = self._slave = None
+            self._gen += 1
         self._wake()
+        # the session notices within one select (the wake pipe) or one reply chunk; bounded all the same
+        if threading.current_thread() is not self._thread:
+            self._idle.wait(timeout=5)
         for fd in (master, slave):
             if fd is not None:
                 with contextlib.suppress(OSError):
