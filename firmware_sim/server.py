@@ -69,7 +69,7 @@ class _Session:
             raise _Gone
         try:
             r, _, _ = select.select([self.fd, self.wake_fd], [], [], timeout)
-        except OSError as exc:  # EBADF: the link's fd was closed under us, as an unplugged adapter's is
+        except OSError as exc:  # EBADF: a closed link ends the session rather than the serving thread
             raise _Gone from exc
         if self.wake_fd in r:
             raise _Gone
@@ -336,8 +336,7 @@ class PtyServer:
             self._gen += 1
         self._wake()
         # the session notices within one select (the wake pipe) or one reply chunk; bounded all the same
-        if threading.current_thread() is not self._thread:
-            self._idle.wait(timeout=5)
+        self._idle.wait(timeout=5)
         for fd in (master, slave):
             if fd is not None:
                 with contextlib.suppress(OSError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,10 @@ class DbWatcher:
             self.errors += 1
             self.last_error = str(exc)
 
+    def samples(self) -> int:
+        """Samples in every timeseries row seen committed so far."""
+        return sum(n for k, n in list(self.seen.values()) if k == 0)
+
     def outbox_rows(self) -> int:
         """Rows still in the outbox (undelivered to some uplink)."""
         db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5.0)
@@ -84,15 +89,24 @@ def https_ids(srv: DrustServer) -> set[str]:
         return set(st.timeseries) | set(st.trips) | set(st.events)
 
 
+def wait_until(cond: Callable[[], bool], timeout_s: float, interval_s: float = 0.1) -> bool:
+    """Poll ``cond`` until it holds (True) or ``timeout_s`` passes (False)."""
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval_s)
+    return True
+
+
 def wait_drained(watcher: DbWatcher, timeout_s: float) -> bool:
     """Wait until the outbox is empty (delivered everywhere and garbage-collected)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def drained() -> bool:
         watcher.look()
         try:
-            if watcher.outbox_rows() == 0:
-                return True
+            return watcher.outbox_rows() == 0
         except sqlite3.Error:
-            pass
-        time.sleep(0.1)
-    return False
+            return False
+
+    return wait_until(drained, timeout_s)

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,7 @@ import pytest
 from tests.drust_server import DrustServer
 from tests.fixtures.broker import Broker
 from tests.store.helpers import MqttCollector, received_ids
-from tests.store.killcheck import DbWatcher, https_ids, wait_drained
+from tests.store.killcheck import DbWatcher, https_ids, wait_drained, wait_until
 from tests.store.test_kill_restart import get_all
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,21 +88,6 @@ def kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None
     proc.wait(15)
 
 
-def stored_samples(watcher: DbWatcher) -> int:
-    """Samples in every timeseries row the watcher has seen committed."""
-    return sum(n for k, n in list(watcher.seen.values()) if k == 0)
-
-
-def wait_for(cond: Callable[[], bool], timeout_s: float) -> bool:
-    """Poll ``cond`` every 0.1 s until it holds or ``timeout_s`` passes."""
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
-
-
 def log_tail(tmp: Path, lines: int = 30) -> str:
     """The end of the daemons' shared stderr log, for a failure message."""
     path = tmp / "daemon.log"
@@ -130,13 +115,13 @@ def test_daemon_sigkill_and_broker_restarts_lose_nothing(mosquitto: Broker, flak
     col = MqttCollector(mosquitto.host, mosquitto.port, "obd/#")
     try:
         for run in range(3):
-            before = stored_samples(watcher)
+            before = watcher.samples()
             proc = start_daemon(cfg, "--sim")
             try:
                 # The first start searches the protocol (about 7 s against the simulated chip, longer on a
                 # loaded machine), and a start killed before it saved the protocol searches again. The
                 # random moments begin once this run has stored samples: each kill lands mid-drive.
-                assert wait_for(lambda b=before: stored_samples(watcher) > b, 60), (
+                assert wait_until(lambda b=before: watcher.samples() > b, 60), (
                     f"run {run}: the daemon stored nothing within 60 s; its log ends:\n{log_tail(tmp_path)}")
                 time.sleep(rng.uniform(1.0, 5.0))
                 if rng.random() < 0.7:
@@ -162,9 +147,10 @@ def test_daemon_sigkill_and_broker_restarts_lose_nothing(mosquitto: Broker, flak
     finally:
         watcher.stop()
     stored = watcher.seen
-    samples = stored_samples(watcher)
-    print(f"stored {len(stored)} records, {samples} samples; {watcher.errors} watcher errors {watcher.last_error!r}")
-    assert samples > 100, f"the daemon stored only {samples} samples ({watcher.errors} watcher errors)"
+    samples = watcher.samples()
+    errors = f"{watcher.errors} watcher errors, last {watcher.last_error!r}"
+    print(f"stored {len(stored)} records, {samples} samples; {errors}")  # shown with -s: the note's figures
+    assert samples > 100, f"the daemon stored only {samples} samples ({errors})"
     missing = set(stored) - https_ids(srv)
     assert not missing, f"{len(missing)} of {len(stored)} records missing at the HTTPS server"
     ok = col.wait_for(lambda m: set(stored) <= received_ids(m), 30)
