@@ -10,13 +10,18 @@
      ├── AdapterError(GatewayError)                     the adapter answered, but not usefully
      │    ├── NoDataError(AdapterError)                 NO DATA: the ECU did not answer this request
      │    ├── BusError(AdapterError)                    CAN ERROR, BUS ERROR, UNABLE TO CONNECT ...
-     │    └── UnsupportedCommand(AdapterError)          "?" to a command a clone lacks
+     │    │    └── ProtocolNotFound(BusError)           no protocol answered: ignition off, no car
+     │    ├── UnsupportedCommand(AdapterError)          "?" to a command a clone lacks
+     │    ├── AdapterReset(AdapterError)                the power-up banner mid-stream: settings lost
+     │    ├── Stopped(AdapterError)                     STOPPED: input interrupted the chip's answer
+     │    └── OversizedAnswer(AdapterError)             an answer past the bytes kept per answer
      ├── StoreError(GatewayError)                       the SQLite buffer cannot be used
      │    └── StoreFull(StoreError)                     the disk is full
      ├── UplinkError(GatewayError)                      a back-end refused or could not be reached
      │    ├── AuthError(UplinkError)                    credentials refused
      │    └── RejectedBatch(UplinkError)                the receiver says the batch is malformed (4xx)
      └── ForbiddenRequest(GatewayError, PermissionError) a write to the vehicle that is not enabled
+          └── DisallowedRequest(ForbiddenRequest)       the write guard refused a line or frame
 
 Third-party errors are translated at the boundary and chained (``raise TransportError(...) from exc``).
 """
@@ -58,6 +63,22 @@ class UnsupportedCommand(AdapterError):
     """The adapter answered ``?``: it does not know the command (common on clones)."""
 
 
+class ProtocolNotFound(BusError):
+    """No OBD protocol answered: ignition off, or the adapter is not plugged into a car."""
+
+
+class AdapterReset(AdapterError):
+    """The adapter printed its power-up banner mid-stream: it reset and lost its settings."""
+
+
+class Stopped(AdapterError):
+    """``STOPPED``: the adapter was interrupted by input while answering (noise or our own bytes)."""
+
+
+class OversizedAnswer(AdapterError):
+    """An answer grew past the bytes kept per answer (a broken or hostile adapter streaming data)."""
+
+
 class StoreError(GatewayError):
     """The SQLite buffer cannot be used."""
 
@@ -80,3 +101,10 @@ class RejectedBatch(UplinkError):
 
 class ForbiddenRequest(GatewayError, PermissionError):
     """A request that would write to the vehicle, while that is not enabled in the configuration."""
+
+
+class DisallowedRequest(ForbiddenRequest):
+    """The write guard refused to send a line or frame: not an allowed AT/ST command or read service.
+
+    Raised at the lowest write point, before any byte leaves; it means a bug in the caller, never a
+    fault of the car or the adapter."""

@@ -6,10 +6,16 @@ Dates are milliseconds since the epoch (DRUST's convention), units follow DRUST
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 Scalar = float | int | str | bool | tuple[str, ...] | None
+
+
+def now_ms() -> int:
+    """Wall-clock time in milliseconds since the epoch: the date of every sample, event and trip."""
+    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True, slots=True)

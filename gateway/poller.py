@@ -37,11 +37,14 @@ from gateway.cache import Cache
 from gateway.config import AdapterConfig, PollingConfig
 from gateway.errors import (
     AdapterError,
+    AdapterReset,
     BusError,
     ForbiddenRequest,
     GatewayError,
     NoDataError,
     ParseError,
+    ProtocolNotFound,
+    Stopped,
     TransportError,
     TransportTimeout,
     UnsupportedCommand,
@@ -362,9 +365,6 @@ class Poller:
 
     async def _initialize(self) -> None:
         assert self.session is not None
-        from gateway.elm327.responses import AdapterReset
-        from gateway.elm327.session import ProtocolNotFound
-
         first = True
         while True:
             try:
@@ -476,8 +476,6 @@ class Poller:
 
     async def _poll_pipelined(self, batches: list[Batch]) -> None:
         assert self.session is not None
-        from gateway.elm327.responses import AdapterReset, Stopped
-
         try:
             results = await self.session.pipeline_pids(batches[0].ecu, [b.pids for b in batches])
         except TransportTimeout:
@@ -595,8 +593,6 @@ class Poller:
             log.info("ATST set to %.0f ms from measured latency", st)
 
     async def _recover_adapter(self, exc: AdapterError, batch: Batch) -> None:
-        from gateway.elm327.responses import AdapterReset, Stopped
-
         self.policy.record_failure(batch, time.monotonic())
         if isinstance(exc, AdapterReset):
             self._count("adapter_reset")
@@ -619,8 +615,6 @@ class Poller:
 
     async def _recover_bus(self, exc: BusError) -> None:
         assert self.session is not None
-        from gateway.elm327.session import ProtocolNotFound
-
         log.info("bus error (%s): detecting the protocol again", exc)
         await self._resync()
         try:

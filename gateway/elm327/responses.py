@@ -10,15 +10,7 @@ import enum
 import re
 from dataclasses import dataclass
 
-from gateway.errors import AdapterError, BusError, NoDataError, UnsupportedCommand
-
-
-class AdapterReset(AdapterError):
-    """The adapter printed its power-up banner mid-stream: it reset and lost its settings."""
-
-
-class Stopped(AdapterError):
-    """``STOPPED``: the adapter was interrupted by input while answering (noise or our own bytes)."""
+from gateway.errors import AdapterReset, BusError, NoDataError, Stopped, UnsupportedCommand
 
 
 class Kind(enum.Enum):

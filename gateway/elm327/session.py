@@ -35,10 +35,8 @@ from typing import Any
 from gateway import obd
 from gateway.elm327 import commands as cmd
 from gateway.elm327.responses import (
-    AdapterReset,
     Answer,
     Kind,
-    Stopped,
     classify,
     parse_protocol_number,
     parse_version,
@@ -47,10 +45,11 @@ from gateway.elm327.responses import (
 )
 from gateway.errors import (
     AdapterError,
-    BusError,
+    AdapterReset,
     GatewayError,
     NoDataError,
     ParseError,
+    ProtocolNotFound,
     TransportError,
     TransportTimeout,
     UnsupportedCommand,
@@ -82,10 +81,6 @@ INIT_ATTEMPTS = 4
 # the ST time-out (204.8 ms) bounds an answer's wait; a search in progress extends it (see _read_prompt)
 REQUEST_TIMEOUT_S = 0.6
 BRT_WINDOW = 0x28  # ATBRT 28: 200 ms to confirm a new baud rate (default 75 ms)
-
-
-class ProtocolNotFound(BusError):
-    """No OBD protocol answered: ignition off, or the adapter is not plugged into a car."""
 
 
 @dataclass
@@ -791,4 +786,4 @@ class Elm327Session:
             log.warning("cannot remember the protocol in %s: %s", self.state_path, exc)
 
 
-__all__ = ["AdapterInfo", "AdapterReset", "Elm327Session", "ProtocolNotFound", "Stopped"]
+__all__ = ["AdapterInfo", "Elm327Session"]

@@ -34,6 +34,7 @@ from gateway.errors import (
     GatewayError,
     NoDataError,
     ParseError,
+    ProtocolNotFound,
     TransportError,
     UnsupportedCommand,
 )
@@ -329,8 +330,6 @@ class CanSession:
 
     async def detect_protocol(self) -> str:
         """11-bit first (most cars), then 29-bit; raises ProtocolNotFound when nothing answers."""
-        from gateway.elm327.session import ProtocolNotFound
-
         for ext, proto in ((False, "6"), (True, "7")):
             frames = await self.request(bytes([0x01, 0x00]), extended=ext)
             if frames:

@@ -4,16 +4,14 @@ import pytest
 
 from gateway.elm327 import commands as cmd
 from gateway.elm327.responses import (
-    AdapterReset,
     Kind,
-    Stopped,
     classify,
     parse_protocol_number,
     parse_version,
     parse_voltage,
     raise_for,
 )
-from gateway.errors import BusError, NoDataError, UnsupportedCommand
+from gateway.errors import AdapterReset, BusError, NoDataError, Stopped, UnsupportedCommand
 
 
 def test_builders() -> None:
