@@ -44,6 +44,50 @@ class DeviceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PortSpec:
+    """A parsed port string."""
+
+    kind: str
+    target: str  # device path, host, BLE name/address, or python-can interface
+    port: int = 0  # TCP port
+    channel: str = ""  # CAN channel
+
+
+def parse_port(port: str) -> PortSpec:
+    """Parse an ``adapter.port`` string; raises ConfigError naming the problem."""
+    p = port.strip()
+    if not p:
+        raise ConfigError("adapter.port: must not be empty")
+    low = p.lower()
+    if low.startswith("tcp:"):
+        rest = p[4:]
+        host, sep, num = rest.rpartition(":")
+        if not sep:
+            host, num = rest, "35000"
+        host = host.strip("[]") or "192.168.0.10"
+        try:
+            tcp_port = int(num)
+        except ValueError:
+            raise ConfigError(f"adapter.port: {port!r}: TCP port must be a number") from None
+        if not 0 < tcp_port < 65536:
+            raise ConfigError(f"adapter.port: {port!r}: TCP port must be 1-65535")
+        return PortSpec("tcp", host, port=tcp_port)
+    if low.startswith("ble:"):
+        target = p[4:]
+        if not target:
+            raise ConfigError(f"adapter.port: {port!r}: give the adapter's BLE name or address after 'ble:'")
+        return PortSpec("ble", target)
+    if low.startswith("can:"):
+        parts = p[4:].split(":", 1)
+        interface = parts[0] or "socketcan"
+        channel = parts[1] if len(parts) > 1 and parts[1] else ("can0" if interface == "socketcan" else "")
+        return PortSpec("can", interface, channel=channel)
+    if low.startswith("serial:"):
+        p = p[7:]
+    return PortSpec("serial", p)
+
+
+@dataclass(frozen=True, slots=True)
 class AdapterConfig:
     """How to reach the car.
 
@@ -59,11 +103,14 @@ class AdapterConfig:
     reconnect_max_s: float = 30.0
     state_file: str = ""
 
+    @property
+    def port_spec(self) -> PortSpec:
+        """The parsed ``port`` (ConfigError when malformed)."""
+        return parse_port(self.port)
+
     def validate(self) -> None:
         if not self.port:
             raise ConfigError("adapter.port: must not be empty")
-        from gateway.transport import parse_port
-
         parse_port(self.port)  # serial path, tcp:HOST:PORT, ble:NAME, can:INTERFACE:CHANNEL
         if self.fast_baud and not 15_686 <= self.fast_baud <= 500_000:
             raise ConfigError(f"adapter.fast_baud: 0 (off) or 15686-500000, as ATBRD allows (got {self.fast_baud})")

@@ -23,17 +23,66 @@ import shlex
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from gateway import __version__, config, secrets
 from gateway.bus import Bus, Subscription
 from gateway.errors import GatewayError, TransportError
 from gateway.model import Event, LinkState, Sample, TripRecord
 
+if TYPE_CHECKING:
+    from gateway.link.base import Session
+
 log = logging.getLogger("gateway.daemon")
 
 SHUTDOWN_DEADLINE_S = 4.0
+
+
+def session_factory(
+    adapter: config.AdapterConfig,
+    polling: config.PollingConfig,
+    state_dir: Path | None,
+    *,
+    transport_factory: Callable[[], Any] | None = None,
+) -> Callable[[], Session]:
+    """How the poller gets a new adapter session per connection: the only place sessions are built.
+
+    ``can:`` ports get the raw CAN session, every other port an ELM327 session that remembers its
+    protocol in ``adapter.state_file`` (default ``STATE_DIR/elm327-state.json``). ``transport_factory``
+    replaces the transport (a test's fake BLE client); modules of unused transports are never imported.
+    """
+    spec = adapter.port_spec
+    state_path = Path(adapter.state_file) if adapter.state_file else None
+    if state_path is None and state_dir is not None:
+        state_path = state_dir / "elm327-state.json"
+
+    def new_transport() -> Any:
+        if transport_factory is not None:
+            return transport_factory()
+        from gateway import transport
+
+        return transport.create(spec, adapter.baud)
+
+    def make() -> Session:
+        if spec.kind == "can":
+            from gateway.link.can import CanSession
+
+            return CanSession(new_transport(), timeout_s=adapter.timeout_s)
+        from gateway.elm327.session import Elm327Session
+
+        return Elm327Session(
+            new_transport(),
+            protocol=adapter.protocol,
+            timeout_s=adapter.timeout_s,
+            state_path=state_path,
+            baud=adapter.baud,
+            fast_baud=adapter.fast_baud,
+            multi_pid=polling.multi_pid,
+        )
+
+    return make
 
 
 def setup_logging(cfg: config.LogConfig, stream: TextIO = sys.stderr) -> None:
@@ -189,11 +238,12 @@ class Daemon:
 
         secrets.check_config_secrets(self.cfg)  # a world-readable password file stops the start here
         self.state_dir().mkdir(parents=True, exist_ok=True)
+        adapter = self._adapter_cfg()
         self.poller = Poller(
-            self._adapter_cfg(),
+            adapter,
             self.cfg.polling,
+            sessions=session_factory(adapter, self.cfg.polling, self.state_dir()),
             publish=self.bus.publish,
-            state_dir=self.state_dir(),
             allow_clear_dtc=self.cfg.diag.allow_clear_dtc,
         )
         self.engine = DetectionEngine(

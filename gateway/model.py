@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-Scalar = float | int | str | bool | tuple[str, ...] | None
+Scalar = float | int | str | bool | tuple[str, ...] | tuple[int, ...] | None
 
 
 def now_ms() -> int:

@@ -26,7 +26,8 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-MAX_PIDS_PER_REQUEST = 6
+from gateway.obd.protocols import MAX_PIDS_PER_REQUEST
+
 FAST_HZ = 1e6  # "as fast as possible": due again within 1 µs, i.e. at once after any round trip
 DUE = 1.0 - 1e-6  # float rounding must not keep a PID short of due by a hair
 
@@ -90,7 +91,8 @@ class SchedulerPolicy:
         self.piggyback = piggyback
         self.max_pids = max_pids
         self.entries: dict[tuple[int, int], PidEntry] = {}
-        self.multi_pid: dict[int, bool] = {}
+        #: ECU → PIDs per request in the request form the session keeps for it (1 when unknown)
+        self.pids_per_request: dict[int, int] = {}
         self.started: float | None = None
 
     # -- plan -------------------------------------------------------------------------------------
@@ -122,9 +124,9 @@ class SchedulerPolicy:
         """Stop scheduling a PID."""
         self.entries.pop((ecu, pid), None)
 
-    def set_multi_pid(self, ecu: int, ok: bool) -> None:
-        """Whether ``ecu`` answers multi-PID requests (per-ECU fallback to single PIDs)."""
-        self.multi_pid[ecu] = ok
+    def set_max_pids(self, ecu: int, n: int) -> None:
+        """How many PIDs one request to ``ecu`` carries (the session's request form; 1 = single PIDs)."""
+        self.pids_per_request[ecu] = max(1, min(n, self.max_pids))
 
     def note_interest(self, pid: int, now: float, ecu: int | None = None) -> None:
         """A consumer asked for ``pid``: keep (or start) polling it."""
@@ -159,7 +161,7 @@ class SchedulerPolicy:
             return None
         due.sort(key=lambda e: (-self.urgency(e, now), -e.priority, e.pid))
         ecu = due[0].ecu
-        limit = self.max_pids if self.multi_pid.get(ecu, False) else 1
+        limit = self.pids_per_request.get(ecu, 1)
         chosen = [e for e in due if e.ecu == ecu][:limit]
         if len(chosen) < limit:
             extra = [
@@ -204,13 +206,6 @@ class SchedulerPolicy:
                 entry.answered_at.append(now)
             else:
                 self._nodata(entry, now)
-
-    def mark_sent(self, batch: Batch, now: float) -> None:
-        """``batch`` was sent (pipelined, answer pending): do not choose its PIDs again before ``now``."""
-        for pid in batch.pids:
-            entry = self.entries.get((batch.ecu, pid))
-            if entry is not None:
-                entry.last_polled = now
 
     def record_failure(self, batch: Batch, now: float) -> None:
         """The request failed as a whole (bus error, garbage): poll again soon, no backoff."""

@@ -101,10 +101,7 @@ def _poll(args: argparse.Namespace) -> int:
     adapter = config.AdapterConfig(
         port=args.port, baud=args.baud, protocol=args.protocol, fast_baud=args.fast_baud
     )
-    adapter.validate()
-    from gateway.transport import parse_port
-
-    parse_port(adapter.port)  # a malformed port is a configuration error before anything starts
+    adapter.validate()  # a malformed port is a configuration error before anything starts
     polling = dataclasses.replace(config.PollingConfig(), pids=_pids(args.pids), multi_pid=not args.no_multi_pid)
     polling.validate()
     state_dir = Path(args.state_dir) if args.state_dir else None
@@ -155,7 +152,10 @@ async def run_poll(
         if time.monotonic() - first[0] >= duration_s:
             done.set()
 
-    poller = Poller(adapter, polling, publish=publish, state_dir=state_dir, as_fast_as_possible=True)
+    from gateway.daemon import session_factory
+
+    sessions = session_factory(adapter, polling, state_dir)
+    poller = Poller(adapter, polling, sessions=sessions, publish=publish, as_fast_as_possible=True)
     task = asyncio.create_task(poller.run(), name="poller")
     # initialisation may take a protocol search (several seconds) plus a reconnect or two
     budget = duration_s + max(30.0, adapter.timeout_s * 6)
@@ -202,7 +202,8 @@ async def run_poll(
         "protocol": status.get("protocol", ""),
         "elm_version": status.get("elm_version", ""),
         "baud": info.get("baud"),
-        "pipelining": bool(info.get("pipelining", False)),
+        "forms": info.get("forms", {}),
+        "form_notes": info.get("form_notes", {}),
         "duration_s": round(window, 3),
         "values": values,
         "values_per_s": round(values / window, 2) if window > 0 else 0.0,
@@ -218,9 +219,7 @@ async def run_poll(
 
 
 def _port_kind(port: str) -> str:
-    from gateway.transport import parse_port
-
-    return str(parse_port(port).kind)
+    return config.parse_port(port).kind
 
 
 def _elm_answered(poller: Any) -> bool:

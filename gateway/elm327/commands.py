@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from gateway.obd.protocols import MAX_PIDS_PER_REQUEST
+
 CR = b"\r"
 PROMPT = b">"
-MAX_PIDS_PER_REQUEST = 6
 #: the ELM327's own clock: ATBRD's argument divides it
 BRD_CLOCK_HZ = 4_000_000
 

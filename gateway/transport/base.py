@@ -15,6 +15,7 @@ import time
 from types import TracebackType
 
 from gateway.errors import TransportError, TransportTimeout
+from gateway.obd.guard import ElmWriteGuard
 
 
 class Transport(abc.ABC):
@@ -26,6 +27,8 @@ class Transport(abc.ABC):
     def __init__(self) -> None:
         self._buffer = bytearray()
         self._is_open = False
+        #: every write passes it: read-only toward the car, one line per prompt (see gateway.obd.guard)
+        self.guard = ElmWriteGuard()
 
     # -- primitives a transport implements -------------------------------------------------------
     @abc.abstractmethod
@@ -52,6 +55,7 @@ class Transport(abc.ABC):
         if self._is_open:
             return
         self._buffer.clear()
+        self.guard.reset()
         await self._open()
         self._is_open = True
 
@@ -63,9 +67,10 @@ class Transport(abc.ABC):
         await self._close()
 
     async def write(self, data: bytes) -> None:
-        """Send ``data`` to the adapter."""
+        """Send ``data`` to the adapter, if the write guard lets it (DisallowedRequest otherwise)."""
         if not self._is_open:
             raise TransportError(f"{self.description or 'transport'}: not open")
+        self.guard.check(data)  # the lowest write point of every byte transport: nothing gets past it
         await self._write(data)
 
     async def read(self, wait_s: float | None = None) -> bytes:
@@ -104,6 +109,7 @@ class Transport(abc.ABC):
     def discard_pending(self) -> int:
         """Drop what was received but not consumed (stale bytes before a new command); returns the count."""
         n = len(self._buffer)
+        self.guard.saw_input(bytes(self._buffer))  # a prompt among stale bytes still means the chip waits
         self._buffer.clear()
         return n + self._discard_queued()
 
@@ -141,10 +147,14 @@ class Transport(abc.ABC):
         if not self._is_open:
             raise TransportError(f"{self.description or 'transport'}: not open")
         if wait_s is None:
-            return await self._read_chunk()
+            chunk = await self._read_chunk()
+            self.guard.saw_input(chunk)
+            return chunk
         try:
             async with asyncio.timeout(wait_s):
-                return await self._read_chunk()
+                chunk = await self._read_chunk()
+            self.guard.saw_input(chunk)
+            return chunk
         except TimeoutError:
             what = self.description or "transport"
             raise TransportTimeout(f"{what}: nothing received within {wait_s:.2f} s") from None

@@ -78,15 +78,19 @@ async def drive_live(tmp_path: Path) -> tuple[list[Sample | LinkState], list[Eve
 
     try:
         with sim.serve_pty() as port:
+            from gateway.daemon import session_factory
+
+            adapter = AdapterConfig(port=port, timeout_s=2.0, reconnect_max_s=1.0)
+            polling = PollingConfig(
+                pids=["0C", "0D", "01", "10"],
+                rates={"0C": 5.0, "0D": 5.0, "01": 2.0, "10": 2.0},
+                parked_interval_s=0.5,
+            )
             poller = poller_mod.Poller(
-                AdapterConfig(port=port, timeout_s=2.0, reconnect_max_s=1.0),
-                PollingConfig(
-                    pids=["0C", "0D", "01", "10"],
-                    rates={"0C": 5.0, "0D": 5.0, "01": 2.0, "10": 2.0},
-                    parked_interval_s=0.5,
-                ),
+                adapter,
+                polling,
+                sessions=session_factory(adapter, polling, tmp_path),
                 publish=publish,
-                state_dir=tmp_path,
                 allow_clear_dtc=True,
             )
             task = asyncio.create_task(poller.run())

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import AdapterConfig, PollingConfig
+from gateway.daemon import session_factory
 from gateway.model import LinkState, Sample
 from gateway.poller import Poller
 
@@ -38,7 +39,8 @@ def make_poller(
     got = Collected()
     cfg = AdapterConfig(port=port, timeout_s=adapter.pop("timeout_s", 2.0), reconnect_max_s=1.0, **adapter)
     polling = PollingConfig(pids=pids or ["0C", "0D", "05", "04", "10", "11"], parked_interval_s=0.2)
-    poller = Poller(cfg, polling, publish=got.publish, state_dir=state_dir, as_fast_as_possible=fast)
+    sessions = session_factory(cfg, polling, state_dir)
+    poller = Poller(cfg, polling, sessions=sessions, publish=got.publish, as_fast_as_possible=fast)
     return poller, got
 
 

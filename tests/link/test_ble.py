@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 
 from firmware_sim import Simulator
+from gateway.config import parse_port
 from gateway.elm327.session import Elm327Session
 from gateway.errors import TransportError
-from gateway.transport import create, parse_port
+from gateway.transport import create
 from gateway.transport.ble import BleTransport, find_layout, split_for_mtu
 from tests.link.fake_ble import FakeBleakClient, FakeServices, gatt
 
@@ -38,7 +39,7 @@ def test_no_serial_service_is_a_clear_error() -> None:
 
 def test_registry_builds_ble_lazily() -> None:
     assert parse_port("ble:OBDII").target == "OBDII"
-    t = create("ble:AA:BB:CC:DD:EE:FF")
+    t = create(parse_port("ble:AA:BB:CC:DD:EE:FF"))
     assert isinstance(t, BleTransport) and t.target == "AA:BB:CC:DD:EE:FF"
 
 
@@ -76,8 +77,10 @@ async def test_long_write_is_split_to_mtu(sim: Simulator) -> None:
     transport, clients = transport_for(sim, "fff0", mtu=23)
     await transport.open()
     try:
-        await transport.write(b"ATI\r" * 8)  # 32 bytes: two writes
-        assert [len(w) for w in clients[0].writes] == [20, 12]
+        line = b"ATFCSD30000000000000\r"  # 21 bytes, one line (the write guard allows one per write)
+        await transport.write(line)
+        assert [len(w) for w in clients[0].writes] == [20, 1]
+        assert b"".join(clients[0].writes) == line
     finally:
         await transport.close()
 
@@ -114,13 +117,16 @@ async def test_poller_reconnects_after_ble_drop(sim: Simulator) -> None:
         transport._factory = factory
         return transport
 
+    from gateway.daemon import session_factory
+
     got = Collected()
+    adapter, polling = AdapterConfig(port="ble:OBDII", timeout_s=1.0, reconnect_max_s=0.5), PollingConfig(pids=["0D"])
     poller = Poller(
-        AdapterConfig(port="ble:OBDII", timeout_s=1.0, reconnect_max_s=0.5),
-        PollingConfig(pids=["0D"]),
+        adapter,
+        polling,
+        sessions=session_factory(adapter, polling, None, transport_factory=new_transport),
         publish=got.publish,
         as_fast_as_possible=True,
-        transport_factory=new_transport,
     )
     dropped_at: list[int] = []
 

@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 
 from firmware_sim import Simulator
-from gateway.transport import parse_port
-from gateway.transport.can import FC_CTS, CanSession, CanTransport, IsoTpCollector, request_id, single_frame
+from gateway.config import parse_port
+from gateway.link.can import CanSession
+from gateway.link.isotp import FC_CTS, IsoTpCollector, single_frame
+from gateway.obd.protocols import request_id
+from gateway.transport.can import CanTransport
 from tests.link.helpers import make_poller, run_until
 
 
@@ -41,7 +44,7 @@ async def _session_checks(session: CanSession, sim: Simulator) -> None:
     info = await session.initialize()
     assert info.protocol == "6"
     assert 0x0C in info.supported[0x7E8] and 0x0D in info.supported[0x7E9]
-    assert info.multi_pid[0x7E8]
+    assert info.forms[0x7E8].pids == 6
     sim.command({"hold_speed": 42.0})
     state = sim.command({"state": True})["state"]
     readings = await session.read_pids(0x7E8, [0x0C, 0x0D, 0x05, 0x04, 0x10, 0x11])  # multi-frame answer
@@ -94,7 +97,7 @@ async def test_29_bit(tmp_path: Path) -> None:
         try:
             session = CanSession(transport)
             info = await session.initialize()
-            assert info.protocol == "7" and info.extended
+            assert info.protocol == "7" and session.extended
             assert 0x18DAF110 in info.supported
             readings = await session.read_pids(0x18DAF110, [0x0C, 0x0D])
             assert {r.name for r in readings} == {"engine_rpm", "speed"}

@@ -88,7 +88,7 @@ async def test_clone_is_initialised_and_polled(sim: Simulator, clone_pty: str) -
 
 
 def test_registry_parses_ports() -> None:
-    from gateway.transport import parse_port
+    from gateway.config import parse_port
 
     assert parse_port("/dev/ttyUSB0").kind == "serial"
     assert parse_port("tcp:192.168.0.10:35000").port == 35000

@@ -23,7 +23,7 @@ def test_packs_up_to_six_pids_of_one_ecu_when_multi_pid_works() -> None:
     p = SchedulerPolicy()
     for pid in (0x0C, 0x0D, 0x05, 0x04, 0x10, 0x11, 0x2F):
         p.set_pid(pid, 0x7E8, 5.0)
-    p.set_multi_pid(0x7E8, True)
+    p.set_max_pids(0x7E8, 6)
     batch = p.next_batch(0.0)
     assert batch is not None and batch.ecu == 0x7E8 and len(batch.pids) == 6
 
@@ -33,8 +33,8 @@ def test_single_pid_fallback_per_ecu() -> None:
     p.set_pid(0x0C, 0x7E8, 5.0)
     p.set_pid(0x0D, 0x7E8, 5.0)
     p.set_pid(0x0D, 0x7E9, 5.0)
-    p.set_multi_pid(0x7E8, True)
-    p.set_multi_pid(0x7E9, False)
+    p.set_max_pids(0x7E8, 6)
+    p.set_max_pids(0x7E9, 1)
     seen = set()
     for _ in range(2):
         b = p.next_batch(0.0)
@@ -94,7 +94,7 @@ def test_unrequested_pids_stop_and_interest_restarts_them() -> None:
     p.set_pid(0x5C, 0x7E8, 1.0, always=False)
     p.note_interest(0x5C, 0.0)
     assert set(p.next_batch(1.0).pids) == {0x0C}  # type: ignore[union-attr]
-    p.set_multi_pid(0x7E8, True)
+    p.set_max_pids(0x7E8, 6)
     assert set(p.next_batch(1.0).pids) == {0x0C, 0x5C}  # type: ignore[union-attr]
     b = p.next_batch(20.0)
     assert b is not None and b.pids == (0x0C,)  # 5C: nobody asked for 20 s
@@ -107,7 +107,7 @@ def test_as_fast_as_possible_round_robins_all_pids() -> None:
     pids = list(range(0x01, 0x0D))  # 12 PIDs, two full requests
     for pid in pids:
         p.set_pid(pid, 0x7E8, math.inf)
-    p.set_multi_pid(0x7E8, True)
+    p.set_max_pids(0x7E8, 6)
     n = drive(p, 1.0, 0.01)
     counts = [e.values for e in p.entries.values()]
     assert max(counts) - min(counts) <= 1
@@ -119,18 +119,6 @@ def test_unsupported_pids_are_not_polled_but_listed() -> None:
     p.set_pid(0x0C, 0x7E8, 1.0, supported=False)
     assert p.next_batch(0.0) is None
     assert p.stats(0.0)[0]["supported"] is False
-
-
-def test_mark_sent_lets_lookahead_pick_the_next_batch() -> None:
-    p = SchedulerPolicy()
-    for pid in (0x0C, 0x0D):
-        p.set_pid(pid, 0x7E8, 10.0)
-    p.set_multi_pid(0x7E8, True)
-    first = p.next_batch(0.0)
-    assert first is not None
-    p.mark_sent(first, 0.0)
-    assert p.next_batch(0.05) is None  # half a period later: nothing due yet
-    assert p.next_batch(0.1) == first  # one period after sending: due again
 
 
 def test_forgive_clears_backoff() -> None:

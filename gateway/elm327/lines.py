@@ -1,0 +1,134 @@
+"""The ELM327 line protocol: one command line out, everything up to the ``>`` prompt back, classified.
+
+One exchange at a time (a lock); a protocol search in progress (``SEARCHING...``) extends the wait to the
+adapter time-out; bytes left over from an earlier answer are discarded before a new command, never read
+as its answer. The write guard in the transport refuses any line not allowed toward the car, and any OBD
+request before the prompt (see :mod:`gateway.obd.guard`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+import time
+from collections import deque
+
+from gateway.elm327 import commands as cmd
+from gateway.elm327.responses import Answer, Kind, classify, raise_for
+from gateway.errors import OversizedAnswer, TransportTimeout, UnsupportedCommand
+from gateway.transport.base import Transport
+
+log = logging.getLogger("gateway.elm327")
+
+# AT commands whose answer is a text rather than OK
+TEXT_COMMANDS = frozenset({b"ATI", b"ATRV", b"ATDPN", b"ATDP", b"STI", b"STDI", b"AT@1", b"ATZ", b"ATWS", b"ATLP"})
+
+
+class ElmLine:
+    """Command lines over one transport, with error counts and measured latency."""
+
+    def __init__(self, transport: Transport, *, timeout_s: float, errors: dict[str, int]) -> None:
+        self.transport = transport
+        self.timeout_s = timeout_s
+        self.errors = errors
+        self.latency: deque[float] = deque(maxlen=64)
+        #: whether any byte ever came back (an ELM327 echoes ATZ at once: silence means nothing is there)
+        self.heard = False
+        self.lock = asyncio.Lock()
+
+    def count(self, what: str) -> None:
+        """Count one error of kind ``what``."""
+        self.errors[what] = self.errors.get(what, 0) + 1
+
+    @property
+    def latency_ms(self) -> float:
+        """The median measured round trip, ms (0 before any)."""
+        return statistics.median(self.latency) * 1000 if self.latency else 0.0
+
+    async def exchange(self, line: bytes, wait_s: float | None = None) -> Answer:
+        """Send one command line, read to the prompt, classify (no error raised for error kinds)."""
+        async with self.lock:
+            return await self.exchange_locked(line, wait_s)
+
+    async def exchange_locked(self, line: bytes, wait_s: float | None = None) -> Answer:
+        """:meth:`exchange` for a caller that holds :attr:`lock` (a multi-step handshake)."""
+        t0 = time.monotonic()
+        if self.transport.discard_pending():
+            # bytes left from an earlier answer (a stray '>' in line noise): never read them as ours
+            self.count("stale_bytes")
+        await self.transport.write(line)
+        block = await self.read_prompt(self.timeout_s if wait_s is None else wait_s)
+        self.heard = True
+        self.latency.append(time.monotonic() - t0)
+        answer = classify(block[:-1], line)
+        if answer.kind is Kind.RESET:
+            self.count("reset")
+        return answer
+
+    async def read_prompt(self, wait_s: float) -> bytes:
+        """Read to the prompt; a protocol search in progress extends the wait to the adapter time-out.
+
+        An answer longer than the transport keeps (a broken or hostile adapter streaming without a
+        prompt) is counted, drained, and raised as OversizedAnswer."""
+        try:
+            return await self.transport.read_until(cmd.PROMPT, wait_s)
+        except OversizedAnswer:
+            self.heard = True
+            self.count("oversized")
+            await self.transport.drain_input(0.05, 0.5)
+            raise
+        except TransportTimeout:
+            pending = self.transport.peek().upper()
+            self.heard = self.heard or bool(pending)
+            if wait_s < self.timeout_s and (b"SEARCHING" in pending or b"BUS INIT" in pending):
+                try:
+                    return await self.transport.read_until(cmd.PROMPT, self.timeout_s)
+                except TransportTimeout:
+                    pass
+            self.count("timeout")
+            raise
+
+    async def at(self, line: bytes, wait_s: float | None = None, *, required: bool = False) -> Answer:
+        """An AT/ST command; a reset or STOPPED raises, ``?`` raises only when ``required``.
+
+        A lost prompt or a garbled ``OK`` (line noise, dropped bytes) is retried twice: AT commands are
+        idempotent, and a chip that lost our bytes is back at its prompt.
+        """
+        wants_ok = line.strip().upper() not in TEXT_COMMANDS
+        answer: Answer | None = None
+        for attempt in range(3):
+            try:
+                answer = await self.exchange(line, wait_s if wait_s is not None else min(self.timeout_s, 1.0))
+            except TransportTimeout:
+                if attempt == 2:
+                    raise
+                await self.transport.drain_input(0.05, 0.3)
+                continue
+            if answer.kind is Kind.UNKNOWN_COMMAND:
+                if required:
+                    raise UnsupportedCommand(f"the adapter does not know {line.decode().strip()}")
+                log.debug("adapter lacks %s", line.decode().strip())
+                return answer
+            if answer.kind in (Kind.RESET, Kind.STOPPED):
+                raise_for(answer)
+            if wants_ok and answer.kind is not Kind.OK and attempt < 2:
+                await self.transport.drain_input(0.02, 0.2)
+                continue
+            return answer
+        assert answer is not None
+        return answer
+
+    async def resync(self) -> None:
+        """Get back to a clean prompt after garbage or a time-out: drain, then a harmless ATI."""
+        await self.transport.drain_input(0.05, 0.5)
+        for _ in range(3):
+            try:
+                async with self.lock:
+                    await self.transport.write(cmd.identify())
+                    await self.transport.read_until(cmd.PROMPT, 1.0)
+                await self.transport.drain_input(0.02, 0.2)
+                return
+            except (TransportTimeout, OversizedAnswer):
+                await self.transport.drain_input(0.05, 0.5)
+        raise TransportTimeout("the adapter does not come back to its prompt")

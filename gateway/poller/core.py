@@ -1,0 +1,528 @@
+"""The poller: one adapter session + the scheduler policy + the cache, publishing what it reads.
+
+::
+
+    poller = Poller(adapter_cfg, polling_cfg, sessions=factory, publish=bus.publish, allow_clear_dtc=False)
+    await poller.run()        # forever: connect, initialise, poll; reconnects with backoff
+
+``sessions`` builds a new :class:`~gateway.link.base.Session` per connection (the composition root's
+``gateway.daemon.session_factory``). ``run`` never returns on adapter trouble: a vanished adapter (closed
+pseudo-terminal, unplugged USB, dropped BLE link) is reconnected with the one jittered exponential backoff
+(:mod:`gateway.common.backoff`) up to ``adapter.reconnect_max_s``; every other failure goes through one
+recovery path (:meth:`Poller._recover`): a bus error makes the session detect the protocol again, an
+adapter that reset itself is initialised again, garbage or a lost prompt gets a resync. Whatever ends a
+connection — including a bug — closes the session's transport first. :class:`~gateway.model.LinkState` is
+published on every change and at least every 5 s, samples as they are read.
+
+Plans: ``driving`` polls the configured PIDs at their rates; ``parked`` reads only the battery voltage
+and checks whether the ECU wakes (:mod:`gateway.poller.parked`). Requests a caller waits for (query, DTCs,
+clear) are served between polls and dropped when their caller gave up (:mod:`gateway.poller.requests`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal
+
+from gateway.cache import Cache
+from gateway.common.backoff import Backoff
+from gateway.config import AdapterConfig, PollingConfig
+from gateway.errors import (
+    AdapterError,
+    AdapterReset,
+    BusError,
+    ForbiddenRequest,
+    GatewayError,
+    NoDataError,
+    ParseError,
+    ProtocolNotFound,
+    TransportError,
+    TransportTimeout,
+    UnsupportedCommand,
+)
+from gateway.link.base import DtcReport, Session
+from gateway.model import LinkState, Sample, now_ms
+from gateway.obd import pids as catalogue
+from gateway.obd.protocols import ENGINE_ECU
+from gateway.obd.types import Reading
+from gateway.poller.parked import ParkedPlan
+from gateway.poller.requests import Request, RequestQueue
+from gateway.scheduler import Batch, SchedulerPolicy
+
+log = logging.getLogger("gateway.poller")
+
+LINK_STATE_EVERY_S = 5.0
+TUNE_EVERY = 256  # batches between adaptive-timing updates
+BATTERY_EVERY_S = 5.0  # ATRV while driving
+SILENT_AFTER_S = 2.0  # no answer from any ECU for this long: the ECU is not responding
+SILENT_RETRY_S = 1.0
+
+# PIDs the catalogue reads on demand only (no reference rate) get this rate when configured for polling.
+DEFAULT_RATE_HZ = 1.0
+# Higher priority when the link is short: what the detectors need (speed for hard brakes, RPM).
+_DEFAULT_PRIORITIES: dict[int, int] = {0x0D: 2, 0x0C: 1}
+
+SessionFactory = Callable[[], Session]
+
+
+def default_rate(pid: int) -> float:
+    """The default refresh rate of mode 01 ``pid``: the catalogue's (the reference refresh-rate table).
+
+    PIDs the reference reads on demand only (no rate), and PIDs the catalogue does not know, get
+    :data:`DEFAULT_RATE_HZ` when configured."""
+    try:
+        rate = catalogue.PIDS[pid].rate_hz
+    except KeyError:  # a PID the catalogue does not know
+        return DEFAULT_RATE_HZ
+    return float(rate) if rate is not None and rate > 0 else DEFAULT_RATE_HZ
+
+
+def pid_name(pid: int) -> str:
+    """The catalogue's name of ``pid`` (its first field's name); '' for a PID the catalogue does not know."""
+    try:
+        entry = catalogue.PIDS[pid]
+    except KeyError:
+        return ""
+    return str(entry.fields[0].name) if entry.fields else ""
+
+
+class Poller:
+    """Session + scheduler + cache; see the module docstring."""
+
+    def __init__(
+        self,
+        adapter_cfg: AdapterConfig,
+        polling_cfg: PollingConfig,
+        *,
+        sessions: SessionFactory,
+        publish: Callable[[Any], Awaitable[None]],
+        allow_clear_dtc: bool = False,
+        as_fast_as_possible: bool = False,
+    ) -> None:
+        self.adapter_cfg = adapter_cfg
+        self.polling_cfg = polling_cfg
+        self.publish = publish
+        self.allow_clear_dtc = allow_clear_dtc
+        self.as_fast_as_possible = as_fast_as_possible
+        self._sessions = sessions
+        self.cache = Cache()
+        self.policy = SchedulerPolicy(idle_unrequested_s=polling_cfg.idle_unrequested_s)
+        self.plan: Literal["driving", "parked"] = "driving"
+        self.parked = ParkedPlan()
+        self.requests = RequestQueue()
+        self.session: Session | None = None
+        self.vin = ""
+        self.connected = False
+        self.ecu_responding = False
+        self._link_published: tuple[bool, bool, str] | None = None
+        self._link_published_at = -math.inf
+        self._last_answer = -math.inf
+        self._wake = asyncio.Event()
+        self.started = time.monotonic()
+        self.values = 0
+        self.reconnects = 0
+        self.errors: dict[str, int] = {}
+        self.battery_v: float | None = None
+        self.last_error = ""
+        self._batches = 0
+        self._battery_at = -math.inf
+        self._battery_ok = True  # False once the session cannot read it (raw CAN)
+
+    # -- public API -------------------------------------------------------------------------------
+    def set_plan(self, plan: Literal["driving", "parked"]) -> None:
+        """Switch between full polling (``driving``) and the battery-sparing ``parked`` plan."""
+        if plan not in ("driving", "parked"):
+            raise ValueError(f"unknown plan {plan!r}")
+        if plan != self.plan:
+            log.info("polling plan: %s", plan)
+        self.plan = plan
+        self.parked.restart()
+        self._wake.set()
+
+    async def query(self, pid: int) -> list[Sample]:
+        """Read mode 01 ``pid`` now (ahead of polling); the PID is then polled while asked for."""
+
+        async def run(session: Session, req: Request) -> list[Sample]:
+            return await self._read_on_demand(session, pid)
+
+        result: list[Sample] = await self._submit(f"query {pid:02X}", run)
+        return result
+
+    async def read_dtcs(self) -> DtcReport:
+        """Stored, pending and permanent DTCs and the MIL, read now. NoDataError when no ECU answers."""
+
+        async def run(session: Session, req: Request) -> DtcReport:
+            return await session.read_dtcs()
+
+        result: DtcReport = await self._submit("read DTCs", run)
+        return result
+
+    async def clear_dtcs(self) -> None:
+        """Clear DTCs (service 04) — only when constructed with ``allow_clear_dtc=True``, and only while
+        the caller still waits (an abandoned clear never reaches the car)."""
+        if not self.allow_clear_dtc:
+            raise ForbiddenRequest("clearing DTCs is disabled (diag.allow_clear_dtc = false)")
+
+        async def run(session: Session, req: Request) -> None:
+            await session.clear_dtcs(req.wanted)
+            # Published only after a successful clear and before any later poll can report the lamp off:
+            # detection marks that mil:off user_cleared, and the store records the marker for replays.
+            await self.publish(Sample(now_ms(), "dtcs_cleared", True))
+
+        await self._submit("clear DTCs", run)
+
+    async def read_vin(self) -> str:
+        """The VIN, read now (mode 09 is never cached)."""
+
+        async def run(session: Session, req: Request) -> str:
+            return await session.read_vin()
+
+        vin: str = await self._submit("read VIN", run)
+        self.vin = vin
+        return vin
+
+    def reconfigure(self, polling_cfg: PollingConfig, *, allow_clear_dtc: bool) -> None:
+        """Apply a reloaded ``[polling]`` section and the clear-DTC switch (SIGHUP) without reconnecting."""
+        self.polling_cfg = polling_cfg
+        self.allow_clear_dtc = allow_clear_dtc
+        self.policy.idle_unrequested_s = polling_cfg.idle_unrequested_s
+        if self.session is not None and self.ecu_responding:
+            self._build_plan()
+        self._wake.set()
+
+    def status(self) -> dict[str, Any]:
+        """adapter, protocol, elm_version, vin, connected (and more)."""
+        session = self.session
+        info = session.info if session is not None else None
+        return {
+            "adapter": self.adapter_cfg.port,
+            "connected": self.connected,
+            "ecu_responding": self.ecu_responding,
+            "protocol": (info.protocol_name or info.protocol) if info else "",
+            "elm_version": info.version if info else "",
+            "vin": self.vin,
+            "plan": self.plan,
+            "battery_v": self.battery_v,
+            "reconnects": self.reconnects,
+            "values": self.values,
+            "requests": session.requests if session is not None else 0,
+            "abandoned_requests": self.requests.abandoned,
+            "errors": dict(self.errors) | (dict(session.errors) if session is not None else {}),
+            "adapter_info": info.as_dict() if info is not None else {},
+        }
+
+    def pid_stats(self) -> list[dict[str, Any]]:
+        """pid, name, supported, polled, target_hz, achieved_hz per PID (and ecu, priority, counts)."""
+        return self.policy.stats(time.monotonic())
+
+    # -- the connection loop ----------------------------------------------------------------------
+    async def run(self) -> None:
+        """Forever: connect, initialise, poll; reconnect with backoff when the adapter goes away."""
+        backoff = Backoff(0.5, max(0.5, self.adapter_cfg.reconnect_max_s))
+        while True:
+            session = self._sessions()
+            try:
+                await session.open()
+                self.session = session
+                self.connected = True
+                await self._initialize()
+                backoff.reset()
+                await self._poll_forever()
+            except (TransportError, AdapterError, ParseError) as exc:
+                self._count(type(exc).__name__)
+                self.last_error = str(exc)
+                log.warning("%s: %s", "adapter link lost" if self.connected else "adapter not reachable", exc)
+            finally:
+                # whatever ended this connection (even a bug): release the port and answer the waiting callers
+                await session.close()
+                self.connected = False
+                self.requests.fail_all(TransportError(f"the adapter ({self.adapter_cfg.port}) is not connected"))
+            await self._publish_link(force=True)
+            await asyncio.sleep(backoff.next())
+            self.reconnects += 1
+
+    async def _initialize(self) -> None:
+        session = self._session()
+        first = True
+        while True:
+            try:
+                await (session.initialize() if first else session.resume())
+                break
+            except ProtocolNotFound as exc:
+                # the adapter is fine, the car is asleep: keep the link, try again later
+                first = False
+                self.ecu_responding = False
+                await self._publish_link()
+                log.info("%s", exc)
+                await self._serve_requests()
+                await self._parked_step_without_ecu()
+            except AdapterReset:
+                first = True
+        self.ecu_responding = True
+        self._last_answer = time.monotonic()
+        self._build_plan()
+        await self._publish_link(force=True)
+        with contextlib.suppress(GatewayError):
+            self.vin = await session.read_vin()
+
+    def _session(self) -> Session:
+        if self.session is None:
+            raise TransportError(f"the adapter ({self.adapter_cfg.port}) is not connected")
+        return self.session
+
+    def _build_plan(self) -> None:
+        info = self._session().info
+        for ecu in info.forms:
+            self.policy.set_max_pids(ecu, info.max_pids(ecu))
+        wanted = [int(p, 16) for p in self.polling_cfg.pids]
+        # keep interest-only PIDs (asked on demand) in the plan too
+        extra = {e.pid for e in self.policy.entries.values() if not e.always}
+        self.policy.entries.clear()
+        for pid in [*wanted, *sorted(extra - set(wanted))]:
+            self._plan_pid(pid, always=pid in wanted)
+
+    def _plan_pid(self, pid: int, *, always: bool) -> int:
+        supported = self._session().info.supported
+        ecus = sorted(e for e, pids in supported.items() if pid in pids)
+        ecu = ENGINE_ECU if ENGINE_ECU in ecus or not ecus else ecus[0]
+        rate = math.inf if self.as_fast_as_possible else self.polling_cfg.rates.get(f"{pid:02X}", default_rate(pid))
+        priority = self.polling_cfg.priorities.get(f"{pid:02X}", _DEFAULT_PRIORITIES.get(pid, 0))
+        self.policy.set_pid(
+            pid, ecu, rate, priority=priority, always=always, name=pid_name(pid), supported=bool(ecus) or not supported
+        )
+        return ecu
+
+    async def _poll_forever(self) -> None:
+        while True:
+            if await self._serve_requests():
+                continue
+            if self.plan == "parked":
+                await self._parked_step()
+                continue
+            now = time.monotonic()
+            if self._battery_ok and now - self._battery_at >= BATTERY_EVERY_S:
+                # detectors use the charging voltage as an engine-running hint: read it while driving too
+                self._battery_at = now
+                await self._read_battery()
+                continue
+            batch = self.policy.next_batch(now)
+            if batch is None:
+                await self._publish_link()
+                await self._sleep_or_wake(min(self.policy.next_due_in(now), 0.5))
+                continue
+            await self._poll_batch(batch)
+
+    async def _sleep_or_wake(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def _poll_batch(self, batch: Batch) -> None:
+        session = self._session()
+        try:
+            readings = await session.read_pids(batch.ecu, batch.pids)
+        except NoDataError:
+            if time.monotonic() - self._last_answer > SILENT_AFTER_S:
+                # nothing answers at all: the ECU sleeps (ignition off), not a PID problem
+                self.policy.record_failure(batch, time.monotonic())
+                await self._set_ecu_responding(False)
+                await self._sleep_or_wake(SILENT_RETRY_S)
+            else:
+                self.policy.record(batch, time.monotonic(), ())
+            return
+        except (AdapterError, ParseError, TransportTimeout) as exc:
+            self.policy.record_failure(batch, time.monotonic())
+            await self._recover(exc)
+            return
+        finally:
+            # the session may have demoted (or promoted) this ECU's request form
+            self.policy.set_max_pids(batch.ecu, session.info.max_pids(batch.ecu))
+        done = time.monotonic()
+        samples = self._samples(readings)
+        self.policy.record(batch, done, {s.pid for s in samples if s.pid is not None})
+        self._last_answer = done
+        await self._set_ecu_responding(True)
+        await self._emit(samples)
+        self._batches += 1
+        if self._batches % TUNE_EVERY == 0:
+            await self._tune()
+
+    async def _recover(self, exc: AdapterError | ParseError | TransportTimeout) -> None:
+        """The one recovery path for a failed request (NO DATA is not a failure and never comes here)."""
+        if isinstance(exc, AdapterReset):
+            self._count("adapter_reset")
+            log.warning("the adapter reset itself; initialising again")
+            await self._initialize()
+            return
+        if isinstance(exc, BusError):
+            self._count("bus_error")
+            log.info("bus error (%s): detecting the protocol again", exc)
+            await self._resync()
+            try:
+                await self._session().detect_protocol()
+            except ProtocolNotFound:
+                await self._set_ecu_responding(False)
+                await self._sleep_or_wake(SILENT_RETRY_S)
+            except (BusError, ParseError):
+                await self._sleep_or_wake(SILENT_RETRY_S)
+            return
+        kind = {ParseError: "parse_error", TransportTimeout: "timeout"}.get(type(exc), type(exc).__name__.lower())
+        self._count(kind)
+        log.debug("request failed (%s): resync", exc)
+        await self._resync()
+
+    async def _resync(self) -> None:
+        try:
+            await self._session().resync()
+        except TransportTimeout:
+            # the adapter does not come back to its prompt: start over on this link
+            await self._initialize()
+
+    async def _tune(self) -> None:
+        """Adaptive timing: ATST from the measured latency (ELM327 sessions; a no-op elsewhere)."""
+        try:
+            st = await self._session().tune_timeout()
+        except (AdapterError, ParseError, TransportTimeout) as exc:
+            log.debug("ATST not changed: %s", exc)
+            return
+        if st is not None:
+            log.info("ATST set to %.0f ms from measured latency", st)
+
+    def _samples(self, readings: Sequence[Reading], ts_ms: int | None = None) -> list[Sample]:
+        ts = now_ms() if ts_ms is None else ts_ms
+        kept = (r for r in readings if r.service == 0x01 and r.pid is not None)
+        return [Sample(ts, r.name, r.value, r.unit, r.pid, r.ecu) for r in kept]
+
+    async def _emit(self, samples: Sequence[Sample]) -> None:
+        self.cache.put_many(samples)
+        self.values += len(samples)
+        for s in samples:
+            await self.publish(s)
+
+    # -- requests a caller waits for ----------------------------------------------------------------
+    async def _submit(self, label: str, run: Callable[[Session, Request], Awaitable[Any]]) -> Any:
+        # callers (CLI, diagnostic socket) must get an answer now, not when the adapter or the car returns
+        if self.session is None or not self.connected:
+            raise TransportError(f"the adapter ({self.adapter_cfg.port}) is not connected")
+        if not self.ecu_responding:
+            raise NoDataError("the car's ECU is not answering (is the ignition on?)")
+        fut = self.requests.submit(label, run)
+        self._wake.set()
+        return await fut  # a caller that gives up cancels fut: the request is then dropped unsent
+
+    async def _serve_requests(self) -> bool:
+        """Serve every waiting request; whether there was one."""
+        served = False
+        while (req := self.requests.next()) is not None:
+            served = True
+            session = self._session()
+            try:
+                result = await req.run(session, req)
+            except (AdapterError, ParseError, TransportTimeout) as exc:
+                RequestQueue.resolve(req, exc=exc)
+                if not isinstance(exc, NoDataError):
+                    await self._recover(exc)
+                continue
+            except GatewayError as exc:
+                RequestQueue.resolve(req, exc=exc)
+                raise  # the link itself failed (or the write guard caught a bug): the connection loop decides
+            RequestQueue.resolve(req, result)
+        return served
+
+    async def _read_on_demand(self, session: Session, pid: int) -> list[Sample]:
+        now = time.monotonic()
+        if not any(e.pid == pid for e in self.policy.entries.values()):
+            self._plan_pid(pid, always=False)
+        self.policy.note_interest(pid, now)
+        ecu = next((e.ecu for e in self.policy.entries.values() if e.pid == pid), ENGINE_ECU)
+        try:
+            readings = await session.read_pids(ecu, [pid])
+        except NoDataError:
+            return []
+        samples = self._samples(readings)
+        self.policy.record(Batch(ecu, (pid,)), time.monotonic(), {s.pid for s in samples if s.pid is not None})
+        await self._emit(samples)
+        return samples
+
+    # -- parked plan ------------------------------------------------------------------------------
+    async def _read_battery(self) -> float | None:
+        try:
+            volts = await self._session().read_voltage()
+        except UnsupportedCommand:
+            self._battery_ok = False  # raw CAN, or a clone without ATRV: stop asking
+            return None
+        except (AdapterError, ParseError, TransportTimeout) as exc:
+            log.debug("no battery voltage: %s", exc)
+            return None
+        self.battery_v = volts
+        sample = Sample(now_ms(), "battery_voltage", volts, "V", None, 0)
+        self.cache.put(sample)
+        await self.publish(sample)
+        return volts
+
+    async def _parked_step_without_ecu(self) -> None:
+        with contextlib.suppress(AdapterError, ParseError):
+            await self._read_battery()
+        await self._sleep_or_wake(self.polling_cfg.parked_interval_s if self.plan == "parked" else SILENT_RETRY_S)
+
+    async def _parked_step(self) -> None:
+        session = self._session()
+        now = time.monotonic()
+        if not self.parked.due(now, self.polling_cfg.parked_interval_s):
+            await self._publish_link()
+            await self._sleep_or_wake(self.parked.wait_s(now))
+            return
+        if self.parked.sleeping:
+            await session.resync()  # any byte wakes a sleeping chip; resync gets the prompt back
+            self.parked.sleeping = False
+        volts = await self._read_battery()
+        if self.parked.battery(volts, self.polling_cfg.parked_min_battery_v):
+            low = self.parked.low_battery
+            log.warning("battery %s: %s", f"{volts:.1f} V" if volts else "?", "polling paused" if low else "recovered")
+        if not self.parked.low_battery:
+            await self._wake_check()
+        with contextlib.suppress(AdapterError, TransportTimeout):
+            self.parked.sleeping = await session.low_power()
+
+    async def _wake_check(self) -> None:
+        """One cheap request: does the ECU answer (the engine is on again)?"""
+        try:
+            readings = await self._session().read_pids(ENGINE_ECU, [0x0C])
+        except (NoDataError, BusError):
+            await self._set_ecu_responding(False)
+            return
+        except (AdapterError, ParseError, TransportTimeout) as exc:
+            await self._recover(exc)
+            return
+        self._last_answer = time.monotonic()
+        await self._set_ecu_responding(True)
+        await self._emit(self._samples(readings))
+
+    # -- link state -------------------------------------------------------------------------------
+    async def _set_ecu_responding(self, responding: bool) -> None:
+        if not responding and self.ecu_responding:
+            self.policy.forgive()  # the streaks that led here were the ECU's silence
+        if responding != self.ecu_responding:
+            self.ecu_responding = responding
+            log.info("ECU %s", "responding" if responding else "silent")
+        await self._publish_link()
+
+    async def _publish_link(self, force: bool = False) -> None:
+        info = self.session.info if self.session is not None else None
+        protocol = (info.protocol_name or info.protocol) if info else ""
+        state = (self.connected, self.ecu_responding and self.connected, protocol)
+        now = time.monotonic()
+        if force or state != self._link_published or now - self._link_published_at >= LINK_STATE_EVERY_S:
+            self._link_published = state
+            self._link_published_at = now
+            await self.publish(LinkState(now_ms(), state[0], state[1], state[2]))
+
+    def _count(self, what: str) -> None:
+        self.errors[what] = self.errors.get(what, 0) + 1
