@@ -15,9 +15,10 @@ sending CR or ``>``. :meth:`Transport.read_until` therefore keeps at most ``max_
 it raises :class:`OversizedAnswer` at once (it does not wait for a separator that may never come),
 drops what it held, and *skips*: later reads discard bytes up to the end of that answer (its
 separator), so the tail of an oversized answer is never read as the answer to the next command. The
-skip ends at the separator, when the line goes quiet (:meth:`Transport.drain_input`, or a
-``read_until`` during which nothing at all arrived) or when :meth:`Transport.discard_pending` drops
-the separator. Memory held is the cap plus one received chunk (at most 16 KiB), whatever streams.
+skip ends at the separator, when the line goes quiet for :data:`QUIET_S` (in
+:meth:`Transport.drain_input`, or at the end of a ``read_until`` wait) or when
+:meth:`Transport.discard_pending` drops the separator. Memory held is the cap plus one received chunk
+(at most 16 KiB), whatever streams.
 
 The figures (ELM327 datasheet, "CAN Message Formats" and "Multiline Responses"; ISO 15765-2):
 
@@ -27,7 +28,7 @@ The figures (ELM327 datasheet, "CAN Message Formats" and "Multiline Responses"; 
   ``, 12 characters), the DLC (``8 ``, ATD1), all 8 data bytes as ``XX `` (24; CAF off, or headers on
   where the chip shows whole frames) and CR LF (ATL1): 40 characters × 586 = 23,440 bytes, plus the
   echo, ``SEARCHING...`` and the prompt (< 100). Headers off with CAF on (``0: 49 02 …``, a 3-digit
-  length line first) is 15,220 bytes; 11-bit headers with CAF on, 17,580.
+  length line first, the last line padded) is 15,238 bytes; 11-bit headers with CAF on, 17,580.
   :data:`ISOTP_MAX_ANSWER_BYTES` (24 KiB) admits the widest form; a session passes it as
   ``max_bytes`` for services that can return long messages (03/07/0A DTC lists, 09, 21/22 reads).
 * a mode 01 answer is at most 1 + 6 × 5 = 31 bytes (6 PIDs of at most 4 data bytes): 5 frames, 200
@@ -48,6 +49,8 @@ from gateway.errors import OversizedAnswer, TransportError, TransportTimeout
 DEFAULT_MAX_ANSWER_BYTES = 4 * 1024
 #: Bytes that admit a 4095-byte ISO-TP message in the widest ELM327 text form (module docstring).
 ISOTP_MAX_ANSWER_BYTES = 24 * 1024
+#: Silence after which the rest of an oversized answer is taken as over (drain_input's default too)
+QUIET_S = 0.05
 
 
 class Transport(abc.ABC):
@@ -181,10 +184,16 @@ class Transport(abc.ABC):
         self._skip_until = separator
 
     async def _skip_oversized(self, deadline: float, wait_s: float) -> None:
-        """Discard the rest of an oversized answer, up to and including its separator."""
+        """Discard the rest of an oversized answer, up to and including its separator.
+
+        When the wait ends first, the skipping ends too if the line has been quiet for
+        :data:`QUIET_S` (that answer stopped without its separator); it raises OversizedAnswer if
+        bytes of it were skipped during this wait, else TransportTimeout.
+        """
         sep = self._skip_until
         assert sep is not None
         skipped = 0
+        last_rx = time.monotonic()
         while True:
             idx = self._buffer.find(sep)
             if idx >= 0:
@@ -194,26 +203,30 @@ class Transport(abc.ABC):
                 self._skip_until = None
                 return
             # keep a possible start of a multi-byte separator, drop the rest
-            keep = len(sep) - 1
-            drop = max(0, len(self._buffer) - keep)
+            drop = max(0, len(self._buffer) - (len(sep) - 1))
             skipped += drop
             self.bytes_discarded += drop
             del self._buffer[:drop]
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining > 0:
+                try:
+                    self._buffer += await self._chunk(remaining)
+                    last_rx = time.monotonic()
+                    continue
+                except OversizedAnswer:
+                    continue  # a hole in bytes we drop anyway
+                except TransportTimeout:
+                    pass
+            quiet = time.monotonic() - last_rx >= QUIET_S
+            if quiet:
+                self._skip_until = None
+            if skipped:
+                state = "then quiet" if quiet else "still streaming"
                 raise OversizedAnswer(
-                    f"{self._what()}: still streaming after an oversized answer ({skipped} more bytes "
-                    f"without {sep!r} in {wait_s:.2f} s); discarded"
+                    f"{self._what()}: the rest of an oversized answer, {skipped} more bytes without {sep!r} "
+                    f"in {wait_s:.2f} s, {state}; discarded"
                 )
-            try:
-                chunk = await self._chunk(remaining)
-            except OversizedAnswer:
-                continue  # a hole in bytes we drop anyway
-            except TransportTimeout:
-                if skipped == 0 and not self._buffer:
-                    self._skip_until = None  # the line went quiet: that answer is over
-                raise
-            self._buffer += chunk
+            raise TransportTimeout(f"{self._what()}: no {sep!r} within {wait_s:.2f} s")
 
     def peek(self) -> bytes:
         """What is buffered (read but not yet consumed), without consuming it."""
@@ -235,6 +248,11 @@ class Transport(abc.ABC):
     def _take_queued(self) -> bytes:
         """Transports with a receive queue remove and return its content here (bounded by the queue)."""
         return b""
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes received into the transport's queue and not yet read (0 where there is none)."""
+        return 0
 
     def take_buffer(self) -> bytes:
         """Remove and return whatever is buffered."""

@@ -184,3 +184,7 @@ class BleTransport(Transport):
 
     def _take_queued(self) -> bytes:
         return self._rx.take_all()
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._rx.queued

@@ -125,6 +125,10 @@ class SerialTransport(Transport):
     def _take_queued(self) -> bytes:
         return self._rx.take_all()
 
+    @property
+    def queued_bytes(self) -> int:
+        return self._rx.queued
+
     async def set_baud(self, baud: int) -> None:
         """Switch the local side to ``baud`` (the ATBRD handshake decides when)."""
         if self._ser is None:
