@@ -469,3 +469,53 @@ async def test_poll_against_an_endless_streamer_stays_small_and_says_one_line() 
     assert proc.returncode == 1, (stdout, err)
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
+
+
+# -- the poller over the capped transport: one oversized answer mid-polling ------------------------
+
+
+def _elm_behind_tcp(sim: Simulator, junk_for: int, size: int) -> Handler:
+    """The simulator's ELM327 behind a TCP server; the ``junk_for``-th mode 01 request is answered with
+    ``size`` bytes of junk and no prompt. Lines that arrive together (pipelined) get STOPPED for the
+    first and lose the rest, as a genuine ELM327 treats input while it answers (ELM327 datasheet,
+    "Interrupting the OBD Operations"): this keeps the session from pipelining over this server."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        elm = sim.new_elm()
+        n = 0
+        buf = b""
+        while data := await reader.read(1024):
+            buf += data
+            if buf.count(b"\r") > 1:
+                buf = b""
+                writer.write(b"STOPPED\r\r>")
+                continue
+            if b"\r" not in buf:
+                continue
+            line, buf = buf.split(b"\r", 1)
+            if line.strip().startswith(b"01") and line.strip() not in (b"0100", b"0120", b"0140"):
+                n += 1
+                if n == junk_for:
+                    for i in range(0, size, len(JUNK)):
+                        writer.write(JUNK[: min(len(JUNK), size - i)])
+                        await writer.drain()
+                    continue
+            writer.write(elm.execute(line).data())
+            await writer.drain()
+
+    return handler
+
+
+async def test_poller_resyncs_after_an_oversized_answer_and_counts_it(sim: Simulator) -> None:
+    from tests.link.helpers import make_poller, run_until
+
+    sim.command({"hold_speed": 57.0})
+    async with serve(_elm_behind_tcp(sim, junk_for=20, size=200_000)) as port:
+        poller, got = make_poller(f"tcp:127.0.0.1:{port}", fast=True)
+        ok = await run_until(poller, lambda: poller.errors.get("OversizedAnswer", 0) > 0
+                             and len(got.named("speed")) > 100, 20)
+        errors = poller.status()["errors"]
+    assert ok, errors
+    assert errors.get("OversizedAnswer") == 1, errors
+    assert poller.reconnects == 0  # resynced on the same link
+    assert got.named("speed")[-1].value == pytest.approx(57.0, abs=1.0)
