@@ -17,12 +17,24 @@ from collections import deque
 from gateway.elm327 import commands as cmd
 from gateway.elm327.responses import Answer, Kind, classify, raise_for
 from gateway.errors import OversizedAnswer, TransportTimeout, UnsupportedCommand
-from gateway.transport.base import Transport
+from gateway.obd.guard import request_service
+from gateway.transport.base import DEFAULT_MAX_ANSWER_BYTES, ISOTP_MAX_ANSWER_BYTES, Transport
 
 log = logging.getLogger("gateway.elm327")
 
 # AT commands whose answer is a text rather than OK
 TEXT_COMMANDS = frozenset({b"ATI", b"ATRV", b"ATDPN", b"ATDP", b"STI", b"STDI", b"AT@1", b"ATZ", b"ATWS", b"ATLP"})
+#: services whose answer can be a long multi-frame ISO-TP message (DTC lists, vehicle info, 21/22 reads)
+LONG_ANSWER_SERVICES = frozenset({0x03, 0x07, 0x09, 0x0A, 0x21, 0x22})
+
+
+def answer_cap(line: bytes) -> int:
+    """Bytes kept of the answer to ``line``: 4 KiB for AT commands and mode 01, enough for a 4095-byte
+    ISO-TP message in the widest ELM327 text form for the services that can answer that long."""
+    parsed = request_service(line.strip().decode("ascii", errors="replace").upper())
+    if parsed is not None and parsed[0] in LONG_ANSWER_SERVICES:
+        return ISOTP_MAX_ANSWER_BYTES
+    return DEFAULT_MAX_ANSWER_BYTES
 
 
 class ElmLine:
@@ -58,7 +70,7 @@ class ElmLine:
             # bytes left from an earlier answer (a stray '>' in line noise): never read them as ours
             self.count("stale_bytes")
         await self.transport.write(line)
-        block = await self.read_prompt(self.timeout_s if wait_s is None else wait_s)
+        block = await self.read_prompt(self.timeout_s if wait_s is None else wait_s, answer_cap(line))
         self.heard = True
         self.latency.append(time.monotonic() - t0)
         answer = classify(block[:-1], line)
@@ -66,13 +78,13 @@ class ElmLine:
             self.count("reset")
         return answer
 
-    async def read_prompt(self, wait_s: float) -> bytes:
+    async def read_prompt(self, wait_s: float, max_bytes: int = DEFAULT_MAX_ANSWER_BYTES) -> bytes:
         """Read to the prompt; a protocol search in progress extends the wait to the adapter time-out.
 
         An answer longer than the transport keeps (a broken or hostile adapter streaming without a
         prompt) is counted, drained, and raised as OversizedAnswer."""
         try:
-            return await self.transport.read_until(cmd.PROMPT, wait_s)
+            return await self.transport.read_until(cmd.PROMPT, wait_s, max_bytes=max_bytes)
         except OversizedAnswer:
             self.heard = True
             self.count("oversized")
@@ -83,7 +95,7 @@ class ElmLine:
             self.heard = self.heard or bool(pending)
             if wait_s < self.timeout_s and (b"SEARCHING" in pending or b"BUS INIT" in pending):
                 try:
-                    return await self.transport.read_until(cmd.PROMPT, self.timeout_s)
+                    return await self.transport.read_until(cmd.PROMPT, self.timeout_s, max_bytes=max_bytes)
                 except TransportTimeout:
                     pass
             self.count("timeout")

@@ -4,7 +4,36 @@ A transport moves bytes to and from an adapter and knows nothing about what they
 transports implement four primitives (``_open``, ``_close``, ``_write``, ``_read_chunk``); the base
 class adds buffering and :meth:`Transport.read_until`, which the ELM327 session uses to read up to the
 ``>`` prompt. Every failure surfaces as :class:`~gateway.errors.TransportError` (a closed or unplugged
-device) or :class:`~gateway.errors.TransportTimeout`.
+device), :class:`~gateway.errors.TransportTimeout`, or :class:`~gateway.errors.OversizedAnswer` (an
+answer past the bytes kept per answer).
+
+Bytes kept per answer
+---------------------
+A broken or hostile adapter (Wi-Fi adapters are often open access points) can stream without ever
+sending CR or ``>``. :meth:`Transport.read_until` therefore keeps at most ``max_bytes`` per answer
+(separator included), :data:`DEFAULT_MAX_ANSWER_BYTES` unless the caller asks for more. Past the cap
+it raises :class:`OversizedAnswer` at once (it does not wait for a separator that may never come),
+drops what it held, and *skips*: later reads discard bytes up to the end of that answer (its
+separator), so the tail of an oversized answer is never read as the answer to the next command. The
+skip ends at the separator, when the line goes quiet for :data:`QUIET_S` (in
+:meth:`Transport.drain_input`, or at the end of a ``read_until`` wait) or when
+:meth:`Transport.discard_pending` drops the separator. Memory held is the cap plus one received chunk
+(at most 16 KiB), whatever streams.
+
+The figures (ELM327 datasheet, "CAN Message Formats" and "Multiline Responses"; ISO 15765-2):
+
+* the longest ISO-TP message is 4095 data bytes: a first frame with 6 of them, then 585 consecutive
+  frames with 7 (the last holds 1), 586 CAN frames;
+* the widest text the chip prints for it is one line per frame with the 29-bit header (``18 DA F1 10
+  ``, 12 characters), the DLC (``8 ``, ATD1), all 8 data bytes as ``XX `` (24; CAF off, or headers on
+  where the chip shows whole frames) and CR LF (ATL1): 40 characters × 586 = 23,440 bytes, plus the
+  echo, ``SEARCHING...`` and the prompt (< 100). Headers off with CAF on (``0: 49 02 …``, a 3-digit
+  length line first, the last line padded) is 15,238 bytes; 11-bit headers with CAF on, 17,580.
+  :data:`ISOTP_MAX_ANSWER_BYTES` (24 KiB) admits the widest form; a session passes it as
+  ``max_bytes`` for services that can return long messages (03/07/0A DTC lists, 09, 21/22 reads).
+* a mode 01 answer is at most 1 + 6 × 5 = 31 bytes (6 PIDs of at most 4 data bytes): 5 frames, 200
+  characters in the widest form per ECU, 1,600 for 8 ECUs answering a functional request.
+  :data:`DEFAULT_MAX_ANSWER_BYTES` (4 KiB) admits that more than twice over, and every AT answer.
 """
 
 from __future__ import annotations
@@ -14,8 +43,15 @@ import asyncio
 import time
 from types import TracebackType
 
-from gateway.errors import TransportError, TransportTimeout
+from gateway.errors import OversizedAnswer, TransportError, TransportTimeout
 from gateway.obd.guard import ElmWriteGuard
+
+#: Bytes kept per answer unless the caller asks for more: mode 01 and AT answers (module docstring).
+DEFAULT_MAX_ANSWER_BYTES = 4 * 1024
+#: Bytes that admit a 4095-byte ISO-TP message in the widest ELM327 text form (module docstring).
+ISOTP_MAX_ANSWER_BYTES = 24 * 1024
+#: Silence after which the rest of an oversized answer is taken as over (drain_input's default too)
+QUIET_S = 0.05
 
 
 class Transport(abc.ABC):
@@ -29,6 +65,13 @@ class Transport(abc.ABC):
         self._is_open = False
         #: every write passes it: read-only toward the car, one line per prompt (see gateway.obd.guard)
         self.guard = ElmWriteGuard()
+        #: the cap :meth:`read_until` applies when the caller gives no ``max_bytes``
+        self.max_answer_bytes = DEFAULT_MAX_ANSWER_BYTES
+        # the separator ending the oversized answer whose rest is being skipped, if any
+        self._skip_until: bytes | None = None
+        #: answers refused for their size, and bytes discarded by the caps (for status and tests)
+        self.oversized = 0
+        self.bytes_discarded = 0
 
     # -- primitives a transport implements -------------------------------------------------------
     @abc.abstractmethod
@@ -56,6 +99,7 @@ class Transport(abc.ABC):
             return
         self._buffer.clear()
         self.guard.reset()
+        self._skip_until = None
         await self._open()
         self._is_open = True
 
@@ -74,47 +118,146 @@ class Transport(abc.ABC):
         await self._write(data)
 
     async def read(self, wait_s: float | None = None) -> bytes:
-        """Whatever is buffered, or the next chunk that arrives (at least one byte)."""
+        """Whatever is buffered, or the next chunk that arrives (at least one byte, at most 16 KiB).
+
+        Raw bytes, uncapped by answers: an oversized answer being skipped is not skipped here. Raises
+        :class:`OversizedAnswer` when a full receive queue dropped bytes before this chunk."""
         if self._buffer:
             data = bytes(self._buffer)
             self._buffer.clear()
             return data
         return await self._chunk(wait_s)
 
-    async def read_until(self, separator: bytes, wait_s: float) -> bytes:
-        """Bytes up to and including ``separator``; the rest stays buffered.
+    async def read_until(self, separator: bytes, wait_s: float, *, max_bytes: int | None = None) -> bytes:
+        """Bytes up to and including ``separator``, at most ``max_bytes`` of them; the rest stays buffered.
 
+        ``max_bytes`` defaults to :attr:`max_answer_bytes` (:data:`DEFAULT_MAX_ANSWER_BYTES`); pass
+        :data:`ISOTP_MAX_ANSWER_BYTES` where a long ISO-TP answer is legitimate.
+
+        Raises :class:`OversizedAnswer` as soon as the answer passes ``max_bytes`` (what was held is
+        dropped and the rest of that answer is skipped by later reads, see the module docstring), and
+        also when the wait ends while the rest of an earlier oversized answer is still streaming in.
         Raises :class:`TransportTimeout` when ``separator`` did not arrive within ``wait_s``
         seconds; what was read so far stays buffered (see :meth:`take_buffer`).
         """
+        limit = self.max_answer_bytes if max_bytes is None else max_bytes
+        if limit < len(separator):
+            raise ValueError(f"max_bytes={limit} is shorter than the separator")
         deadline = time.monotonic() + wait_s
+        if self._skip_until is not None:
+            await self._skip_oversized(deadline, wait_s)
         start = 0
         while True:
             idx = self._buffer.find(separator, start)
             if idx >= 0:
                 end = idx + len(separator)
+                if end > limit:
+                    # the answer ended, but too long: drop it whole, keep what follows it
+                    del self._buffer[:end]
+                    self._refused(end)
+                    raise OversizedAnswer(f"{self._what()}: an answer of {end} bytes, more than the {limit} kept")
                 data = bytes(self._buffer[:end])
                 del self._buffer[:end]
                 return data
+            if len(self._buffer) >= limit:
+                # no separator within the cap: the answer is longer than the cap whatever follows
+                self._overflow(separator)
+                raise OversizedAnswer(
+                    f"{self._what()}: more than {limit} bytes without {separator!r} (a broken adapter?); discarded"
+                )
             start = max(0, len(self._buffer) - len(separator) + 1)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TransportTimeout(f"{self.description or 'transport'}: no {separator!r} within {wait_s:.2f} s")
-            self._buffer += await self._chunk(remaining)
+                raise TransportTimeout(f"{self._what()}: no {separator!r} within {wait_s:.2f} s")
+            try:
+                chunk = await self._chunk(remaining)
+            except OversizedAnswer:
+                self._overflow(separator)  # bytes were lost before this answer's end: never read it as whole
+                raise
+            self._buffer += chunk
+
+    def _what(self) -> str:
+        return self.description or "transport"
+
+    def _refused(self, n: int) -> None:
+        self.oversized += 1
+        self.bytes_discarded += n
+
+    def _overflow(self, separator: bytes) -> None:
+        self._refused(len(self._buffer))
+        self._buffer.clear()
+        self._skip_until = separator
+
+    async def _skip_oversized(self, deadline: float, wait_s: float) -> None:
+        """Discard the rest of an oversized answer, up to and including its separator.
+
+        When the wait ends first, the skipping ends too if the line has been quiet for
+        :data:`QUIET_S` (that answer stopped without its separator); it raises OversizedAnswer if
+        bytes of it were skipped during this wait, else TransportTimeout.
+        """
+        sep = self._skip_until
+        assert sep is not None
+        skipped = 0
+        last_rx = time.monotonic()
+        while True:
+            idx = self._buffer.find(sep)
+            if idx >= 0:
+                end = idx + len(sep)
+                del self._buffer[:end]
+                self.bytes_discarded += end
+                self._skip_until = None
+                return
+            # keep a possible start of a multi-byte separator, drop the rest
+            drop = max(0, len(self._buffer) - (len(sep) - 1))
+            skipped += drop
+            self.bytes_discarded += drop
+            del self._buffer[:drop]
+            remaining = deadline - time.monotonic()
+            if remaining > 0:
+                try:
+                    self._buffer += await self._chunk(remaining)
+                    last_rx = time.monotonic()
+                    continue
+                except OversizedAnswer:
+                    continue  # a hole in bytes we drop anyway
+                except TransportTimeout:
+                    pass
+            quiet = time.monotonic() - last_rx >= QUIET_S
+            if quiet:
+                self._skip_until = None
+            if skipped:
+                state = "then quiet" if quiet else "still streaming"
+                raise OversizedAnswer(
+                    f"{self._what()}: the rest of an oversized answer, {skipped} more bytes without {sep!r} "
+                    f"in {wait_s:.2f} s, {state}; discarded"
+                )
+            raise TransportTimeout(f"{self._what()}: no {sep!r} within {wait_s:.2f} s")
 
     def peek(self) -> bytes:
         """What is buffered (read but not yet consumed), without consuming it."""
         return bytes(self._buffer)
 
     def discard_pending(self) -> int:
-        """Drop what was received but not consumed (stale bytes before a new command); returns the count."""
-        n = len(self._buffer)
-        self.guard.saw_input(bytes(self._buffer))  # a prompt among stale bytes still means the chip waits
-        self._buffer.clear()
-        return n + self._discard_queued()
+        """Drop what was received but not consumed (stale bytes before a new command); returns the count.
 
-    def _discard_queued(self) -> int:
-        """Transports with a receive queue drop its content here."""
+        Ends the skipping of an oversized answer when its separator is among the bytes dropped."""
+        queued = self._take_queued()
+        n = len(self._buffer) + len(queued)
+        self.guard.saw_input(bytes(self._buffer) + queued)  # a prompt among stale bytes: the chip waits
+        if self._skip_until is not None:
+            self.bytes_discarded += n
+            if self._skip_until in bytes(self._buffer) + queued:  # both bounded: cap + queue
+                self._skip_until = None
+        self._buffer.clear()
+        return n
+
+    def _take_queued(self) -> bytes:
+        """Transports with a receive queue remove and return its content here (bounded by the queue)."""
+        return b""
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes received into the transport's queue and not yet read (0 where there is none)."""
         return 0
 
     def take_buffer(self) -> bytes:
@@ -124,15 +267,34 @@ class Transport(abc.ABC):
         return data
 
     async def drain_input(self, quiet_s: float = 0.05, max_s: float = 1.0) -> bytes:
-        """Read and discard until the line has been quiet for ``quiet_s`` (stale bytes after a fault)."""
+        """Read and discard until the line has been quiet for ``quiet_s`` (stale bytes after a fault).
+
+        Returns the first :attr:`max_answer_bytes` bytes drained (for logs); the rest is counted in
+        :attr:`bytes_discarded`, never kept. A quiet line, or the separator of an oversized answer
+        being skipped, ends that skipping.
+        """
+        sep = self._skip_until
         got = bytearray(self.take_buffer())
+        tail = b""
+        cap = self.max_answer_bytes
         deadline = time.monotonic() + max_s
         while time.monotonic() < deadline:
             try:
-                got += await self._chunk(min(quiet_s, max(0.0, deadline - time.monotonic())))
+                chunk = await self._chunk(min(quiet_s, max(0.0, deadline - time.monotonic())))
             except TransportTimeout:
+                self._skip_until = None
                 break
-        return bytes(got)
+            except OversizedAnswer:
+                continue  # bytes dropped by a full queue: we drop them too
+            if sep is not None:
+                if sep in tail + chunk:
+                    self._skip_until = sep = None
+                else:
+                    tail = (tail + chunk)[-(len(sep) - 1) :] if len(sep) > 1 else b""
+            room = cap - len(got)
+            if room > 0:
+                got += chunk[:room]
+        return bytes(got[:cap])
 
     async def set_baud(self, baud: int) -> None:
         """Change the local baud rate (serial only); other transports raise TransportError."""

@@ -15,6 +15,10 @@ recognised by UUIDs (with a fall-back to any service holding one notify and one 
 characteristic), writes are split to the negotiated MTU (ATT payload = MTU − 3), and notifications
 are queued as they come: the base class reassembles them into lines and prompts. A dropped link
 surfaces as TransportError. bleak is imported only when a ``ble:`` port is opened.
+
+Bytes kept: notifications cannot be paused, so the receive queue drops its oldest bytes past 64 KiB
+unread and the next read raises OversizedAnswer (see :mod:`gateway.transport._queue`); answers are
+capped by :meth:`~gateway.transport.base.Transport.read_until`.
 """
 
 from __future__ import annotations
@@ -178,5 +182,9 @@ class BleTransport(Transport):
     async def _read_chunk(self) -> bytes:
         return await self._rx.get()
 
-    def _discard_queued(self) -> int:
-        return self._rx.discard()
+    def _take_queued(self) -> bytes:
+        return self._rx.take_all()
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._rx.queued

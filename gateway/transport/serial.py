@@ -3,6 +3,11 @@
 pyserial opens and configures the port; the event loop watches its file descriptor
 (``loop.add_reader``), so no thread blocks and a vanished device (EIO, EOF on a closed
 pseudo-terminal, a USB unplug) surfaces at once as :class:`~gateway.errors.TransportError`.
+
+Bytes kept: the receive queue stops reading the descriptor at 64 KiB unread (backpressure, see
+:mod:`gateway.transport._queue`): the kernel's tty buffer holds the rest, or drops it on a UART
+without flow control, so a device that streams while nobody reads never grows our memory. Answers are
+capped by :meth:`~gateway.transport.base.Transport.read_until`.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ class SerialTransport(Transport):
         return self._baud
 
     async def _open(self) -> None:
-        self._rx = ChunkQueue()
+        self._rx = ChunkQueue(pause=self._stop_reading, resume=self._resume_reading)
         self._loop = asyncio.get_running_loop()
         try:
             ser = serial.Serial(self.device, self._baud, timeout=0, write_timeout=0, exclusive=True)
@@ -62,6 +67,10 @@ class SerialTransport(Transport):
             self._rx.fail(TransportError(f"{self.device}: device closed"))
             return
         self._rx.feed(data)
+
+    def _resume_reading(self) -> None:
+        if self._ser is not None and self._loop is not None and self._rx.failed is None:
+            self._loop.add_reader(self._ser.fileno(), self._on_readable)
 
     def _stop_reading(self) -> None:
         if self._ser is not None and self._loop is not None:
@@ -113,8 +122,12 @@ class SerialTransport(Transport):
     async def _read_chunk(self) -> bytes:
         return await self._rx.get()
 
-    def _discard_queued(self) -> int:
-        return self._rx.discard()
+    def _take_queued(self) -> bytes:
+        return self._rx.take_all()
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._rx.queued
 
     async def set_baud(self, baud: int) -> None:
         """Switch the local side to ``baud`` (the ATBRD handshake decides when)."""

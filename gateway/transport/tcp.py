@@ -1,4 +1,11 @@
-"""TCP transport (Wi-Fi adapters; 192.168.0.10:35000 is the usual address)."""
+"""TCP transport (Wi-Fi adapters; 192.168.0.10:35000 is the usual address).
+
+Bytes kept: asyncio's StreamReader pauses reading the socket once it holds more than twice its
+``limit`` (:data:`STREAM_LIMIT_BYTES`, so 128 KiB) unread, and TCP's window then stops the sender:
+backpressure, nothing dropped, rather than a queue that grows while nobody reads. Each read takes at
+most :data:`READ_CHUNK_BYTES`, and answers are capped by
+:meth:`~gateway.transport.base.Transport.read_until`.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,10 @@ from gateway.transport.base import Transport
 
 DEFAULT_HOST = "192.168.0.10"
 DEFAULT_PORT = 35000
+#: StreamReader's limit: reading the socket pauses above twice this many unread bytes
+STREAM_LIMIT_BYTES = 64 * 1024
+#: bytes taken from the StreamReader per read
+READ_CHUNK_BYTES = 4096
 
 
 class TcpTransport(Transport):
@@ -26,7 +37,9 @@ class TcpTransport(Transport):
     async def _open(self) -> None:
         try:
             async with asyncio.timeout(self.connect_timeout_s):
-                self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+                self._reader, self._writer = await asyncio.open_connection(
+                    self.host, self.port, limit=STREAM_LIMIT_BYTES
+                )
         except (OSError, TimeoutError) as exc:
             raise TransportError(f"{self.description}: cannot connect: {exc or 'timed out'}") from exc
 
@@ -52,7 +65,7 @@ class TcpTransport(Transport):
         if self._reader is None:
             raise TransportError(f"{self.description}: not open")
         try:
-            data = await self._reader.read(4096)
+            data = await self._reader.read(READ_CHUNK_BYTES)
         except OSError as exc:
             raise TransportError(f"{self.description}: read failed: {exc}") from exc
         if not data:
