@@ -41,6 +41,7 @@ from gateway.errors import (
     NoDataError,
     ParseError,
     ProtocolNotFound,
+    Stopped,
     TransportError,
     TransportTimeout,
     UnsupportedCommand,
@@ -373,7 +374,8 @@ class Poller:
             except (BusError, ParseError):
                 await self._sleep_or_wake(SILENT_RETRY_S)
             return
-        kind = {ParseError: "parse_error", TransportTimeout: "timeout"}.get(type(exc), type(exc).__name__.lower())
+        kinds: dict[type[Exception], str] = {ParseError: "parse_error", TransportTimeout: "timeout", Stopped: "stopped"}
+        kind = kinds.get(type(exc), type(exc).__name__)
         self._count(kind)
         log.debug("request failed (%s): resync", exc)
         await self._resync()

@@ -197,7 +197,7 @@ async def test_ten_megabyte_answer_over_tcp_then_the_next_answer_is_read(recover
             rss0 = vmrss()
             tracemalloc.start()
             try:
-                await t.write(b"0902\r")
+                await t.write(b"ATI\r")  # any line: the scripted server answers 10 MB
                 with pytest.raises(OversizedAnswer):
                     await t.read_until(b">", 5.0)
                 if recovery == "drain":  # what the session's resync does first
@@ -227,15 +227,15 @@ async def test_cap_boundary_and_what_follows_an_oversized_answer() -> None:
         t = TcpTransport("127.0.0.1", port)
         await t.open()
         try:
-            await t.write(b"1\r")
+            await t.write(b"ATI\r")
             assert await t.read_until(b">", 2.0, max_bytes=n) == answers[0]  # exactly the cap: kept
-            await t.write(b"2\r")
+            await t.write(b"ATRV\r")
             with pytest.raises(OversizedAnswer):
                 await t.read_until(b">", 2.0, max_bytes=n)  # one byte over: refused
-            await t.write(b"3\r")
+            await t.write(b"ATDP\r")
             assert await t.read_until(b">", 2.0, max_bytes=n) == b"OK\r\r>"
             # a short line read with a small cap, the rest stays for the next read
-            await t.write(b"4\r")
+            await t.write(b"ATDPN\r")
             assert await t.read_until(b"\r", 2.0, max_bytes=11) == b"C" * 10 + b"\r"
             assert await t.read_until(b">", 2.0) == b"D" * 10 + b">"
             with pytest.raises(ValueError, match="shorter than the separator"):
@@ -308,9 +308,9 @@ async def test_an_isotp_sized_answer_is_read_whole_only_when_asked_for(sim: Simu
         t = TcpTransport("127.0.0.1", port)
         await t.open()
         try:
-            await t.write(b"2201\r")
+            await t.write(b"ATI\r")
             assert await t.read_until(b">", 5.0, max_bytes=ISOTP_MAX_ANSWER_BYTES) == text
-            await t.write(b"2201\r")
+            await t.write(b"ATI\r")
             with pytest.raises(OversizedAnswer):
                 await t.read_until(b">", 5.0)  # the default cap is for mode 01
             await t.write(b"ATE0\r")
