@@ -7,7 +7,9 @@ A user's first check of a new adapter::
 prints the protocol, the achieved values per second in total and per PID, requests per second,
 the last value of each PID, and the errors met. ``--json`` prints one JSON object with
 ``values_per_s``, ``requests_per_s``, ``protocol``, ``per_pid`` (PID → values/s) and ``last``
-(PID → last value), plus ``errors``, ``elm_version``, ``baud`` and ``duration_s``.
+(PID → last value), plus ``errors``, ``elm_version``, ``baud``, ``duration_s``, and ``forms`` / ``form_notes``
+(ECU → the request form kept, and why). Progress lines (port opened, protocol search, request forms) go to
+stderr while it connects. It uses the daemon's defaults, the fast baud rate included.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +57,10 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--fast-baud",
         type=int,
-        default=0,
+        default=config.AdapterConfig().fast_baud,
         metavar="N",
-        help="switch the adapter to N baud with ATBRD after initialising (serial only; 0 = stay)",
+        help="switch the adapter to N baud after initialising, with ATBRD or STSBR on STN chips (serial only; "
+        f"0 = stay; default {config.AdapterConfig().fast_baud}, as the daemon)",
     )
     p.add_argument("--protocol", default="auto", help="ELM327 protocol 1-C or auto (default)")
     p.add_argument("--pids", default=DEFAULT_PIDS, help=f"mode 01 PIDs in hex, comma-separated ({DEFAULT_PIDS})")
@@ -106,7 +110,7 @@ def _poll(args: argparse.Namespace) -> int:
     polling.validate()
     state_dir = Path(args.state_dir) if args.state_dir else None
     try:
-        report = asyncio.run(run_poll(adapter, polling, args.duration, state_dir))
+        report = asyncio.run(run_poll(adapter, polling, args.duration, state_dir, progress=_progress))
     except KeyboardInterrupt:
         return 130
     if args.json:
@@ -116,10 +120,46 @@ def _poll(args: argparse.Namespace) -> int:
     return 0 if report["values"] > 0 else 1
 
 
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+async def _report_progress(poller: Any, say: Callable[[str], None]) -> None:
+    """One line per step of the bring-up once the adapter answered, to stderr: a protocol search can take
+    ten seconds or more."""
+    said: set[str] = set()
+
+    def once(key: str, text: str) -> None:
+        if key not in said:
+            said.add(key)
+            say(text)
+
+    started = time.monotonic()
+    while True:
+        info = poller.session.info if poller.session is not None else None
+        # nothing before the adapter identified itself: a port with no ELM327 behind it stays one line
+        if info is not None and (info.version or info.stn) and not info.protocol:
+            once("search", f"adapter {info.stn or 'ELM327 v' + info.version}; looking for the car's protocol "
+                           "(a search can take 10 s or more)...")
+        if info is not None and info.protocol:
+            once("proto", f"protocol {info.protocol_name or info.protocol} after {time.monotonic() - started:.1f} s")
+        if info is not None and info.forms:
+            forms = ", ".join(f"{ecu:X}: {form.label()}" for ecu, form in sorted(info.forms.items()))
+            once("forms", f"request forms: {forms}")
+            return
+        await asyncio.sleep(0.1)
+
+
 async def run_poll(
-    adapter: config.AdapterConfig, polling: config.PollingConfig, duration_s: float, state_dir: Path | None = None
+    adapter: config.AdapterConfig,
+    polling: config.PollingConfig,
+    duration_s: float,
+    state_dir: Path | None = None,
+    *,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Poll for ``duration_s`` seconds after the first value; return the report (see the module doc)."""
+    """Poll for ``duration_s`` seconds after the first value; return the report (see the module doc).
+    ``progress`` gets one line per bring-up step (opened, searching, protocol found, request forms)."""
     from gateway.poller import Poller
 
     first: list[float] = []
@@ -157,6 +197,7 @@ async def run_poll(
     sessions = session_factory(adapter, polling, state_dir)
     poller = Poller(adapter, polling, sessions=sessions, publish=publish, as_fast_as_possible=True)
     task = asyncio.create_task(poller.run(), name="poller")
+    reporter = asyncio.create_task(_report_progress(poller, progress)) if progress is not None else None
     # initialisation may take a protocol search (several seconds) plus a reconnect or two
     budget = duration_s + max(30.0, adapter.timeout_s * 6)
     waiter = asyncio.create_task(done.wait())
@@ -172,6 +213,8 @@ async def run_poll(
     waiter.cancel()
     opened.cancel()
     silent.cancel()
+    if reporter is not None:
+        reporter.cancel()
     # the port opened but nothing identified itself: say so, even if the poller is between retries now
     if not first and is_elm and opened_once and not _elm_answered(poller):
         task.cancel()
@@ -299,5 +342,8 @@ def _print_text(r: dict[str, Any], out: Any = sys.stdout) -> None:
         print(f"  {pid}  {rate:8.1f}/s  last {_human(r['last'].get(pid), units.get(pid, ''))}", file=out)
     if r["unsupported"]:
         print(f"not supported by the car: {', '.join(r['unsupported'])}", file=out)
+    notes = r.get("form_notes", {})
+    for ecu, form in r.get("forms", {}).items():
+        print(f"ECU {ecu}:  {form} per request ({notes.get(ecu, '')})", file=out)
     errors = {k: v for k, v in r["errors"].items() if v}
     print("errors:    " + (", ".join(f"{k}={v}" for k, v in sorted(errors.items())) or "none"), file=out)
