@@ -24,6 +24,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from firmware_sim import audit
+from firmware_sim.adapters import GENUINE, Personality
 from firmware_sim.ecu import (
     CAN_PROTOCOLS,
     PROTOCOL_NAMES,
@@ -65,6 +67,7 @@ class Reply:
     interruptible: bool = False  # an OBD request: input before the prompt makes the chip print STOPPED
     monitor: Monitor | None = None  # ATMA: stream frames until any byte arrives
     brd_baud: int | None = None  # ATBRD: the handshake at this baud rate follows "OK"
+    after_baud: int | None = None  # STSBR: the UART switches to this rate once the reply has left
     ended_at: float = 0.0
 
     def data(self) -> bytes:
@@ -186,12 +189,16 @@ class Elm327:
 
     def __init__(self, bus: CarBus, *, timing: TimingModel | None = None, faults: Faults | None = None,
                  fast: bool = False, seed: int = 1, linefeeds_default: bool = False, version: str = VERSION,
-                 pipelining: bool = False, log: deque[LogEntry] | None = None) -> None:
+                 pipelining: bool = False, log: deque[LogEntry] | None = None,
+                 personality: Personality = GENUINE,
+                 on_nonread: Callable[[audit.AuditRecord], None] | None = None) -> None:
         self.bus = bus
+        self.personality = personality  # the adapter model's traits (firmware_sim.adapters)
+        self.on_nonread = on_nonread  # told of every request outside the read set (firmware_sim.audit)
         self.log = log  # every executed line, in order (tests check request order with it)
         # False: a genuine ELM327 (input behind an OBD request's CR interrupts it with STOPPED).
         # True: a line-buffering adapter (Automatic, STN-style) that answers queued lines in order.
-        self.pipelining = pipelining
+        self.pipelining = pipelining or personality.pipelining
         self.version = version  # the ID string of ATI / ATZ (clones say v1.5; genuine chips v2.x)
         self.base_timing = timing or TimingModel()
         self.baud = self.base_timing.baud
@@ -210,7 +217,12 @@ class Elm327:
     @property
     def eol(self) -> bytes:
         """The line ending (CR, or CR LF with ATL1)."""
-        return b"\r\n" if self.settings.linefeeds else b"\r"
+        return b"\r\n" if self.settings.linefeeds or self.personality.crlf else b"\r"
+
+    @property
+    def tail(self) -> bytes:
+        """What closes every reply: a blank line (unless the personality omits it) and the ``>`` prompt."""
+        return (self.eol if self.personality.blank_line else b"") + b">"
 
     def line(self, text: str | bytes) -> bytes:
         """One output line with its ending."""
@@ -229,9 +241,12 @@ class Elm327:
 
     def hexs(self, data: bytes) -> str:
         """Bytes as hex, each followed by a space when spaces are on."""
-        if self.settings.spaces:
-            return "".join(f"{b:02X} " for b in data)
-        return data.hex().upper()
+        text = "".join(f"{b:02X} " for b in data) if self.settings.spaces else data.hex().upper()
+        return text.lower() if self.personality.lowercase_hex else text
+
+    def _hexnum(self, value: int, width: int) -> str:
+        text = f"{value:0{width}X}"
+        return text.lower() if self.personality.lowercase_hex else text
 
     def _reset(self, *, keep_baud: bool = False) -> None:
         self.settings = Settings(linefeeds=self.linefeeds_default)
@@ -249,20 +264,31 @@ class Elm327:
 
     def _finish(self, reply: Reply, body: bytes, ready_at: float) -> None:
         t = 0.0 if self.fast else max(ready_at, 0.0) + serial_time(len(body), self.baud)
-        reply.chunks.append(Chunk(t, body + self.eol + b">"))
+        reply.chunks.append(Chunk(t, body + self.tail))
         reply.ended_at = t
 
     # ------------------------------------------------------------------ entry point
     def execute(self, raw: bytes) -> Reply:
         """Interpret one command line (without its CR) and return the chip's reply (logged in ``log``)."""
+        command = bytes(b for b in raw if b > 0x20 and b != 0x7F).upper().decode("ascii", "replace")
+        # a bare CR repeats the last request: audit what it sends
+        sent = command or self.last_command.decode("ascii", "replace")
+        rec = audit.observe_line(sent, caf=self.settings.caf)
+        if rec is not None and self.on_nonread is not None:
+            self.on_nonread(rec)
         reply = self._execute(raw)
+        lag = self.personality.link_latency_s
+        if lag and not self.fast:  # a Wi-Fi / BLE bridge delays every byte of the exchange
+            for chunk in reply.chunks:
+                chunk.at += lag
+            reply.ended_at += lag
         if self.log is not None:
-            command = bytes(b for b in raw if b > 0x20 and b != 0x7F).upper().decode("ascii", "replace")
             self.log.append(LogEntry(time.monotonic(), command, reply.data().decode("ascii", "replace")))
         return reply
 
     def _execute(self, raw: bytes) -> Reply:
-        echo = raw + self.eol if self.settings.echo else b""
+        # A clone with CR LF line ends still echoes the command with the CR it received (ELMduino #241).
+        echo = raw + (b"\r" if self.personality.crlf else self.eol) if self.settings.echo else b""
         t_in = 0.0 if self.fast else serial_time(len(raw) + 1, self.baud)
         cleaned = bytes(b for b in raw if b > 0x20 and b != 0x7F).upper()
         if not cleaned:
@@ -279,6 +305,8 @@ class Elm327:
             reply = self._at(text[2:], echo, t_in)
             if text[2:] not in {"Z", "WS", "D"}:
                 self.last_command = b""
+        elif text.startswith("ST") and (self.personality.st_commands or self.personality.stsbr):
+            reply = self._st(text[2:], echo, t_in)
         elif re.fullmatch(r"[0-9A-F]+", text):
             self.last_command = cleaned
             reply = self._obd(text, echo, t_in)
@@ -311,7 +339,8 @@ class Elm327:
     def _banner(self, echo: bytes, t_in: float, *, spontaneous: bool = False, warm: bool = False) -> Reply:
         self._reset(keep_baud=warm)
         reply = Reply()
-        body = (b"" if spontaneous else echo) + self.eol + self.eol + self.line(self.version)
+        blank = self.eol + self.eol if self.personality.blank_line else b""
+        body = (b"" if spontaneous else echo) + blank + self.line(self.version)
         delay = 0.0 if self.fast else t_in + (0.05 if warm else RESET_S)
         self._finish(reply, body, delay)
         return reply
@@ -319,6 +348,8 @@ class Elm327:
     # ------------------------------------------------------------------ AT commands
     def _at(self, cmd: str, echo: bytes, t_in: float) -> Reply:
         """Dispatch one AT command (``cmd`` without ``AT``) through the handler table; unknown: ``?``."""
+        if any(re.fullmatch(p, cmd) for p in self.personality.missing_at):
+            return self._simple("?", delay=t_in, echo=echo)
         for pattern, handler in _AT_TABLE:
             m = pattern.fullmatch(cmd)
             if m is not None:
@@ -368,8 +399,27 @@ class Elm327:
         return self._text(c, ("A" if self.auto and self.protocol_setting != digit else "") + digit)
 
     def _at_flag(self, c: _AtCall) -> Reply:
-        setattr(self.settings, _FLAGS[c.m.group(1)], c.m.group(2) == "1")
+        attr = _FLAGS[c.m.group(1)]
+        if not (attr == "echo" and self.personality.sticky_echo):  # that clone says OK and keeps echoing
+            setattr(self.settings, attr, c.m.group(2) == "1")
         return self._ok(c)
+
+    # ------------------------------------------------------------------ ST commands (STN chips)
+    def _st(self, cmd: str, echo: bytes, t_in: float) -> Reply:
+        """STN extensions (OBDLink FRPM): fixed identification answers and STSBR; others ``?``."""
+        for name, answer in self.personality.st_commands:
+            if cmd == name:
+                return self._simple(answer, delay=t_in, echo=echo)
+        m = re.fullmatch(r"SBR(\d{4,7})", cmd)
+        if m and self.personality.stsbr:
+            new = int(m.group(1))
+            if not 9600 <= new <= 4_000_000:
+                return self._simple("?", delay=t_in, echo=echo)
+            # OK and the prompt at the old rate, then the UART switches (no ATBRD-style handshake).
+            reply = self._simple("OK", delay=t_in, echo=echo)
+            reply.after_baud = new
+            return reply
+        return self._simple("?", delay=t_in, echo=echo)
 
     def _at_adaptive(self, c: _AtCall) -> Reply:
         self.settings.adaptive = int(c.m.group(1))
@@ -446,6 +496,12 @@ class Elm327:
         if parsed is None:
             return self._simple("?", delay=t_in, echo=echo)
         payload, count = parsed
+        p = self.personality
+        request = payload if self.settings.caf else payload[1:]
+        if request and not p.accepts(request[0], len(request) - 1, len(text) % 2 == 1):
+            return self._simple("?", delay=t_in, echo=echo)
+        if not p.count_usable:
+            count = None  # a clone that ignores the digit waits as if it were absent
         reply = Reply(interruptible=True)
         out = _Out(self, reply, start=t_in)
         out.emit(echo, t_in)
@@ -606,7 +662,7 @@ class Elm327:
                     out.emit(self.line(self.format_can_frame(ident, frames[0], s.caf)), arrival)
                 return
             if s.caf and not s.headers:
-                out.emit(self.line(f"{len(ans.message):03X}"), arrival)
+                out.emit(self.line(self._hexnum(len(ans.message), 3)), arrival)
                 out.emit(self.line(f"0: {self.hexs(frames[0][2:])}" if s.spaces else f"0:{self.hexs(frames[0][2:])}"),
                          arrival)
                 for i, fr in enumerate(frames[1:], start=1):
@@ -639,7 +695,8 @@ class Elm327:
                 hb = ident.to_bytes(4, "big")
                 parts += self.hexs(hb)
             else:
-                parts += f"{ident:03X}" + (" " if s.spaces else "")
+                parts += (f"{ident:03x}" if self.personality.lowercase_hex else f"{ident:03X}") + (
+                    " " if s.spaces else "")
             if s.dlc:
                 parts += f"{len(frame)}" + (" " if s.spaces else "")
         return parts + self.hexs(data)
@@ -716,7 +773,7 @@ class _Out:
 
     def done(self, ready: float) -> Reply:
         """Close the reply with the blank line and prompt, no earlier than ``ready``."""
-        tail = self.elm.eol + b">"
+        tail = self.elm.tail
         if self.elm.fast:
             self.reply.chunks.append(Chunk(0.0, tail))
             return self.reply
