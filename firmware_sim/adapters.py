@@ -177,3 +177,55 @@ def personality(name: str) -> Personality:
         return PERSONALITIES[name]
     except KeyError:
         raise ValueError(f"unknown adapter {name!r}; known: {', '.join(PERSONALITIES)}") from None
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    """The theoretical ceiling of one personality for a PID set: the best request form and its rate."""
+
+    values_per_s: float
+    pids_per_request: int
+    count_digit: bool
+    baud: int
+
+
+def ceiling(p: Personality, pids: list[int], *, baud: int | None = None) -> Ceiling:
+    """Values/s of the fastest request form ``p`` accepts for ``pids``, one request at a time.
+
+    Every form the personality allows (1 … ``max_pids`` PIDs per request, with the count digit where it
+    is honoured and accepted) is tried; each exchange's duration comes from
+    :func:`firmware_sim.timing.form_ceiling` with the exact bytes the personality's own chip prints
+    (echo that stays on, CR LF, no blank line, …) and its bridge latency. Non-pipelined: a genuine ELM327
+    answers STOPPED to a request written before its prompt, and clones are no better.
+    """
+    from firmware_sim.simulator import Simulator
+    from firmware_sim.timing import TimingModel, form_ceiling
+
+    rate = baud or p.baud
+    sim = Simulator(seed=1, fast=True, adapter=p)
+    sim.advance(5.0)  # engine running, as in a measured run
+    best = Ceiling(0.0, 1, False, rate)
+    try:
+        for k in range(1, p.max_pids + 1):
+            counts = [False] + ([True] if p.count_usable and k <= p.count_digit_max_pids else [])
+            for count in counts:
+                elm = sim.new_elm()
+                for c in (b"ATE0", b"ATL0", b"ATS0", b"ATH0", b"ATSP6", b"ATSH7E0", b"0100"):
+                    elm.execute(c)
+                exchanges = []
+                for i in range(0, len(pids), k):
+                    group = pids[i:i + k]
+                    line = ("01" + "".join(f"{x:02X}" for x in group) + ("1" if count else "")).encode()
+                    out = elm.execute(line).data()
+                    if b"?" in out or b"NO DATA" in out:
+                        break
+                    echo = len(line) + 1 if out.startswith(line) else 0
+                    exchanges.append((len(group), len(line) + 1, len(out) - echo - len(elm.tail), echo))
+                else:
+                    per_s = form_ceiling(TimingModel(baud=rate), exchanges, prompt_bytes=len(elm.tail),
+                                         count_satisfied=count, link_latency=p.link_latency_s)
+                    if per_s > best.values_per_s:
+                        best = Ceiling(per_s, k, count, rate)
+    finally:
+        sim.stop()
+    return best
