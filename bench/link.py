@@ -14,10 +14,14 @@ each side talking to its own freshly started simulator process over a pseudo-ter
   previous prompt, and the simulator's default chip does the same, so ours stays at or below it;
 * **python-OBD**: ``obd.OBD(port, fast=True)`` querying the same PIDs in turn for the same duration.
 
-    .venv/bin/python bench/link.py [--duration 10] [--fast-baud 115200] [--pids 0C,0D,05,04,10,11] [--json]
+    .venv/bin/python bench/link.py [--adapter NAME|all] [--duration 10] [--fast-baud 115200]
+                                   [--pids 0C,0D,05,04,10,11] [--json]
 
-``--json`` prints one object with ``values_per_s``, ``theoretical_max_per_s``, ``python_obd_values_per_s``,
-the ratios and the baud rate.
+``--adapter`` picks the simulator's personality (firmware_sim.adapters; ``all``: each in turn); the
+ceiling is :func:`firmware_sim.adapters.ceiling`, the personality's best accepted request form under its
+constraints (max PIDs per request, count digit usable, baud switching), non-pipelined. ``--json`` prints,
+per personality, ``values_per_s``, ``ceiling_per_s``, ``python_obd_values_per_s`` (null if python-OBD
+cannot connect to that adapter), the ratios, the form and the baud rate; one object, or a list with ``all``.
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ import argparse
 import asyncio
 import json
 import logging
-import math
 import os
 import subprocess
 import sys
@@ -35,18 +38,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout, installed or not
 
-from firmware_sim import Simulator
-from firmware_sim.timing import TimingModel, brd_baud
+from firmware_sim.adapters import PERSONALITIES, ceiling, personality
+from firmware_sim.timing import brd_baud
 from gateway.config import AdapterConfig, PollingConfig
-from gateway.elm327 import commands as cmd
 
 
 class SimProcess:
-    """``python -m firmware_sim`` (default timing) as a child process; ``port`` is its pty."""
+    """``python -m firmware_sim --adapter NAME`` (default timing) as a child process; ``port`` is its pty."""
 
-    def __init__(self) -> None:
+    def __init__(self, adapter: str = "genuine") -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "firmware_sim"],
+            [sys.executable, "-m", "firmware_sim", "--adapter", adapter],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -66,44 +68,20 @@ class SimProcess:
             self.proc.wait()
 
 
-def theoretical_max(pids: list[int], baud: int) -> float:
-    """Values/s of the fastest request form, from the timing model at ``baud``."""
-    sim = Simulator(seed=1, fast=True)
-    sim.advance(5.0)  # engine running, as in the measured runs
-    try:
-        elm = sim.new_elm()
-        for c in (b"ATE0", b"ATL0", b"ATS0", b"ATH0", b"ATSP6", b"ATSH7E0", b"0100"):
-            elm.execute(c)
-        model = TimingModel(baud=baud)
-        total = 0.0
-        for i in range(0, len(pids), cmd.MAX_PIDS_PER_REQUEST):
-            group = pids[i : i + cmd.MAX_PIDS_PER_REQUEST]
-            line = cmd.mode01(group, count=1)  # with its CR
-            reply = elm.execute(line[:-1])
-            out = b"".join(c.data for c in reply.chunks)
-            if b"NO DATA" in out or b"?" in out:
-                raise SystemExit(f"the simulated chip does not answer {line!r}: {out!r}")
-            prompt = 2  # the closing CR and '>'
-            total += model.exchange_duration(len(line), len(out) - prompt, prompt_bytes=prompt, count_satisfied=True)
-        return len(pids) / total
-    finally:
-        sim.stop()
-
-
-def run_ours(port: str, pids: list[str], duration: float, fast_baud: int) -> dict[str, object]:
+def run_ours(port: str, pids: list[str], duration: float, fast_baud: int, baud: int = 38400) -> dict[str, object]:
     from gateway.commands.poll import run_poll
 
-    adapter = AdapterConfig(port=port, baud=38400, fast_baud=fast_baud)
+    adapter = AdapterConfig(port=port, baud=baud, fast_baud=fast_baud)
     polling = PollingConfig(pids=pids)
     return asyncio.run(run_poll(adapter, polling, duration))
 
 
-def run_python_obd(port: str, pids: list[int], duration: float) -> float:
+def run_python_obd(port: str, pids: list[int], duration: float, baud: int = 38400) -> float:
     import obd
 
     logging.getLogger("obd").setLevel(logging.CRITICAL)
     obd.logger.setLevel(logging.CRITICAL)
-    conn = obd.OBD(port, baudrate=38400, fast=True)
+    conn = obd.OBD(port, baudrate=baud, fast=True)
     try:
         if not conn.is_connected():
             raise SystemExit(f"python-OBD could not connect: {conn.status()}")
@@ -121,54 +99,84 @@ def run_python_obd(port: str, pids: list[int], duration: float) -> float:
         conn.close()
 
 
+def measure(adapter: str, pids: list[int], pid_strs: list[str], duration: float, fast_baud: int) -> dict[str, object]:
+    """One personality: ours, its ceiling at the baud rate we ended at, python-OBD on a fresh simulator."""
+    p = personality(adapter)
+    sim = SimProcess(adapter)
+    ours: dict[str, object] = {}
+    error: str | None = None
+    try:
+        ours = run_ours(sim.port, pid_strs, duration, fast_baud, baud=p.baud)
+    except Exception as exc:  # a personality our side cannot poll yet: report it, keep benchmarking
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
+        sim.stop()
+    baud = int(ours.get("baud") or p.baud)  # type: ignore[call-overload]
+    if baud != p.baud:
+        baud = brd_baud(round(4_000_000 / baud))  # what ATBRD really selects: 4 MHz / divisor
+    top = ceiling(p, pids, baud=baud)
+    sim = SimProcess(adapter)
+    theirs: float | None = None
+    obd_error: str | None = None
+    try:
+        theirs = run_python_obd(sim.port, pids, duration, baud=p.baud)
+    except (Exception, SystemExit) as exc:  # python-OBD refuses some clones (e.g. echo that stays on)
+        obd_error = str(exc) or type(exc).__name__
+    finally:
+        sim.stop()
+    vps = float(ours.get("values_per_s", 0.0))  # type: ignore[arg-type]
+    return {
+        "adapter": adapter,
+        "values_per_s": round(vps, 1),
+        "ceiling_per_s": round(top.values_per_s, 1),
+        "python_obd_values_per_s": None if theirs is None else round(theirs, 1),
+        "of_ceiling": round(vps / top.values_per_s, 3) if top.values_per_s else None,
+        "vs_python_obd": round(vps / theirs, 2) if theirs else None,
+        "ceiling_form": {"pids_per_request": top.pids_per_request, "count_digit": top.count_digit},
+        "baud": baud,
+        "requests_per_s": ours.get("requests_per_s"),
+        "errors": ours.get("errors"),
+        "error": error,
+        "python_obd_error": obd_error,
+        "pids": pid_strs,
+        "duration_s": duration,
+        "ceiling_basis": "non-pipelined: one request at a time, the personality's best accepted form",
+    }
+
+
 def main() -> int:
-    """Run the three measurements and print them."""
+    """Measure each requested personality and print the figures."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of polling per side (default 10)")
     ap.add_argument("--fast-baud", type=int, default=115200, help="ATBRD target for our side (0: stay at 38400)")
     ap.add_argument("--pids", default="0C,0D,05,04,10,11")
+    ap.add_argument("--adapter", default="genuine", help=f"personality or 'all' ({', '.join(PERSONALITIES)})")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     pid_strs = [p.strip().upper() for p in args.pids.split(",") if p.strip()]
     pids = [int(p, 16) for p in pid_strs]
-
-    sim = SimProcess()
+    names = list(PERSONALITIES) if args.adapter == "all" else [args.adapter]
     try:
-        ours = run_ours(sim.port, pid_strs, args.duration, args.fast_baud)
-    finally:
-        sim.stop()
-    baud = int(ours.get("baud") or 38400)  # type: ignore[call-overload]
-    if baud != 38400:
-        baud = brd_baud(round(4_000_000 / baud))  # what ATBRD really selects: 4 MHz / divisor
-    theo = theoretical_max(pids, baud)
-    sim = SimProcess()
-    try:
-        theirs = run_python_obd(sim.port, pids, args.duration)
-    finally:
-        sim.stop()
-    vps = float(ours["values_per_s"])  # type: ignore[arg-type]
-    result = {
-        "values_per_s": round(vps, 1),
-        "theoretical_max_per_s": round(theo, 1),
-        "python_obd_values_per_s": round(theirs, 1),
-        "of_theoretical": round(vps / theo, 3) if theo else None,
-        "vs_python_obd": round(vps / theirs, 2) if theirs else math.inf,
-        "baud": baud,
-        "requests_per_s": ours["requests_per_s"],
-        "pids": pid_strs,
-        "duration_s": args.duration,
-        "errors": ours["errors"],
-        "theoretical_max_basis": "non-pipelined: one request at a time (genuine ELM327)",
-        "pipelining": bool(ours.get("pipelining", False)),
-    }
+        for name in names:
+            personality(name)
+    except ValueError as exc:
+        print(f"bench/link.py: {exc}", file=sys.stderr)
+        return 2
+    results = [measure(name, pids, pid_strs, args.duration, args.fast_baud) for name in names]
     if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"PIDs {','.join(pid_strs)}, firmware_sim default timing model, our link at {baud} baud")
-        print(f"obd-gateway:        {vps:8.1f} values/s ({ours['requests_per_s']} requests/s)")
-        print(f"theoretical max:    {theo:8.1f} values/s  -> {vps / theo:.1%} of it "
-              "(one request at a time: a genuine ELM327 cannot be pipelined)")
-        print(f"python-OBD (fast):  {theirs:8.1f} values/s  -> obd-gateway is {vps / theirs:.1f}x")
+        print(json.dumps(results if args.adapter == "all" else results[0]))
+        return 0
+    print(f"PIDs {','.join(pid_strs)}, firmware_sim default timing model, {args.duration:g} s per side")
+    print(f"{'adapter':12} {'ours/s':>8} {'ceiling/s':>10} {'of ceil':>8} {'python-OBD/s':>13} {'baud':>7}  form")
+    for r in results:
+        form = r["ceiling_form"]
+        theirs = r["python_obd_values_per_s"]
+        shown = "-" if theirs is None else f"{theirs:.1f}"
+        print(f"{r['adapter']:12} {r['values_per_s']:8.1f} {r['ceiling_per_s']:10.1f} "
+              f"{(r['of_ceiling'] or 0):8.1%} {shown:>13} {r['baud']:7d}  "
+              f"{form['pids_per_request']} PIDs{' +count' if form['count_digit'] else ''}"  # type: ignore[index]
+              + (f"  ours: {r['error']}" if r["error"] else "")
+              + (f"  python-OBD: {r['python_obd_error']}" if r["python_obd_error"] else ""))
     return 0
 
 

@@ -4,7 +4,7 @@ Stable contracts (other parts of the project rely on them; extend, don't break):
 
 Command line — ``obd-gateway-sim [--drive FILE|NAME] [--seed N] [--fast] [--tcp PORT] [--slcan]
 [--truth FILE] [--time-scale X] [--baud N] [--control PATH] [--protocol P] [--strict-baud] [--elm-version S]
-[--pipelining]``
+[--pipelining] [--adapter NAME]``
     Prints the port as the FIRST line of stdout and flushes: the pseudo-terminal's stable symlink path
     (``/tmp/obd-sim-XXXX/elm327``; ``close_port`` removes it, ``reopen_port`` makes the same path point at a new
     pty), ``tcp:127.0.0.1:PORT`` with ``--tcp``, or ``can:slcan:PATH`` (the SLCAN pty's symlink) with ``--slcan``, each
@@ -20,7 +20,9 @@ In-process — :class:`Simulator`::
 
     sim = Simulator(drive=None | "short" | path, seed=1, fast=True, time_scale=1.0, protocol="6",
                     clock="wall" | "manual", truth_path=None, baud=38400, strict_baud=False,
-                    pipelining=False)  # True: a line-buffering adapter; False: a genuine ELM327 (STOPPED)
+                    pipelining=False,  # True: a line-buffering adapter; False: a genuine ELM327 (STOPPED)
+                    adapter="genuine")  # a personality of firmware_sim.adapters (clone-v15, clone-3pid, stn, ...)
+    sim.nonread                                # requests outside the read set (firmware_sim.audit)
     with sim.serve_pty() as path: ...          # a real pty (pyserial opens `path`), served by a thread
     srv = sim.serve_tcp(port=0); srv.port      # a Wi-Fi style adapter on loopback
     sim.serve_can("vcan-test")                 # ISO-TP ECUs on can.Bus(interface="virtual", channel=...)
@@ -47,9 +49,12 @@ Values are encoded from this package's own SAE J1979 tables (:mod:`firmware_sim.
 the gateway's decoders.
 """
 
+from firmware_sim import audit
+from firmware_sim.adapters import PERSONALITIES, Personality
 from firmware_sim.drive import Drive, DriveError, load_drive
 from firmware_sim.faults import FAULTS, Faults
 from firmware_sim.simulator import Simulator
 from firmware_sim.timing import TimingModel
 
-__all__ = ["FAULTS", "Drive", "DriveError", "Faults", "Simulator", "TimingModel", "load_drive"]
+__all__ = ["FAULTS", "PERSONALITIES", "Drive", "DriveError", "Faults", "Personality", "Simulator", "TimingModel",
+           "audit", "load_drive"]

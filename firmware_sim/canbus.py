@@ -28,6 +28,7 @@ import tty
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from firmware_sim import audit
 from firmware_sim.ecu import CAN_PROTOCOLS, Ecu, is_29bit, isotp_frames
 
 if TYPE_CHECKING:
@@ -107,6 +108,9 @@ class IsoTpEcus:
             request = bytes(buf[:total])
         else:
             return
+        rec = audit.observe_request(request)  # raw CAN reaches the ECUs directly: audit what they were asked
+        if rec is not None:
+            self.sim.nonread.append(rec)
         for ecu, physical in targets:
             threading.Thread(target=self._answer, args=(ecu, request, physical), daemon=True,
                              name=f"isotp-{ecu.name}").start()

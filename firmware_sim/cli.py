@@ -14,6 +14,7 @@ import sys
 import threading
 from types import FrameType
 
+from firmware_sim.adapters import PERSONALITIES
 from firmware_sim.drive import DriveError, builtin_drives
 from firmware_sim.faults import FAULTS
 
@@ -36,13 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", metavar="FILE", help="append the ground truth (samples and events) as JSON lines")
     p.add_argument("--time-scale", type=float, default=1.0, metavar="X",
                    help="simulated seconds per real second (default 1)")
-    p.add_argument("--baud", type=int, default=38400, metavar="N", help="initial serial baud rate (default 38400)")
+    p.add_argument("--baud", type=int, default=None, metavar="N",
+                   help="initial serial baud rate (default: the adapter's, 38400 except stn 115200)")
     p.add_argument("--protocol", default="6", metavar="P",
                    help="the car's OBD protocol 1-9 (default 6 = ISO 15765-4 CAN 11/500)")
     p.add_argument("--control", metavar="PATH", help="Unix socket for JSON-line control commands")
     p.add_argument("--linefeeds", action="store_true", help="power up with ATL1 (pin 7 high)")
-    p.add_argument("--elm-version", default="ELM327 v1.5", metavar="TEXT",
-                   help="the chip's ID string for ATI and resets (default 'ELM327 v1.5', like most clones)")
+    p.add_argument("--elm-version", default=None, metavar="TEXT",
+                   help="the chip's ID string for ATI and resets (default: the adapter's, 'ELM327 v1.5' for genuine)")
+    p.add_argument("--adapter", default="genuine", metavar="NAME", choices=sorted(PERSONALITIES),
+                   help="adapter personality: " + "; ".join(f"{p.name}: {p.summary}" for p in PERSONALITIES.values())
+                   + " (default genuine; see docs/simulator.md)")
     p.add_argument("--pipelining", action="store_true",
                    help="a line-buffering adapter (Automatic adapter, STN-style) that answers requests written "
                         "back to back in order; default: a genuine ELM327, which answers STOPPED to them")
@@ -57,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.time_scale <= 0:
         print("obd-gateway-sim: --time-scale must be > 0", file=sys.stderr)
         return 2
-    if not 300 <= args.baud <= 4_000_000:
+    if args.baud is not None and not 300 <= args.baud <= 4_000_000:
         # an ELM327 UART runs from 300 baud (ATBRD FF is ~15686) up to 4 Mbaud (4 MHz / 1)
         print(f"obd-gateway-sim: --baud must be between 300 and 4000000, got {args.baud}", file=sys.stderr)
         return 2
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         sim = Simulator(args.drive, seed=args.seed, fast=args.fast, time_scale=args.time_scale,
                         protocol=args.protocol.upper(), truth_path=args.truth, baud=args.baud,
                         linefeeds_default=args.linefeeds, strict_baud=args.strict_baud,
-                        elm_version=args.elm_version, pipelining=args.pipelining)
+                        elm_version=args.elm_version, pipelining=args.pipelining, adapter=args.adapter)
     except DriveError as exc:
         print(f"obd-gateway-sim: {exc}", file=sys.stderr)
         return 2

@@ -24,6 +24,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from firmware_sim import audit
+from firmware_sim.adapters import GENUINE, Personality
 from firmware_sim.ecu import (
     CAN_PROTOCOLS,
     PROTOCOL_NAMES,
@@ -65,6 +67,7 @@ class Reply:
     interruptible: bool = False  # an OBD request: input before the prompt makes the chip print STOPPED
     monitor: Monitor | None = None  # ATMA: stream frames until any byte arrives
     brd_baud: int | None = None  # ATBRD: the handshake at this baud rate follows "OK"
+    after_baud: int | None = None  # STSBR: the UART switches to this rate once the reply has left
     ended_at: float = 0.0
 
     def data(self) -> bytes:
@@ -186,12 +189,16 @@ class Elm327:
 
     def __init__(self, bus: CarBus, *, timing: TimingModel | None = None, faults: Faults | None = None,
                  fast: bool = False, seed: int = 1, linefeeds_default: bool = False, version: str = VERSION,
-                 pipelining: bool = False, log: deque[LogEntry] | None = None) -> None:
+                 pipelining: bool = False, log: deque[LogEntry] | None = None,
+                 personality: Personality = GENUINE,
+                 on_nonread: Callable[[audit.AuditRecord], None] | None = None) -> None:
         self.bus = bus
+        self.personality = personality  # the adapter model's traits (firmware_sim.adapters)
+        self.on_nonread = on_nonread  # told of every request outside the read set (firmware_sim.audit)
         self.log = log  # every executed line, in order (tests check request order with it)
         # False: a genuine ELM327 (input behind an OBD request's CR interrupts it with STOPPED).
         # True: a line-buffering adapter (Automatic, STN-style) that answers queued lines in order.
-        self.pipelining = pipelining
+        self.pipelining = pipelining or personality.pipelining
         self.version = version  # the ID string of ATI / ATZ (clones say v1.5; genuine chips v2.x)
         self.base_timing = timing or TimingModel()
         self.baud = self.base_timing.baud
@@ -210,7 +217,12 @@ class Elm327:
     @property
     def eol(self) -> bytes:
         """The line ending (CR, or CR LF with ATL1)."""
-        return b"\r\n" if self.settings.linefeeds else b"\r"
+        return b"\r\n" if self.settings.linefeeds or self.personality.crlf else b"\r"
+
+    @property
+    def tail(self) -> bytes:
+        """What closes every reply: a blank line (unless the personality omits it) and the ``>`` prompt."""
+        return (self.eol if self.personality.blank_line else b"") + b">"
 
     def line(self, text: str | bytes) -> bytes:
         """One output line with its ending."""
@@ -229,9 +241,12 @@ class Elm327:
 
     def hexs(self, data: bytes) -> str:
         """Bytes as hex, each followed by a space when spaces are on."""
-        if self.settings.spaces:
-            return "".join(f"{b:02X} " for b in data)
-        return data.hex().upper()
+        text = "".join(f"{b:02X} " for b in data) if self.settings.spaces else data.hex().upper()
+        return text.lower() if self.personality.lowercase_hex else text
+
+    def _hexnum(self, value: int, width: int) -> str:
+        text = f"{value:0{width}X}"
+        return text.lower() if self.personality.lowercase_hex else text
 
     def _reset(self, *, keep_baud: bool = False) -> None:
         self.settings = Settings(linefeeds=self.linefeeds_default)
@@ -249,20 +264,31 @@ class Elm327:
 
     def _finish(self, reply: Reply, body: bytes, ready_at: float) -> None:
         t = 0.0 if self.fast else max(ready_at, 0.0) + serial_time(len(body), self.baud)
-        reply.chunks.append(Chunk(t, body + self.eol + b">"))
+        reply.chunks.append(Chunk(t, body + self.tail))
         reply.ended_at = t
 
     # ------------------------------------------------------------------ entry point
     def execute(self, raw: bytes) -> Reply:
         """Interpret one command line (without its CR) and return the chip's reply (logged in ``log``)."""
+        command = bytes(b for b in raw if b > 0x20 and b != 0x7F).upper().decode("ascii", "replace")
+        # a bare CR repeats the last request: audit what it sends
+        sent = command or self.last_command.decode("ascii", "replace")
+        rec = audit.observe_line(sent, caf=self.settings.caf)
+        if rec is not None and self.on_nonread is not None:
+            self.on_nonread(rec)
         reply = self._execute(raw)
+        lag = self.personality.link_latency_s
+        if lag and not self.fast:  # a Wi-Fi / BLE bridge delays every byte of the exchange
+            for chunk in reply.chunks:
+                chunk.at += lag
+            reply.ended_at += lag
         if self.log is not None:
-            command = bytes(b for b in raw if b > 0x20 and b != 0x7F).upper().decode("ascii", "replace")
             self.log.append(LogEntry(time.monotonic(), command, reply.data().decode("ascii", "replace")))
         return reply
 
     def _execute(self, raw: bytes) -> Reply:
-        echo = raw + self.eol if self.settings.echo else b""
+        # A clone with CR LF line ends still echoes the command with the CR it received (ELMduino #241).
+        echo = raw + (b"\r" if self.personality.crlf else self.eol) if self.settings.echo else b""
         t_in = 0.0 if self.fast else serial_time(len(raw) + 1, self.baud)
         cleaned = bytes(b for b in raw if b > 0x20 and b != 0x7F).upper()
         if not cleaned:
@@ -279,6 +305,8 @@ class Elm327:
             reply = self._at(text[2:], echo, t_in)
             if text[2:] not in {"Z", "WS", "D"}:
                 self.last_command = b""
+        elif text.startswith("ST") and (self.personality.st_commands or self.personality.stsbr):
+            reply = self._st(text[2:], echo, t_in)
         elif re.fullmatch(r"[0-9A-F]+", text):
             self.last_command = cleaned
             reply = self._obd(text, echo, t_in)
@@ -311,157 +339,180 @@ class Elm327:
     def _banner(self, echo: bytes, t_in: float, *, spontaneous: bool = False, warm: bool = False) -> Reply:
         self._reset(keep_baud=warm)
         reply = Reply()
-        body = (b"" if spontaneous else echo) + self.eol + self.eol + self.line(self.version)
+        blank = self.eol + self.eol if self.personality.blank_line else b""
+        body = (b"" if spontaneous else echo) + blank + self.line(self.version)
         delay = 0.0 if self.fast else t_in + (0.05 if warm else RESET_S)
         self._finish(reply, body, delay)
         return reply
 
     # ------------------------------------------------------------------ AT commands
     def _at(self, cmd: str, echo: bytes, t_in: float) -> Reply:
-        s = self.settings
-        ok = "OK"
-
-        def flag(prefix: str, attr: str) -> Reply | None:
-            m = re.fullmatch(prefix + r"([01])", cmd)
-            if m:
-                setattr(s, attr, m.group(1) == "1")
-                return self._simple(ok, delay=t_in, echo=echo)
-            return None
-
-        if cmd == "Z":
-            return self._banner(echo, t_in)
-        if cmd == "WS":
-            return self._banner(echo, t_in, warm=True)
-        if cmd == "D":
-            # Defaults as at power-up (echo back on, headers, filters and timers reset); the protocol
-            # stored by ATSP is retrieved and any open one closed. The baud rate is untouched.
-            self._reset(keep_baud=True)
-            # Real chips print a blank line before this OK (seen in captures of v1.5 clones and v2.1).
-            return self._simple(ok, delay=t_in, echo=echo + self.eol)
-        if cmd == "I":
-            return self._simple(self.version, delay=t_in, echo=echo)
-        if cmd == "@1":
-            return self._simple(DEVICE_DESCRIPTION, delay=t_in, echo=echo)
-        if cmd == "RV":
-            self.bus.sync()
-            with self.bus.vehicle.lock:
-                volts = self.bus.vehicle.state.battery_v - 0.1  # diode drop in the adapter
-            return self._simple(f"{volts:.1f}V", delay=t_in, echo=echo)
-        if cmd == "DP":
-            if self.active is None:
-                name = "AUTO" if self.auto else PROTOCOL_NAMES[self.protocol_setting.lstrip("A") or "6"]
-            else:
-                name = ("AUTO, " if self.auto else "") + PROTOCOL_NAMES[self.active]
-            return self._simple(name, delay=t_in, echo=echo)
-        if cmd == "DPN":
-            digit = self.active or (self.protocol_setting.lstrip("A") or "0")
-            return self._simple(("A" if self.auto and self.protocol_setting != digit else "") + digit, delay=t_in,
-                                echo=echo)
-        for prefix, attr in (("E", "echo"), ("L", "linefeeds"), ("S", "spaces"), ("H", "headers"), ("D", "dlc"),
-                             ("CAF", "caf"), ("CFC", "cfc"), ("R", "responses"), ("M", "memory")):
-            r = flag(prefix, attr)
-            if r is not None:
-                return r
-        m = re.fullmatch(r"AT([012])", cmd)
-        if m:
-            s.adaptive = int(m.group(1))
-            return self._simple(ok, delay=t_in, echo=echo)
-        m = re.fullmatch(r"ST([0-9A-F]{2})", cmd)
-        if m:
-            s.st = int(m.group(1), 16) or 0x32
-            return self._simple(ok, delay=t_in, echo=echo)
-        m = re.fullmatch(r"(SP|TP)(A?[0-9A-C]|00)", cmd)
-        if m:
-            value = m.group(2)
-            if value == "00":
-                value = "0"
-            if value in {"A0"}:
-                value = "0"
-            self.protocol_setting = value
-            self.active = None
-            if m.group(1) == "SP":
-                self.saved_protocol = value
-            return self._simple(ok, delay=t_in, echo=echo)
-        m = re.fullmatch(r"SH([0-9A-F]{3}|[0-9A-F]{6}|[0-9A-F]{8})", cmd)
-        if m:
-            s.header = int(m.group(1), 16)
-            return self._simple(ok, delay=t_in, echo=echo)
-        m = re.fullmatch(r"CRA([0-9A-F]{3}|[0-9A-F]{8})?", cmd)
-        if m:
-            s.cra = int(m.group(1), 16) if m.group(1) else None
-            return self._simple(ok, delay=t_in, echo=echo)
-        if cmd in {"PC"}:
-            self.active = None if self.auto else self.active
-            return self._simple(ok, delay=t_in, echo=echo)
-        m = re.fullmatch(r"BRD([0-9A-F]{2})", cmd)
-        if m:
-            div = int(m.group(1), 16)
-            try:
-                new = brd_baud(div)
-            except ValueError:
-                return self._simple("?", delay=t_in, echo=echo)
-            reply = Reply(brd_baud=new)
-            body = echo + self.line("OK")
-            t = 0.0 if self.fast else t_in + serial_time(len(body), self.baud)
-            reply.chunks.append(Chunk(t, body))
-            reply.ended_at = t
-            return reply
-        m = re.fullmatch(r"BRT([0-9A-F]{2})", cmd)
-        if m:
-            s.brt = int(m.group(1), 16) or 0x0F
-            return self._simple(ok, delay=t_in, echo=echo)
-        if cmd in {"MA", "MR", "MT"} or re.fullmatch(r"M[RT][0-9A-F]{2}", cmd):
-            if self.faults.strikes("buffer_full"):
-                return self._simple("BUFFER FULL", delay=t_in, echo=echo)
-            reply = Reply(monitor=Monitor(self, self.bus))
-            out = _Out(self, reply, start=t_in)
-            out.emit(echo, t_in)
-            t = t_in
-            if self.active is None:  # like an OBD request, monitoring needs a protocol: search for one
-                t = self._connect(out, t)
-                if self.active is None:
-                    reply.monitor = None
-                    return out.done(t)
-            return reply
-        if cmd == "CS":
-            return self._simple("T:00 R:00 ", delay=t_in, echo=echo)
-        if cmd == "LP":
-            return self._simple(ok, delay=t_in, echo=echo)
-        if re.fullmatch(r"(AL|NL|AR|BI|SI|FI|KW[01]|V[01]|JE|JS|CEA([0-9A-F]{2})?|IB(10|48|96)|CP[0-9A-F]{2}|"
-                        r"CF[0-9A-F]{3}|CF[0-9A-F]{8}|CM[0-9A-F]{3}|CM[0-9A-F]{8}|FCSH[0-9A-F]{3}|"
-                        r"FCSH[0-9A-F]{8}|FCSD[0-9A-F]{2,10}|FCSM[0-2]|SW[0-9A-F]{2}|WM[0-9A-F]{6,12}|"
-                        r"SR[0-9A-F]{2}|RA[0-9A-F]{2}|TA[0-9A-F]{2}|CV[0-9]{4}|PP[0-9A-F]{2}(ON|OFF|SV[0-9A-F]{2})|"
-                        r"PPFFOFF|PPFFON|SD[0-9A-F]{2}|IIA[0-9A-F]{2}|CSM[01]|D0|D1)", cmd):
-            return self._simple(ok, delay=t_in, echo=echo)
-        if cmd == "PPS":
-            return self._simple("00:FF F  01:FF F  02:FF F  03:32 F  ", delay=t_in, echo=echo)
-        if cmd == "RD":
-            return self._simple("FF ", delay=t_in, echo=echo)
+        """Dispatch one AT command (``cmd`` without ``AT``) through the handler table; unknown: ``?``."""
+        if any(re.fullmatch(p, cmd) for p in self.personality.missing_at):
+            return self._simple("?", delay=t_in, echo=echo)
+        for pattern, handler in _AT_TABLE:
+            m = pattern.fullmatch(cmd)
+            if m is not None:
+                return handler(self, _AtCall(m, echo, t_in))
         return self._simple("?", delay=t_in, echo=echo)
+
+    def _ok(self, c: _AtCall) -> Reply:
+        return self._simple("OK", delay=c.t_in, echo=c.echo)
+
+    def _text(self, c: _AtCall, text: str) -> Reply:
+        return self._simple(text, delay=c.t_in, echo=c.echo)
+
+    def _at_z(self, c: _AtCall) -> Reply:
+        return self._banner(c.echo, c.t_in)
+
+    def _at_ws(self, c: _AtCall) -> Reply:
+        return self._banner(c.echo, c.t_in, warm=True)
+
+    def _at_d(self, c: _AtCall) -> Reply:
+        # Defaults as at power-up (echo back on, headers, filters and timers reset); the protocol
+        # stored by ATSP is retrieved and any open one closed. The baud rate is untouched.
+        self._reset(keep_baud=True)
+        # Real chips print a blank line before this OK (seen in captures of v1.5 clones and v2.1).
+        return self._simple("OK", delay=c.t_in, echo=c.echo + self.eol)
+
+    def _at_i(self, c: _AtCall) -> Reply:
+        return self._text(c, self.version)
+
+    def _at_desc(self, c: _AtCall) -> Reply:
+        return self._text(c, DEVICE_DESCRIPTION)
+
+    def _at_rv(self, c: _AtCall) -> Reply:
+        self.bus.sync()
+        with self.bus.vehicle.lock:
+            volts = self.bus.vehicle.state.battery_v - 0.1  # diode drop in the adapter
+        return self._text(c, f"{volts:.1f}V")
+
+    def _at_dp(self, c: _AtCall) -> Reply:
+        if self.active is None:
+            name = "AUTO" if self.auto else PROTOCOL_NAMES[self.protocol_setting.lstrip("A") or "6"]
+        else:
+            name = ("AUTO, " if self.auto else "") + PROTOCOL_NAMES[self.active]
+        return self._text(c, name)
+
+    def _at_dpn(self, c: _AtCall) -> Reply:
+        digit = self.active or (self.protocol_setting.lstrip("A") or "0")
+        return self._text(c, ("A" if self.auto and self.protocol_setting != digit else "") + digit)
+
+    def _at_flag(self, c: _AtCall) -> Reply:
+        attr = _FLAGS[c.m.group(1)]
+        if not (attr == "echo" and self.personality.sticky_echo):  # that clone says OK and keeps echoing
+            setattr(self.settings, attr, c.m.group(2) == "1")
+        return self._ok(c)
+
+    # ------------------------------------------------------------------ ST commands (STN chips)
+    def _st(self, cmd: str, echo: bytes, t_in: float) -> Reply:
+        """STN extensions (OBDLink FRPM): fixed identification answers and STSBR; others ``?``."""
+        for name, answer in self.personality.st_commands:
+            if cmd == name:
+                return self._simple(answer, delay=t_in, echo=echo)
+        m = re.fullmatch(r"SBR(\d{4,7})", cmd)
+        if m and self.personality.stsbr:
+            new = int(m.group(1))
+            if not 9600 <= new <= 4_000_000:
+                return self._simple("?", delay=t_in, echo=echo)
+            # OK and the prompt at the old rate, then the UART switches (no ATBRD-style handshake).
+            reply = self._simple("OK", delay=t_in, echo=echo)
+            reply.after_baud = new
+            return reply
+        return self._simple("?", delay=t_in, echo=echo)
+
+    def _at_adaptive(self, c: _AtCall) -> Reply:
+        self.settings.adaptive = int(c.m.group(1))
+        return self._ok(c)
+
+    def _at_st(self, c: _AtCall) -> Reply:
+        self.settings.st = int(c.m.group(1), 16) or 0x32
+        return self._ok(c)
+
+    def _at_sp(self, c: _AtCall) -> Reply:
+        value = c.m.group(2)
+        if value in {"00", "A0"}:
+            value = "0"
+        self.protocol_setting = value
+        self.active = None
+        if c.m.group(1) == "SP":
+            self.saved_protocol = value
+        return self._ok(c)
+
+    def _at_sh(self, c: _AtCall) -> Reply:
+        self.settings.header = int(c.m.group(1), 16)
+        return self._ok(c)
+
+    def _at_cra(self, c: _AtCall) -> Reply:
+        self.settings.cra = int(c.m.group(1), 16) if c.m.group(1) else None
+        return self._ok(c)
+
+    def _at_pc(self, c: _AtCall) -> Reply:
+        self.active = None if self.auto else self.active
+        return self._ok(c)
+
+    def _at_brd(self, c: _AtCall) -> Reply:
+        try:
+            new = brd_baud(int(c.m.group(1), 16))
+        except ValueError:
+            return self._text(c, "?")
+        reply = Reply(brd_baud=new)
+        body = c.echo + self.line("OK")
+        t = 0.0 if self.fast else c.t_in + serial_time(len(body), self.baud)
+        reply.chunks.append(Chunk(t, body))
+        reply.ended_at = t
+        return reply
+
+    def _at_brt(self, c: _AtCall) -> Reply:
+        self.settings.brt = int(c.m.group(1), 16) or 0x0F
+        return self._ok(c)
+
+    def _at_monitor(self, c: _AtCall) -> Reply:
+        if self.faults.strikes("buffer_full"):
+            return self._text(c, "BUFFER FULL")
+        reply = Reply(monitor=Monitor(self, self.bus))
+        out = _Out(self, reply, start=c.t_in)
+        out.emit(c.echo, c.t_in)
+        if self.active is None:  # like an OBD request, monitoring needs a protocol: search for one
+            t = self._connect(out, c.t_in)
+            if self.active is None:
+                reply.monitor = None
+                return out.done(t)
+        return reply
+
+    def _at_cs(self, c: _AtCall) -> Reply:
+        return self._text(c, "T:00 R:00 ")
+
+    def _at_pps(self, c: _AtCall) -> Reply:
+        return self._text(c, "00:FF F  01:FF F  02:FF F  03:32 F  ")
+
+    def _at_rd(self, c: _AtCall) -> Reply:
+        return self._text(c, "FF ")
 
     # ------------------------------------------------------------------ OBD requests
     def _obd(self, text: str, echo: bytes, t_in: float) -> Reply:
-        count: int | None = None
-        if len(text) % 2 == 1:
-            count = int(text[-1], 16) or None
-            text = text[:-1]
-        payload = bytes.fromhex(text)
-        proto_for_len = self.active or self.bus.protocol
-        if not payload or (self.settings.caf and len(payload) > 7 and proto_for_len in CAN_PROTOCOLS):
+        """One OBD request line: parse, strike faults, find the protocol, ask the bus, print the answers."""
+        parsed = self._parse_request(text)
+        if parsed is None:
             return self._simple("?", delay=t_in, echo=echo)
+        payload, count = parsed
+        p = self.personality
+        request = payload if self.settings.caf else payload[1:]
+        if request and not p.accepts(request[0], len(request) - 1, len(text) % 2 == 1):
+            return self._simple("?", delay=t_in, echo=echo)
+        if not p.count_usable:
+            count = None  # a clone that ignores the digit waits as if it were absent
         reply = Reply(interruptible=True)
         out = _Out(self, reply, start=t_in)
         out.emit(echo, t_in)
-        f = self.faults
-        if f.strikes("stopped"):
-            out.emit(self.line("STOPPED"), t_in + 0.01)
-            return out.done(t_in + 0.01)
-        fail = f.strikes("unable_to_connect")
-        if f.strikes("searching") or fail:
+        early = self._early_fault(out, t_in)
+        if early is not None:
+            return early
+        fail = self.faults.strikes("unable_to_connect")
+        if self.faults.strikes("searching") or fail:
             self.active = None
-        if f.strikes("buffer_full"):
-            out.emit(self.line("BUFFER FULL"), t_in + 0.02)
-            return out.done(t_in + 0.02)
+        if self.faults.strikes("buffer_full"):
+            return self._fail_line(out, "BUFFER FULL", t_in + 0.02)
         t = t_in
         if self.active is None:
             t = self._connect(out, t, fail=fail)
@@ -469,22 +520,48 @@ class Elm327:
                 return out.done(t)
         assert self.active is not None
         proto = self.active
-        if f.strikes("can_error") and proto in CAN_PROTOCOLS:
-            out.emit(self.line("CAN ERROR"), t + 0.05)
-            return out.done(t + 0.05)
-        if f.strikes("no_data") or proto != self.bus.protocol or not self.bus.alive():
-            if proto != self.bus.protocol and proto in CAN_PROTOCOLS and (
-                    self.bus.protocol not in CAN_PROTOCOLS or can_bitrate(proto) != can_bitrate(self.bus.protocol)):
-                out.emit(self.line("CAN ERROR"), t + 0.05)
-                return out.done(t + 0.05)
-            end = t + (0 if self.fast else self.timing.st_timeout)
-            out.emit(self.line("NO DATA"), end)
-            return out.done(end)
+        silent = self._bus_trouble(out, proto, t)
+        if silent is not None:
+            return silent
         answers = self._collect(proto, payload)
         if not answers:
-            end = t + (0 if self.fast else self.timing.st_timeout)
-            out.emit(self.line("NO DATA"), end)
-            return out.done(end)
+            return self._fail_line(out, "NO DATA", t + (0 if self.fast else self.timing.st_timeout))
+        return self._emit_answers(out, proto, answers, count, t)
+
+    def _parse_request(self, text: str) -> tuple[bytes, int | None] | None:
+        """The request bytes and the response-count digit (None: absent or 0); None when the chip says ``?``."""
+        count: int | None = None
+        if len(text) % 2 == 1:
+            count = int(text[-1], 16) or None
+            text = text[:-1]
+        payload = bytes.fromhex(text)
+        proto_for_len = self.active or self.bus.protocol
+        if not payload or (self.settings.caf and len(payload) > 7 and proto_for_len in CAN_PROTOCOLS):
+            return None
+        return payload, count
+
+    def _fail_line(self, out: _Out, text: str, at: float) -> Reply:
+        out.emit(self.line(text), at)
+        return out.done(at)
+
+    def _early_fault(self, out: _Out, t_in: float) -> Reply | None:
+        if self.faults.strikes("stopped"):
+            return self._fail_line(out, "STOPPED", t_in + 0.01)
+        return None
+
+    def _bus_trouble(self, out: _Out, proto: str, t: float) -> Reply | None:
+        """``CAN ERROR`` / ``NO DATA`` when the bus cannot answer (fault, wrong protocol, ignition off)."""
+        if self.faults.strikes("can_error") and proto in CAN_PROTOCOLS:
+            return self._fail_line(out, "CAN ERROR", t + 0.05)
+        if self.faults.strikes("no_data") or proto != self.bus.protocol or not self.bus.alive():
+            if proto != self.bus.protocol and proto in CAN_PROTOCOLS and (
+                    self.bus.protocol not in CAN_PROTOCOLS or can_bitrate(proto) != can_bitrate(self.bus.protocol)):
+                return self._fail_line(out, "CAN ERROR", t + 0.05)
+            return self._fail_line(out, "NO DATA", t + (0 if self.fast else self.timing.st_timeout))
+        return None
+
+    def _emit_answers(self, out: _Out, proto: str, answers: list[_Answer], count: int | None, t: float) -> Reply:
+        """Print the answers as they arrive; the prompt follows the count digit or the adaptive wait."""
         shown = answers[:count] if count else answers
         last_arrival = t
         for ans in shown:
@@ -585,7 +662,7 @@ class Elm327:
                     out.emit(self.line(self.format_can_frame(ident, frames[0], s.caf)), arrival)
                 return
             if s.caf and not s.headers:
-                out.emit(self.line(f"{len(ans.message):03X}"), arrival)
+                out.emit(self.line(self._hexnum(len(ans.message), 3)), arrival)
                 out.emit(self.line(f"0: {self.hexs(frames[0][2:])}" if s.spaces else f"0:{self.hexs(frames[0][2:])}"),
                          arrival)
                 for i, fr in enumerate(frames[1:], start=1):
@@ -618,10 +695,61 @@ class Elm327:
                 hb = ident.to_bytes(4, "big")
                 parts += self.hexs(hb)
             else:
-                parts += f"{ident:03X}" + (" " if s.spaces else "")
+                parts += (f"{ident:03x}" if self.personality.lowercase_hex else f"{ident:03X}") + (
+                    " " if s.spaces else "")
             if s.dlc:
                 parts += f"{len(frame)}" + (" " if s.spaces else "")
         return parts + self.hexs(data)
+
+
+
+@dataclass(frozen=True)
+class _AtCall:
+    """One AT command being executed: its match in the handler table, the echo and the CR's arrival."""
+
+    m: re.Match[str]
+    echo: bytes
+    t_in: float
+
+
+_FLAGS = {"E": "echo", "L": "linefeeds", "S": "spaces", "H": "headers", "D": "dlc", "CAF": "caf", "CFC": "cfc",
+          "R": "responses", "M": "memory"}
+"""On/off settings: ``AT<prefix>0`` / ``AT<prefix>1``."""
+
+_OK_ONLY = (r"(AL|NL|AR|BI|SI|FI|KW[01]|V[01]|JE|JS|CEA([0-9A-F]{2})?|IB(10|48|96)|CP[0-9A-F]{2}|"
+            r"CF[0-9A-F]{3}|CF[0-9A-F]{8}|CM[0-9A-F]{3}|CM[0-9A-F]{8}|FCSH[0-9A-F]{3}|"
+            r"FCSH[0-9A-F]{8}|FCSD[0-9A-F]{2,10}|FCSM[0-2]|SW[0-9A-F]{2}|WM[0-9A-F]{6,12}|"
+            r"SR[0-9A-F]{2}|RA[0-9A-F]{2}|TA[0-9A-F]{2}|CV[0-9]{4}|PP[0-9A-F]{2}(ON|OFF|SV[0-9A-F]{2})|"
+            r"PPFFOFF|PPFFON|SD[0-9A-F]{2}|IIA[0-9A-F]{2}|CSM[01]|D0|D1|LP)")
+"""Commands the chip accepts with a plain ``OK`` (their effect is not modelled; ATLP: low power, v1.4+)."""
+
+_AT_TABLE: tuple[tuple[re.Pattern[str], Callable[[Elm327, _AtCall], Reply]], ...] = tuple(
+    (re.compile(pattern), handler) for pattern, handler in (
+        (r"Z", Elm327._at_z),
+        (r"WS", Elm327._at_ws),
+        (r"D", Elm327._at_d),
+        (r"I", Elm327._at_i),
+        (r"@1", Elm327._at_desc),
+        (r"RV", Elm327._at_rv),
+        (r"DP", Elm327._at_dp),
+        (r"DPN", Elm327._at_dpn),
+        (r"(E|L|S|H|D|CAF|CFC|R|M)([01])", Elm327._at_flag),
+        (r"AT([012])", Elm327._at_adaptive),
+        (r"ST([0-9A-F]{2})", Elm327._at_st),
+        (r"(SP|TP)(A?[0-9A-C]|00)", Elm327._at_sp),
+        (r"SH([0-9A-F]{3}|[0-9A-F]{6}|[0-9A-F]{8})", Elm327._at_sh),
+        (r"CRA([0-9A-F]{3}|[0-9A-F]{8})?", Elm327._at_cra),
+        (r"PC", Elm327._at_pc),
+        (r"BRD([0-9A-F]{2})", Elm327._at_brd),
+        (r"BRT([0-9A-F]{2})", Elm327._at_brt),
+        (r"MA|MR|MT|M[RT][0-9A-F]{2}", Elm327._at_monitor),
+        (r"CS", Elm327._at_cs),
+        (_OK_ONLY, Elm327._ok),
+        (r"PPS", Elm327._at_pps),
+        (r"RD", Elm327._at_rd),
+    ))
+"""AT command (without ``AT``, upper case, no spaces) → handler; the first full match wins, so the order
+matters only where patterns overlap (``D`` before the flag ``D0/D1``, both before the plain-OK list)."""
 
 
 class _Out:
@@ -645,7 +773,7 @@ class _Out:
 
     def done(self, ready: float) -> Reply:
         """Close the reply with the blank line and prompt, no earlier than ``ready``."""
-        tail = self.elm.eol + b">"
+        tail = self.elm.tail
         if self.elm.fast:
             self.reply.chunks.append(Chunk(0.0, tail))
             return self.reply

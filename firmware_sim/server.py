@@ -127,7 +127,7 @@ class _Session:
                     reply = self.elm.execute(line)
                 except Exception:  # a simulator bug must not kill the adapter silently: report, answer "?"
                     traceback.print_exc(file=sys.stderr)
-                    reply = Reply(chunks=[Chunk(0.0, self.elm.line("?") + self.elm.eol + b">")])
+                    reply = Reply(chunks=[Chunk(0.0, self.elm.line("?") + self.elm.tail)])
                 if reply.interruptible and not self.elm.pipelining:
                     self._wait_input(0)  # bytes already on the line behind the CR count too
                     if self.buf:
@@ -140,7 +140,7 @@ class _Session:
         then ``STOPPED`` before anything was asked on the bus."""
         elm = self.elm
         del self.buf[:1]
-        out = (elm.line(echoed) if echoed is not None else b"") + elm.line("STOPPED") + elm.eol + b">"
+        out = (elm.line(echoed) if echoed is not None else b"") + elm.line("STOPPED") + elm.tail
         if not elm.fast:
             time.sleep(serial_time(len(out), elm.baud))
         self.send(out)
@@ -155,12 +155,14 @@ class _Session:
                 self.send(chunk.data)
         except _Interrupted:
             del self.buf[:1]
-            self.send(elm.line("STOPPED") + elm.eol + b">")
+            self.send(elm.line("STOPPED") + elm.tail)
             return
         if reply.monitor is not None:
             self._monitor(reply)
         elif reply.brd_baud is not None:
             self._brd(reply.brd_baud)
+        elif reply.after_baud is not None:
+            elm.baud = reply.after_baud  # STSBR: the reply left at the old rate; from now on the new one
 
     def _monitor(self, reply: Reply) -> None:
         elm = self.elm
@@ -174,12 +176,12 @@ class _Session:
                 if not elm.fast:
                     backlog = max(0.0, backlog + len(line) - delay * elm.baud / 10)
                     if backlog > BUFFER_BYTES:
-                        self.send(elm.line("BUFFER FULL") + elm.eol + b">")
+                        self.send(elm.line("BUFFER FULL") + elm.tail)
                         return
                 self.send(line)
         except _Interrupted:
             del self.buf[:1]
-            self.send(elm.line("STOPPED") + elm.eol + b">")
+            self.send(elm.line("STOPPED") + elm.tail)
 
     def _brd(self, new_baud: int) -> None:
         """The ATBRD handshake: ID string at the new rate, then wait for the host's CR."""
@@ -199,10 +201,10 @@ class _Session:
             self._wait_input(max(0.0, deadline - time.monotonic()))
         if b"\r" in self.buf:
             del self.buf[:self.buf.index(b"\r") + 1]
-            self.send(elm.line("OK") + elm.eol + b">")
+            self.send(elm.line("OK") + elm.tail)
         else:
             elm.baud = old
-            self.send(elm.eol + b">")
+            self.send(elm.tail)
 
 
 _TERMIOS_SPEEDS = {getattr(termios, f"B{b}"): b for b in (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400,

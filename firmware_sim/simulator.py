@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 import time
@@ -10,12 +11,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from firmware_sim import audit
+from firmware_sim.adapters import Personality, personality
 from firmware_sim.drive import Drive, load_drive
 from firmware_sim.ecu import Ecu, default_ecus
-from firmware_sim.elm327 import VERSION, CarBus, Elm327, LogEntry
+from firmware_sim.elm327 import CarBus, Elm327, LogEntry
 from firmware_sim.faults import Faults
 from firmware_sim.server import PtyServer, TcpServer
-from firmware_sim.timing import DEFAULT_BAUD, TimingModel
+from firmware_sim.timing import TimingModel
 from firmware_sim.vehicle import Truth, Vehicle
 
 TICK_S = 0.05
@@ -35,18 +38,26 @@ class Simulator:
     while it is answered interrupts it with ``STOPPED``. True models a line-buffering adapter (the
     Automatic adapter of the reference's streaming section, STN-style chips): lines written back to
     back are answered one after the other, in order.
+    ``adapter``: the adapter model (:mod:`firmware_sim.adapters`), a name (``"clone-3pid"``) or a
+    :class:`~firmware_sim.adapters.Personality`; default ``genuine``. ``baud`` and ``elm_version`` default to
+    the personality's.
     """
 
     def __init__(self, drive: str | Path | Drive | None = None, seed: int = 1, fast: bool = False, *,
                  time_scale: float = 1.0, protocol: str = "6", truth_path: str | Path | None = None,
-                 baud: int = DEFAULT_BAUD, clock: str = "wall", start_ms: int | None = None,
+                 baud: int | None = None, clock: str = "wall", start_ms: int | None = None,
                  linefeeds_default: bool = False, timing: TimingModel | None = None,
-                 ecus: list[Ecu] | None = None, strict_baud: bool = False, elm_version: str = VERSION,
-                 pipelining: bool = False) -> None:
+                 ecus: list[Ecu] | None = None, strict_baud: bool = False, elm_version: str | None = None,
+                 pipelining: bool = False, adapter: str | Personality = "genuine") -> None:
         if time_scale <= 0:
             raise ValueError(f"time_scale must be > 0, got {time_scale}")
         if clock not in {"wall", "manual"}:
             raise ValueError(f"clock must be 'wall' or 'manual', got {clock!r}")
+        adapter_p = personality(adapter) if isinstance(adapter, str) else adapter
+        if pipelining:
+            adapter_p = dataclasses.replace(adapter_p, pipelining=True)
+        #: the adapter model every chip of this simulator follows
+        self.adapter: Personality = adapter_p
         self.drive = drive if isinstance(drive, Drive) else load_drive(drive)
         self.seed = seed
         self.fast = fast
@@ -57,14 +68,16 @@ class Simulator:
         self.vehicle = Vehicle(self.drive, seed=seed, start_ms=start, truth=self.truth)
         self.ecus = ecus if ecus is not None else default_ecus()
         self.faults = Faults(random.Random(seed + 7919))
-        self.timing = timing or TimingModel(baud=baud)
+        self.timing = timing or TimingModel(baud=baud or adapter_p.baud)
         self.bus = CarBus(self.vehicle, self.ecus, protocol, sync=self.sync)
         self.linefeeds_default = linefeeds_default
         self.strict_baud = strict_baud
-        self.elm_version = elm_version
-        self.pipelining = pipelining
+        self.elm_version = elm_version or adapter_p.version
+        self.pipelining = adapter_p.pipelining
         #: every command line any of this simulator's chips executed, in order (see LogEntry)
         self.log: deque[LogEntry] = deque(maxlen=LOG_LINES)
+        #: requests outside the read set this simulator's car saw (also in the process-wide firmware_sim.audit)
+        self.nonread: deque[audit.AuditRecord] = deque(maxlen=audit.MAX_RECORDS)
         self._start_ms = float(start)
         self._t0: float | None = None
         self._offset_s = 0.0
@@ -111,7 +124,8 @@ class Simulator:
         self._elm_seq += 1
         return Elm327(self.bus, timing=self.timing, faults=self.faults, fast=self.fast,
                       seed=self.seed * 1000 + self._elm_seq, linefeeds_default=self.linefeeds_default,
-                      version=self.elm_version, pipelining=self.pipelining, log=self.log)
+                      version=self.elm_version, pipelining=self.pipelining, log=self.log,
+                      personality=self.adapter, on_nonread=self.nonread.append)
 
     def serve_pty(self) -> PtyServer:
         """Serve the adapter on a pseudo-terminal; ``with sim.serve_pty() as path`` (a stable symlink)."""

@@ -182,3 +182,19 @@ def max_pid_rate(model: TimingModel | None = None, *, pids_per_request: int = 6,
     duration = m.exchange_duration(cmd + 1, out, echo_bytes=(cmd + eol) if echo else 0, prompt_bytes=eol + 1,
                                    count_satisfied=count_digit)
     return pids_per_request / duration
+
+
+def form_ceiling(model: TimingModel, exchanges: list[tuple[int, int, int, int]], *, prompt_bytes: int = 2,
+                 count_satisfied: bool = False, link_latency: float = 0.0) -> float:
+    """Values per second of a polling cycle made of ``exchanges``, one request at a time (non-pipelined).
+
+    Each exchange is ``(values, bytes_in, bytes_out, echo_bytes)``: the values it returns, the command line
+    with its CR, the answer bytes and the echo (an echo that stays on after ATE0 costs its bytes too).
+    ``link_latency`` is added per exchange (a Wi-Fi / BLE bridge). The adapter personalities' ceilings
+    (:func:`firmware_sim.adapters.ceiling`) are this function applied to their best request form.
+    """
+    total = sum(model.exchange_duration(b_in, b_out, echo_bytes=echo, prompt_bytes=prompt_bytes,
+                                        count_satisfied=count_satisfied) + link_latency
+                for _, b_in, b_out, echo in exchanges)
+    values = sum(v for v, _, _, _ in exchanges)
+    return values / total if total > 0 else 0.0

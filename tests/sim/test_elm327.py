@@ -242,6 +242,8 @@ def test_at_d_restores_power_up_defaults(sim: Simulator) -> None:
     assert say(elm, "ATDPN") == b"ATDPN\r6\r\r>"  # the protocol stored by ATSP, not the ATTP one
 
 
+# A fuzz test of the simulator itself: random hex lines are random services by design.
+@pytest.mark.sim_audit_allow(*range(256))
 @settings(max_examples=300, deadline=None)
 @given(line=st.binary(max_size=40) | st.text(alphabet="0123456789ABCDEFatATSPHLEZ @", max_size=20).map(str.encode))
 def test_any_input_gets_a_well_formed_reply(line: bytes) -> None:

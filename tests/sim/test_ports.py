@@ -46,6 +46,9 @@ def _read_prompts(t: Terminal, n: int) -> bytes:
     return out
 
 
+# Deliberately writes two requests at once: the genuine chip's STOPPED turns the second into "10D1"
+# (service 0x10), which is what this test checks; the read-only audit would (rightly) flag it.
+@pytest.mark.sim_audit_allow(0x10)
 @pytest.mark.parametrize("fast", [True, False])
 def test_requests_written_together_stop_a_genuine_chip(fast: bool) -> None:
     # The second request's first byte reaches the chip ~0.26 ms after the first CR: the chip is still
@@ -248,6 +251,9 @@ def test_strict_baud_garbles_a_mismatched_host_and_follows_brd() -> None:
         sim.stop()
 
 
+# python-OBD (a third-party client, not the gateway) probes mode 06 ("0600") when it connects with
+# fast=False: a read service in SAE J1979, but outside the gateway's allowed set; allowed here only.
+@pytest.mark.sim_audit_allow(0x06)
 def test_python_obd_finds_the_baud_rate_itself() -> None:
     import obd
 

@@ -9,6 +9,10 @@ import pytest
 
 from firmware_sim import Simulator
 
+# python-OBD (third-party, not the gateway) sends "0600" (mode 06, a J1979 read service outside the
+# gateway's allowed set) while connecting; the audit still fails these tests on any other non-read service.
+pytestmark = pytest.mark.sim_audit_allow(0x06)
+
 
 @pytest.fixture(scope="module")
 def shared() -> Iterator[tuple[Simulator, obd.OBD]]:
