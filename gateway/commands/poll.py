@@ -29,7 +29,7 @@ from typing import Any
 
 from gateway import config
 from gateway.errors import ConfigError, TransportError
-from gateway.model import LinkState, Sample
+from gateway.model import Sample
 
 DEFAULT_PIDS = "0C,0D,05,04,10,11"
 NEVER_OPENED_S = 8.0
@@ -150,6 +150,44 @@ async def _report_progress(poller: Any, say: Callable[[str], None]) -> None:
         await asyncio.sleep(0.1)
 
 
+class _Tally:
+    """What the poller published during the measuring window: counts, last values and units per PID."""
+
+    def __init__(self, duration_s: float) -> None:
+        self.duration_s = duration_s
+        self.first_at: float | None = None
+        self.first_requests = 0
+        self.counts: dict[str, int] = {}
+        self.last: dict[str, Any] = {}
+        self.units: dict[str, str] = {}
+        self.done = asyncio.Event()
+        self.poller: Any = None
+
+    async def publish(self, item: Any) -> None:
+        if not isinstance(item, Sample) or item.pid is None or self.poller is None or self.poller.session is None:
+            return
+        requests = self.poller.session.requests
+        if self.first_at is None:
+            self.first_at = time.monotonic()
+            self.first_requests = requests
+        key = f"{item.pid:02X}"
+        if key not in self.last or item.name == _first_name(item.pid, item.name):
+            # The window opens when the first answer is in: values of that first answer are not
+            # counted in the rates (they were read before the window), only shown as last values.
+            if requests != self.first_requests:
+                self.counts[key] = self.counts.get(key, 0) + 1
+            self.last[key] = item.value
+            self.units[key] = item.unit
+        if time.monotonic() - self.first_at >= self.duration_s:
+            self.done.set()
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def run_poll(
     adapter: config.AdapterConfig,
     polling: config.PollingConfig,
@@ -159,87 +197,60 @@ async def run_poll(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Poll for ``duration_s`` seconds after the first value; return the report (see the module doc).
-    ``progress`` gets one line per bring-up step (opened, searching, protocol found, request forms)."""
+    ``progress`` gets one line per bring-up step (searching, protocol found, request forms)."""
+    from gateway.daemon import session_factory
     from gateway.poller import Poller
 
-    first: list[float] = []
-    first_requests: list[int] = []
-    counts: dict[str, int] = {}
-    last: dict[str, Any] = {}
-    units: dict[str, str] = {}
-    link: list[LinkState] = []
-    poller: Poller | None = None
-    done = asyncio.Event()
-
-    async def publish(item: Any) -> None:
-        if isinstance(item, LinkState):
-            link.append(item)
-            return
-        if not isinstance(item, Sample) or item.pid is None:
-            return
-        assert poller is not None and poller.session is not None
-        if not first:
-            first.append(time.monotonic())
-            first_requests.append(poller.session.requests)
-        key = f"{item.pid:02X}"
-        if key not in last or item.name == _first_name(item.pid, item.name):
-            # The window opens when the first answer is in: values of that first answer are not
-            # counted in the rates (they were read before the window), only shown as last values.
-            if poller.session.requests != first_requests[0]:
-                counts[key] = counts.get(key, 0) + 1
-            last[key] = item.value
-            units[key] = item.unit
-        if time.monotonic() - first[0] >= duration_s:
-            done.set()
-
-    from gateway.daemon import session_factory
-
+    tally = _Tally(duration_s)
     sessions = session_factory(adapter, polling, state_dir)
-    poller = Poller(adapter, polling, sessions=sessions, publish=publish, as_fast_as_possible=True)
+    poller = Poller(adapter, polling, sessions=sessions, publish=tally.publish, as_fast_as_possible=True)
+    tally.poller = poller
     task = asyncio.create_task(poller.run(), name="poller")
-    reporter = asyncio.create_task(_report_progress(poller, progress)) if progress is not None else None
-    # initialisation may take a protocol search (several seconds) plus a reconnect or two
-    budget = duration_s + max(30.0, adapter.timeout_s * 6)
-    waiter = asyncio.create_task(done.wait())
-    # an adapter that cannot even be opened is reported after a few tries, not after the budget
-    opened = asyncio.create_task(_wait_opened(poller, NEVER_OPENED_S))
-    # nor one that opens but never answers like an ELM327 (nothing there, or another baud rate)
     is_elm = _port_kind(adapter.port) != "can"
     opened_once: list[bool] = []
-    silent = asyncio.create_task(
-        _wait_no_answer(poller, NO_ANSWER_S, opened_once) if is_elm else asyncio.Event().wait()
-    )
-    await asyncio.wait({waiter, task, opened, silent}, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
-    waiter.cancel()
-    opened.cancel()
-    silent.cancel()
-    if reporter is not None:
-        reporter.cancel()
-    # the port opened but nothing identified itself: say so, even if the poller is between retries now
-    if not first and is_elm and opened_once and not _elm_answered(poller):
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        raise TransportError(f"no ELM327 answer on {adapter.port} at {adapter.baud} baud")
-    if not first and not poller.connected and poller.reconnects and poller.last_error:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        raise TransportError(f"cannot reach the adapter: {poller.last_error}")
+    waits = [
+        asyncio.create_task(tally.done.wait()),
+        # an adapter that cannot even be opened is reported after a few tries, not after the budget
+        asyncio.create_task(_wait_opened(poller, NEVER_OPENED_S)),
+        # nor one that opens but never answers like an ELM327 (nothing there, or another baud rate)
+        asyncio.create_task(_wait_no_answer(poller, NO_ANSWER_S, opened_once) if is_elm else asyncio.Event().wait()),
+    ]
+    if progress is not None:
+        waits.append(asyncio.create_task(_report_progress(poller, progress)))
+    # initialisation may take a protocol search (several seconds) plus a reconnect or two
+    budget = duration_s + max(30.0, adapter.timeout_s * 6)
+    await asyncio.wait({task, *waits[:3]}, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
+    for w in waits:
+        w.cancel()
+    if tally.first_at is None:
+        # the port opened but nothing identified itself: say so, even if the poller is between retries now
+        if is_elm and opened_once and not _elm_answered(poller):
+            await _stop(task)
+            raise TransportError(f"no ELM327 answer on {adapter.port} at {adapter.baud} baud")
+        if not poller.connected and poller.reconnects and poller.last_error:
+            await _stop(task)
+            raise TransportError(f"cannot reach the adapter: {poller.last_error}")
     if task.done() and task.exception() is not None:
         raise task.exception()  # type: ignore[misc]
     end = time.monotonic()
-    requests_now = poller.session.requests if poller.session is not None else 0
+    requests = (poller.session.requests if poller.session is not None else 0) - tally.first_requests
     status = poller.status()
     unsupported = sorted(str(r["pid"]) for r in poller.pid_stats() if not r["supported"])
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    window = (end - first[0]) if first else 0.0
-    values = sum(counts.values())
-    requests = requests_now - (first_requests[0] if first_requests else 0)
-    per_pid = {pid: round(n / window, 2) if window > 0 else 0.0 for pid, n in sorted(counts.items())}
+    await _stop(task)
+    return _report(adapter, tally, status, unsupported=unsupported, end=end, requests=requests)
+
+
+def _report(
+    adapter: config.AdapterConfig, tally: _Tally, status: dict[str, Any], *, unsupported: list[str], end: float,
+    requests: int,
+) -> dict[str, Any]:
+    window = (end - tally.first_at) if tally.first_at is not None else 0.0
+    values = sum(tally.counts.values())
     info = status.get("adapter_info", {})
+
+    def per_s(n: float) -> float:
+        return round(n / window, 2) if window > 0 else 0.0
+
     return {
         "port": adapter.port,
         "protocol": status.get("protocol", ""),
@@ -249,11 +260,11 @@ async def run_poll(
         "form_notes": info.get("form_notes", {}),
         "duration_s": round(window, 3),
         "values": values,
-        "values_per_s": round(values / window, 2) if window > 0 else 0.0,
-        "requests_per_s": round(requests / window, 2) if window > 0 else 0.0,
-        "per_pid": per_pid,
-        "last": {pid: _jsonable(v) for pid, v in sorted(last.items())},
-        "units": {pid: units[pid] for pid in sorted(units)},
+        "values_per_s": per_s(values),
+        "requests_per_s": per_s(requests),
+        "per_pid": {pid: per_s(n) for pid, n in sorted(tally.counts.items())},
+        "last": {pid: _jsonable(v) for pid, v in sorted(tally.last.items())},
+        "units": {pid: tally.units[pid] for pid in sorted(tally.units)},
         "errors": status.get("errors", {}),
         "unsupported": unsupported,
         # opened AND answering: a port with nothing (or garbage) behind it is not "connected"

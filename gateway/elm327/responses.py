@@ -83,10 +83,9 @@ def _is_echo(line: str, sent: str) -> bool:
     return bool(sent) and line.replace(" ", "").upper() == sent
 
 
-def classify(block: bytes, sent: bytes = b"") -> Answer:
-    """Classify the output for one command ``sent`` (without the prompt)."""
-    sent_s = sent.decode("ascii", errors="replace").strip().replace(" ", "").upper()
-    raw = split_lines(block)
+def _meaningful(raw: list[str], sent_s: str) -> tuple[list[str], bool]:
+    """The lines that carry an answer (echo of ``sent_s`` and progress lines removed), and whether an
+    echo was seen."""
     echo = False
     lines: list[str] = []
     for ln in raw:
@@ -96,13 +95,14 @@ def classify(block: bytes, sent: bytes = b"") -> Answer:
         if ln.upper().startswith(_PROGRESS):
             continue
         lines.append(ln)
-    if not lines:
-        return Answer(Kind.EMPTY, (), echo=echo)
-    upper = [ln.upper() for ln in lines]
-    for ln in upper:
-        if ln.startswith("STOPPED"):
-            return Answer(Kind.STOPPED, tuple(lines), echo=echo, error="STOPPED")
-    is_at = sent_s.startswith(("AT", "ST"))
+    return lines, echo
+
+
+def _error(lines: list[str], upper: list[str], sent_s: str, echo: bool) -> Answer | None:
+    """The answer when the block is one of the chip's messages (STOPPED, a reset banner, ``?``, a bus
+    error, NO DATA without data), else None."""
+    if any(ln.startswith("STOPPED") for ln in upper):
+        return Answer(Kind.STOPPED, tuple(lines), echo=echo, error="STOPPED")
     if sent_s not in _BANNER_EXPECTED:
         for i, ln in enumerate(upper):
             if _BANNER.search(ln):  # a banner in answer to anything else: the chip reset on its own
@@ -112,14 +112,25 @@ def classify(block: bytes, sent: bytes = b"") -> Answer:
     for ln in upper:
         if ln.startswith(_BUS_ERRORS) or _ERR_CODE.match(ln):
             return Answer(Kind.BUS_ERROR, tuple(lines), echo=echo, error=ln)
-    if any(ln.replace(" ", "").startswith("NODATA") for ln in upper):
-        hex_lines = [ln for ln in upper if _HEX_LINE.match(ln)]
-        if not hex_lines:
-            return Answer(Kind.NO_DATA, tuple(lines), echo=echo, error="NO DATA")
-    if is_at:
-        if upper == ["OK"]:
-            return Answer(Kind.OK, tuple(lines), echo=echo)
-        return Answer(Kind.TEXT, tuple(lines), echo=echo)
+    no_data = any(ln.replace(" ", "").startswith("NODATA") for ln in upper)
+    if no_data and not any(_HEX_LINE.match(ln) for ln in upper):
+        return Answer(Kind.NO_DATA, tuple(lines), echo=echo, error="NO DATA")
+    return None
+
+
+def classify(block: bytes, sent: bytes = b"") -> Answer:
+    """Classify the output for one command ``sent`` (without the prompt)."""
+    sent_s = sent.decode("ascii", errors="replace").strip().replace(" ", "").upper()
+    lines, echo = _meaningful(split_lines(block), sent_s)
+    if not lines:
+        return Answer(Kind.EMPTY, (), echo=echo)
+    upper = [ln.upper() for ln in lines]
+    error = _error(lines, upper, sent_s, echo)
+    if error is not None:
+        return error
+    if sent_s.startswith(("AT", "ST")):
+        kind = Kind.OK if upper == ["OK"] else Kind.TEXT
+        return Answer(kind, tuple(lines), echo=echo)
     data_lines = [ln for ln in upper if _HEX_LINE.match(ln)]
     noise = tuple(ln for ln in lines if not _HEX_LINE.match(ln.upper()) and ln.upper() != "NO DATA")
     if not data_lines:
