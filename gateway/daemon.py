@@ -278,8 +278,8 @@ class Daemon:
         poll = self.poller.status()
         adapter = "adapter connected" if poll.get("connected") else "adapter retrying"
         ignition = "ignition on" if self.engine.ignition_on else "ignition off"
-        depth = self.store.stats().get("queue_depth", {}) if self.store else {}
-        queues = ", ".join(f"{k} queue {v}" for k, v in depth.items()) if isinstance(depth, dict) else ""
+        depth: dict[str, dict[str, int]] = self.store.stats()["queue"] if self.store else {}
+        queues = ", ".join(f"{k} queue {v['records']} records ({v['samples']} samples)" for k, v in depth.items())
         parts = [adapter, poll.get("protocol") or "", ignition, queues, self.supervisor.summary()]
         return "; ".join(p for p in parts if p)
 
