@@ -537,22 +537,31 @@ class Store:
                     break
             if not victims:
                 break
-            await db.execute("BEGIN IMMEDIATE")
-            await db.executemany("DELETE FROM outbox WHERE seq = ?", [(v[0],) for v in victims])
-            for seq, kind, count in victims:
-                name = KIND_NAMES[kind]
-                self._count(f"evicted_{name}", 1)
+            # counted on a copy: the counters and depths change only once the deletion is committed
+            counters = dict(self._counters)
+            for _seq, kind, count in victims:
+                key = f"evicted_{KIND_NAMES[kind]}"
+                counters[key] = counters.get(key, 0) + 1
                 if kind == KIND_TIMESERIES:
-                    self._count("evicted_samples", count)
+                    counters["evicted_samples"] = counters.get("evicted_samples", 0) + count
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                await db.executemany("DELETE FROM outbox WHERE seq = ?", [(v[0],) for v in victims])
+                await db.executemany(
+                    "INSERT OR REPLACE INTO counters(name, value) VALUES (?, ?)", list(counters.items())
+                )
+                await db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    await db.execute("ROLLBACK")
+                raise
+            self._counters = counters
+            for seq, _kind, count in victims:
                 for u in self.uplinks:
                     if seq > self._cursors.get(u, 0):
                         d = self._depth[u]
                         d[0] -= 1
                         d[1] -= count
-            await db.executemany(
-                "INSERT OR REPLACE INTO counters(name, value) VALUES (?, ?)", list(self._counters.items())
-            )
-            await db.execute("COMMIT")
             self._db_bytes = await self._used_bytes(db)
             log.warning("store: over %.0f MB, evicted %d oldest records", self.cfg.max_mb, len(victims))
 
