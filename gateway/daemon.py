@@ -437,7 +437,7 @@ class DaemonStatus:
             "store": store,
             "uplinks": {name: {"connected": bool(getattr(u, "connected", False))} for name, u in d.uplinks.items()},
             "components": d.supervisor.status() if d.supervisor else {},
-            "bus_dropped": {s.name: s.dropped for s in d.bus._subs if s.dropped},
+            "bus_dropped": {s.name: s.dropped for s in d.bus.stats() if s.dropped},
         }
 
     def values(self) -> list[dict[str, Any]]:
