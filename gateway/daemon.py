@@ -29,7 +29,7 @@ from typing import Any, TextIO
 from gateway import __version__, config, secrets
 from gateway.bus import Bus, Subscription
 from gateway.errors import GatewayError, TransportError
-from gateway.model import Event, LinkState, Sample, TripRecord
+from gateway.model import Event, LinkState, Sample, TripRecord, now_ms
 
 log = logging.getLogger("gateway.daemon")
 
@@ -159,7 +159,7 @@ class Daemon:
         self.console = console
         self.port_override = port_override
         self.bus = Bus()
-        self.started_ms = int(time.time() * 1000)
+        self.started_ms = now_ms()
         self.poller: Any = None
         self.engine: Any = None
         self.store: Any = None
@@ -221,7 +221,7 @@ class Daemon:
         if self.poller is None:
             return {}
         values = {s.name: s.value for s in self.poller.cache.latest()}
-        return values | {"recordUpdatedAt": int(time.time() * 1000)}
+        return values | {"recordUpdatedAt": now_ms()}
 
     # -- loops ----------------------------------------------------------------------------------
     async def detection_loop(self, sub: Subscription) -> None:
@@ -232,7 +232,7 @@ class Daemon:
                 item = await asyncio.wait_for(sub.get(), 1.0)
                 outputs = self.engine.feed(item)
             except TimeoutError:
-                outputs = self.engine.tick(int(time.time() * 1000))
+                outputs = self.engine.tick(now_ms())
             for out in outputs:
                 if isinstance(out, TripRecord):
                     self.recent_trips.appendleft(out.to_dict())
@@ -255,7 +255,7 @@ class Daemon:
             log.warning("reading DTCs for mil:on failed: %s", exc)
             return
         # On the bus, not straight into the engine: the store records it, so a replay sees the codes too.
-        await self.bus.publish(Sample(int(time.time() * 1000), "dtcs", tuple(dtcs.get("stored", ()))))
+        await self.bus.publish(Sample(now_ms(), "dtcs", tuple(dtcs.get("stored", ()))))
 
     async def store_loop(self, sub: Subscription) -> None:
         """Hand everything the bus carries to the store, in the groups it arrives in."""

@@ -239,7 +239,7 @@ def test_msgpack_payloads_and_event_topic_sanitised() -> None:
 
 
 def test_backoff_is_jittered_and_capped() -> None:
-    from gateway.uplink.forwarder import Backoff
+    from gateway.common.backoff import Backoff
 
     b = Backoff(first_s=0.5, max_s=4.0)
     delays = [b.next() for _ in range(20)]

@@ -8,19 +8,12 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from gateway.common.samplebatch import pack_samples, unpack_samples
 from gateway.config import StoreConfig
 from gateway.errors import StoreError
 from gateway.model import Event, Sample, TripRecord
-from gateway.store import (
-    KIND_EVENT,
-    KIND_TIMESERIES,
-    KIND_TRIP,
-    SCHEMA_VERSION,
-    Store,
-    pack_samples,
-    timeseries_items,
-    unpack_samples,
-)
+from gateway.store import KIND_EVENT, KIND_TIMESERIES, KIND_TRIP, SCHEMA_VERSION, Store
+from gateway.uplink.drust import timeseries_items
 
 
 def cfg(tmp_path: Path, **kw: object) -> StoreConfig:
