@@ -9,7 +9,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberStats:
+    """One subscription as :meth:`Bus.stats` reports it: a snapshot, not the live queue."""
+
+    name: str
+    lossless: bool
+    #: items waiting in the subscriber's queue now
+    queued: int
+    maxsize: int
+    #: items dropped because the (non-lossless) queue was full, since the subscription began
+    dropped: int
 
 
 class Subscription:
@@ -67,6 +81,10 @@ class Bus:
         """Remove a subscription (idempotent)."""
         if sub in self._subs:
             self._subs.remove(sub)
+
+    def stats(self) -> list[SubscriberStats]:
+        """Every current subscription, in subscription order (for status reports; read-only)."""
+        return [SubscriberStats(s.name, s.lossless, s.queue.qsize(), s.queue.maxsize, s.dropped) for s in self._subs]
 
     async def publish(self, item: Any) -> None:
         """Deliver ``item`` to every subscriber; waits only for full lossless subscribers."""

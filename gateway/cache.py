@@ -7,15 +7,10 @@ Mode 09 answers (VIN, calibration IDs) are never put here: they are requested on
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from gateway.model import Sample
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+from gateway.model import Sample, now_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +29,7 @@ class CachedValue:
 class Cache:
     """Latest :class:`Sample` per (ecu, name)."""
 
-    def __init__(self, clock_ms: Callable[[], int] = _now_ms) -> None:
+    def __init__(self, clock_ms: Callable[[], int] = now_ms) -> None:
         self._clock_ms = clock_ms
         self._by_key: dict[tuple[int, str], Sample] = {}
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from gateway import __version__, config, secrets
 from gateway.bus import Bus, Subscription
 from gateway.errors import GatewayError, TransportError
-from gateway.model import Event, LinkState, Sample, TripRecord
+from gateway.model import Event, LinkState, Sample, TripRecord, now_ms
 
 if TYPE_CHECKING:
     from gateway.link.base import Session
@@ -208,7 +208,7 @@ class Daemon:
         self.console = console
         self.port_override = port_override
         self.bus = Bus()
-        self.started_ms = int(time.time() * 1000)
+        self.started_ms = now_ms()
         self.poller: Any = None
         self.engine: Any = None
         self.store: Any = None
@@ -271,7 +271,7 @@ class Daemon:
         if self.poller is None:
             return {}
         values = {s.name: s.value for s in self.poller.cache.latest()}
-        return values | {"recordUpdatedAt": int(time.time() * 1000)}
+        return values | {"recordUpdatedAt": now_ms()}
 
     # -- loops ----------------------------------------------------------------------------------
     async def detection_loop(self, sub: Subscription) -> None:
@@ -282,7 +282,7 @@ class Daemon:
                 item = await asyncio.wait_for(sub.get(), 1.0)
                 outputs = self.engine.feed(item)
             except TimeoutError:
-                outputs = self.engine.tick(int(time.time() * 1000))
+                outputs = self.engine.tick(now_ms())
             for out in outputs:
                 if isinstance(out, TripRecord):
                     self.recent_trips.appendleft(out.to_dict())
@@ -305,7 +305,7 @@ class Daemon:
             log.warning("reading DTCs for mil:on failed: %s", exc)
             return
         # On the bus, not straight into the engine: the store records it, so a replay sees the codes too.
-        await self.bus.publish(Sample(int(time.time() * 1000), "dtcs", tuple(dtcs.get("stored", ()))))
+        await self.bus.publish(Sample(now_ms(), "dtcs", tuple(dtcs.get("stored", ()))))
 
     async def store_loop(self, sub: Subscription) -> None:
         """Hand everything the bus carries to the store, in the groups it arrives in."""
@@ -328,8 +328,8 @@ class Daemon:
         poll = self.poller.status()
         adapter = "adapter connected" if poll.get("connected") else "adapter retrying"
         ignition = "ignition on" if self.engine.ignition_on else "ignition off"
-        depth = self.store.stats().get("queue_depth", {}) if self.store else {}
-        queues = ", ".join(f"{k} queue {v}" for k, v in depth.items()) if isinstance(depth, dict) else ""
+        depth: dict[str, dict[str, int]] = self.store.stats()["queue"] if self.store else {}
+        queues = ", ".join(f"{k} queue {v['records']} records ({v['samples']} samples)" for k, v in depth.items())
         parts = [adapter, poll.get("protocol") or "", ignition, queues, self.supervisor.summary()]
         return "; ".join(p for p in parts if p)
 
@@ -487,7 +487,7 @@ class DaemonStatus:
             "store": store,
             "uplinks": {name: {"connected": bool(getattr(u, "connected", False))} for name, u in d.uplinks.items()},
             "components": d.supervisor.status() if d.supervisor else {},
-            "bus_dropped": {s.name: s.dropped for s in d.bus._subs if s.dropped},
+            "bus_dropped": {s.name: s.dropped for s in d.bus.stats() if s.dropped},
         }
 
     def values(self) -> list[dict[str, Any]]:

@@ -4,8 +4,9 @@ The server depends only on the read-only :class:`StatusSource` protocol below (t
 implements it with the poller, the detection engine, the store and the supervisor), never on
 those modules themselves.
 
-Wire format (documented with examples in ``docs/operations.md``): one JSON object per line in each
-direction, UTF-8, ``\\n``-terminated, at most :data:`MAX_LINE` bytes per request line. A request
+Wire format (:mod:`gateway.common.diagwire`, shared with the CLI client; examples in
+``docs/operations.md``): one JSON object per line in each direction, UTF-8, ``\\n``-terminated, at most
+:data:`MAX_LINE` bytes per request line. A request
 is ``{"cmd": NAME, ...}`` with an optional ``"id"`` echoed in the answer. Answers are
 ``{"id": ..., "ok": true, "cmd": NAME, "data": ...}`` or
 ``{"id": ..., "ok": false, "cmd": NAME, "error": {"code": CODE, "message": TEXT}}``.
@@ -37,27 +38,34 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
-import json
 import logging
-import math
 import os
 import shutil
 import socket
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from gateway.common.diagwire import (
+    MAX_LINE,
+    PROTOCOL_VERSION,
+    STREAM_DROPPED,
+    STREAM_EVENT,
+    STREAM_KINDS,
+    STREAM_LINK,
+    STREAM_SAMPLE,
+    STREAM_TRIP,
+    decode,
+    encode,
+)
 from gateway.errors import ConfigError, ForbiddenRequest, GatewayError
-from gateway.model import Event, LinkState, Sample, TripRecord
+from gateway.model import Event, LinkState, Sample, TripRecord, now_ms
 from gateway.secrets import redact, redact_text
 
 log = logging.getLogger("gateway.diag")
 
-MAX_LINE = 64 * 1024
 _DROP_REPORT_RETRY_S = 0.2
 _MAX_UNIX_PATH = 107  # sun_path is 108 bytes including the terminating NUL
-PROTOCOL_VERSION = 1
 COMMANDS = (
     "ping",
     "help",
@@ -72,8 +80,12 @@ COMMANDS = (
     "unsubscribe",
     "restart",
 )
-STREAM_KINDS = ("sample", "event", "trip", "link")
-_KIND_TYPES: dict[str, type] = {"sample": Sample, "event": Event, "trip": TripRecord, "link": LinkState}
+_KIND_TYPES: dict[str, type] = {
+    STREAM_SAMPLE: Sample,
+    STREAM_EVENT: Event,
+    STREAM_TRIP: TripRecord,
+    STREAM_LINK: LinkState,
+}
 
 
 @runtime_checkable
@@ -150,42 +162,19 @@ class RequestError(GatewayError):
 def item_to_wire(item: Any) -> tuple[str, dict[str, Any]] | None:
     """A bus item as (stream kind, JSON-ready dict), or None for items the stream does not carry."""
     if isinstance(item, Sample):
-        return "sample", dataclasses.asdict(item)
+        return STREAM_SAMPLE, dataclasses.asdict(item)
     if isinstance(item, Event):
-        return "event", item.to_dict()
+        return STREAM_EVENT, item.to_dict()
     if isinstance(item, TripRecord):
-        return "trip", item.to_dict()
+        return STREAM_TRIP, item.to_dict()
     if isinstance(item, LinkState):
-        return "link", dataclasses.asdict(item)
+        return STREAM_LINK, dataclasses.asdict(item)
     to_dict = getattr(item, "to_dict", None)
     if callable(to_dict):
         data = to_dict()
         if isinstance(data, dict):
             return type(item).__name__.lower(), data
     return None
-
-
-def encode(obj: Any) -> bytes:
-    """One wire line (compact JSON + ``\\n``); unknown types become strings rather than failing.
-
-    Output is strict JSON: NaN and infinities (a sensor glitch, a client's odd ``id``) become
-    ``null``, since ``jq`` and most non-Python clients reject them.
-    """
-    try:
-        text = json.dumps(obj, separators=(",", ":"), default=str, ensure_ascii=False, allow_nan=False)
-    except ValueError:
-        text = json.dumps(_finite(obj), separators=(",", ":"), default=str, ensure_ascii=False, allow_nan=False)
-    return (text + "\n").encode("utf-8")
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def normalise_pid(raw: Any) -> str:
@@ -282,7 +271,7 @@ class _Client:
             lost = self.dropped + self.past_feed_drops + feed.dropped
             if lost != self.reported_dropped and not self.out.full():
                 self.reported_dropped = lost
-                self.send_stream("dropped", {"dropped": lost})
+                self.send_stream(STREAM_DROPPED, {"dropped": lost})
             try:
                 # While a loss is unreported, look again soon even if the bus is quiet.
                 timeout = _DROP_REPORT_RETRY_S if lost != self.reported_dropped else None
@@ -552,9 +541,9 @@ class DiagServer:
         cmd: Any = None
         try:
             try:
-                req = json.loads(line)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise RequestError("bad_json", f"not valid JSON: {exc}") from None
+                req = decode(line)
+            except ValueError as exc:
+                raise RequestError("bad_json", str(exc)) from None
             if not isinstance(req, dict):
                 raise RequestError("bad_request", "a request must be a JSON object such as {\"cmd\": \"status\"}")
             req_id = req.get("id")
@@ -586,7 +575,7 @@ class DiagServer:
 
     # -- commands --------------------------------------------------------------------------------
     async def _ping(self, client: _Client, req: dict[str, Any]) -> Any:
-        return {"pong": True, "protocol": PROTOCOL_VERSION, "time_ms": int(time.time() * 1000)}
+        return {"pong": True, "protocol": PROTOCOL_VERSION, "time_ms": now_ms()}
 
     async def _help(self, client: _Client, req: dict[str, Any]) -> Any:
         return {"commands": list(COMMANDS), "protocol": PROTOCOL_VERSION, "max_line": self.max_line}

@@ -15,8 +15,8 @@
      │    ├── AdapterReset(AdapterError)                the power-up banner mid-stream: settings lost
      │    ├── Stopped(AdapterError)                     STOPPED: input interrupted the chip's answer
      │    └── OversizedAnswer(AdapterError)             an answer past the bytes kept per answer
-     ├── StoreError(GatewayError)                       the SQLite buffer cannot be used
-     │    └── StoreFull(StoreError)                     the disk is full
+     ├── StoreError(GatewayError)                       the SQLite buffer cannot be used (a full disk is
+     │                                                  not an error: the store keeps data in memory)
      ├── UplinkError(GatewayError)                      a back-end refused or could not be reached
      │    ├── AuthError(UplinkError)                    credentials refused
      │    └── RejectedBatch(UplinkError)                the receiver says the batch is malformed (4xx)
@@ -81,10 +81,6 @@ class OversizedAnswer(AdapterError):
 
 class StoreError(GatewayError):
     """The SQLite buffer cannot be used."""
-
-
-class StoreFull(StoreError):
-    """The disk holding the buffer is full."""
 
 
 class UplinkError(GatewayError):

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 Scalar = float | int | str | bool | tuple[str, ...] | tuple[int, ...] | None
+
+
+#: What one stored record holds: a timeseries batch of samples, one Event or one TripRecord. These are the
+#: names on the wire and in stats; the store maps them to its own codes (``gateway.store.KIND_CODES``).
+RecordKind = Literal["timeseries", "event", "trip"]
 
 
 def now_ms() -> int:

@@ -9,7 +9,8 @@ Layout (schema version in ``PRAGMA user_version``, migrated forward on open)::
     counters(name PRIMARY KEY, value)       -- evictions and dead letters, kept across restarts
 
 Samples are grouped into timeseries *batches* of ``store.batch_samples`` samples, each one compact
-msgpack row (columnar: name table + per-sample time delta, name index, value, ECU index). Events and
+msgpack row (:mod:`gateway.common.samplebatch`). The store keeps bodies as opaque bytes: turning them into a
+back-end's format (DRUST Timeseries items) is the uplink side's job (:mod:`gateway.uplink.drust`). Events and
 trips are one row each, their own id as the row id (``INSERT OR IGNORE``, so a re-emitted record is
 stored once). Every row's ``id`` is stable: receivers de-duplicate by it.
 
@@ -50,16 +51,19 @@ from typing import Any
 import aiosqlite
 import msgpack
 
+from gateway.common.samplebatch import pack_samples
 from gateway.config import StoreConfig
-from gateway.errors import StoreError, StoreFull
-from gateway.model import Event, Sample, TripRecord
+from gateway.errors import StoreError
+from gateway.model import Event, RecordKind, Sample, TripRecord, now_ms
 
 log = logging.getLogger("gateway.store")
 
-KIND_TIMESERIES = 0
-KIND_EVENT = 1
-KIND_TRIP = 2
-KIND_NAMES = {KIND_TIMESERIES: "timeseries", KIND_EVENT: "event", KIND_TRIP: "trip"}
+#: The ``kind`` column: the on-disk code of each record kind (fixed: stored files depend on it).
+KIND_CODES: dict[RecordKind, int] = {"timeseries": 0, "event": 1, "trip": 2}
+KIND_NAMES: dict[int, RecordKind] = {code: name for name, code in KIND_CODES.items()}
+KIND_TIMESERIES = KIND_CODES["timeseries"]
+KIND_EVENT = KIND_CODES["event"]
+KIND_TRIP = KIND_CODES["trip"]
 
 #: Index i holds the statements that take a database from version i to i + 1.
 MIGRATIONS: list[list[str]] = [
@@ -103,95 +107,10 @@ class StoredRow:
     #: which database file the row came from (a corrupt file replaced by a fresh one starts seq anew)
     generation: int = 0
 
-
-def pack_samples(samples: Sequence[Sample]) -> bytes:
-    """Samples → one compact msgpack batch body (see :func:`unpack_samples`)."""
-    t0 = samples[0].ts_ms
-    names: list[str] = []
-    units: list[str] = []
-    name_ix: dict[str, int] = {}
-    ecus: list[int] = []
-    ecu_ix: dict[int, int] = {}
-    dts: list[int] = []
-    nis: list[int] = []
-    vals: list[Any] = []
-    eis: list[int] = []
-    pids: dict[str, int | None] = {}
-    for s in samples:
-        ni = name_ix.get(s.name)
-        if ni is None:
-            ni = name_ix[s.name] = len(names)
-            names.append(s.name)
-            units.append(s.unit)
-            pids[s.name] = s.pid
-        ei = ecu_ix.get(s.ecu)
-        if ei is None:
-            ei = ecu_ix[s.ecu] = len(ecus)
-            ecus.append(s.ecu)
-        dts.append(s.ts_ms - t0)
-        nis.append(ni)
-        v = s.value
-        # most OBD values are whole numbers: a small int packs in 1-3 bytes, a double in 9
-        if type(v) is float and v.is_integer() and -(2**53) < v < 2**53:
-            v = int(v)
-        vals.append(v)
-        eis.append(ei)
-    body = [1, t0, names, units, [pids[n] for n in names], ecus, dts, nis, vals, eis if len(ecus) > 1 else None]
-    return msgpack.packb(body, use_bin_type=True, default=str)
-
-
-def unpack_samples(body: bytes) -> list[Sample]:
-    """A batch body → the samples it holds, in their original order."""
-    _v, t0, names, units, pids, ecus, dts, nis, vals, eis = msgpack.unpackb(body, raw=False)
-    if eis is None:
-        eis = [0] * len(dts)
-    return [
-        Sample(t0 + dt, names[ni], v, units[ni], pids[ni], ecus[ei])
-        for dt, ni, v, ei in zip(dts, nis, vals, eis, strict=True)
-    ]
-
-
-def timeseries_items(body: bytes) -> list[dict[str, Any]]:
-    """A batch body → DRUST Timeseries items (without ``device``): one per timestamp and ECU.
-
-    Values of one timestamp become fields of one item (``{"date": ms, "speed": 42.0, "engine_rpm": 900}``).
-    Values from an ECU other than the engine's (0x7E8, or 0 when headers are off) carry ``"ecu": "7E9"``.
-    """
-    _v, t0, names, _units, _pids, ecus, dts, nis, vals, eis = msgpack.unpackb(body, raw=False)
-    items: list[dict[str, Any]] = []
-    if eis is None:
-        ecu = ecus[0]
-        tag = None if ecu in (0, 0x7E8) else format(ecu, "X")
-        last_dt = None
-        item: dict[str, Any] = {}
-        for dt, ni, v in zip(dts, nis, vals, strict=True):
-            if dt != last_dt or names[ni] in item:
-                item = {"date": t0 + dt}
-                if tag:
-                    item["ecu"] = tag
-                items.append(item)
-                last_dt = dt
-            item[names[ni]] = v
-        return items
-    by_key: dict[tuple[int, int], dict[str, Any]] = {}
-    for dt, ni, v, ei in zip(dts, nis, vals, eis, strict=True):
-        it = by_key.get((dt, ei))
-        if it is None or names[ni] in it:
-            it = {"date": t0 + dt}
-            ecu = ecus[ei]
-            if ecu not in (0, 0x7E8):
-                it["ecu"] = format(ecu, "X")
-            by_key[(dt, ei)] = it
-            items.append(it)
-        it[names[ni]] = v
-    return items
-
-
-def decode_body(kind: int, body: bytes) -> Any:
-    """A row's body in the back-end vocabulary (see :mod:`gateway.uplink.base`)."""
-    if kind == KIND_TIMESERIES:
-        return timeseries_items(body)
-    return msgpack.unpackb(body, raw=False)
+    @property
+    def kind_name(self) -> RecordKind:
+        """The record's kind by name (``timeseries``, ``event``, ``trip``)."""
+        return KIND_NAMES[self.kind]
 
 
 def _is_full(exc: BaseException) -> bool:
@@ -456,7 +375,7 @@ class Store:
             inserted = db.total_changes - before
             if inserted:
                 inserted_samples = sum(r[3] for r in rows) if inserted == len(rows) else inserted
-            now = int(time.time() * 1000)
+            now = now_ms()
             for uplink, row, reason, tries in dead:
                 await db.execute(
                     "INSERT OR REPLACE INTO dead_letter VALUES (?,?,?,?,?,?,?,?,?)",
@@ -537,22 +456,31 @@ class Store:
                     break
             if not victims:
                 break
-            await db.execute("BEGIN IMMEDIATE")
-            await db.executemany("DELETE FROM outbox WHERE seq = ?", [(v[0],) for v in victims])
-            for seq, kind, count in victims:
-                name = KIND_NAMES[kind]
-                self._count(f"evicted_{name}", 1)
+            # counted on a copy: the counters and depths change only once the deletion is committed
+            counters = dict(self._counters)
+            for _seq, kind, count in victims:
+                key = f"evicted_{KIND_NAMES[kind]}"
+                counters[key] = counters.get(key, 0) + 1
                 if kind == KIND_TIMESERIES:
-                    self._count("evicted_samples", count)
+                    counters["evicted_samples"] = counters.get("evicted_samples", 0) + count
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                await db.executemany("DELETE FROM outbox WHERE seq = ?", [(v[0],) for v in victims])
+                await db.executemany(
+                    "INSERT OR REPLACE INTO counters(name, value) VALUES (?, ?)", list(counters.items())
+                )
+                await db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    await db.execute("ROLLBACK")
+                raise
+            self._counters = counters
+            for seq, _kind, count in victims:
                 for u in self.uplinks:
                     if seq > self._cursors.get(u, 0):
                         d = self._depth[u]
                         d[0] -= 1
                         d[1] -= count
-            await db.executemany(
-                "INSERT OR REPLACE INTO counters(name, value) VALUES (?, ?)", list(self._counters.items())
-            )
-            await db.execute("COMMIT")
             self._db_bytes = await self._used_bytes(db)
             log.warning("store: over %.0f MB, evicted %d oldest records", self.cfg.max_mb, len(victims))
 
@@ -624,7 +552,7 @@ class Store:
         if moved:
             self._cursors[uplink] = cursor
             self._dirty_cursors.add(uplink)
-            self._last_upload_ms[uplink] = int(time.time() * 1000)
+            self._last_upload_ms[uplink] = now_ms()
         return moved
 
     def rejections(self, uplink: str, row_id: str) -> int:
@@ -687,15 +615,12 @@ class Store:
 
 
 __all__ = [
+    "KIND_CODES",
     "KIND_EVENT",
+    "KIND_NAMES",
     "KIND_TIMESERIES",
     "KIND_TRIP",
     "Store",
     "StoreError",
-    "StoreFull",
     "StoredRow",
-    "decode_body",
-    "pack_samples",
-    "timeseries_items",
-    "unpack_samples",
 ]

@@ -22,9 +22,10 @@ Public API (used by :mod:`gateway.daemon`)::
     sup.summary()        # one line for sd_notify STATUS=
     sup.kill("uplink:mqtt")   # fail a component on purpose (operator / tests): restarted like a crash
 
-Restart policy: the n-th consecutive failure waits ``min(backoff_max_s, backoff_initial_s * 2**(n-1))``
-reduced by up to ``jitter`` (a fraction) at random, so many boxes restarting after a shared outage do
-not hammer a back-end in lock-step. A run that lasted ``healthy_after_s`` resets the count.
+Restart policy: the n-th consecutive failure waits what :class:`gateway.common.backoff.Backoff` gives for n
+failures (a delay drawn from ``[cap/2, cap]`` with ``cap = min(backoff_max_s, backoff_initial_s * 2**(n-1))``,
+the one jitter rule of the project), so many boxes restarting after a shared outage do not hammer a
+back-end in lock-step. A run that lasted ``healthy_after_s`` resets the count.
 
 :class:`ConfigReloader` is the SIGHUP half: it loads the file, refuses an invalid one with one log
 line and keeps the running configuration.
@@ -43,7 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from gateway.common.backoff import Backoff
 from gateway.errors import GatewayError
+from gateway.model import now_ms
 from gateway.secrets import redact_text
 
 log = logging.getLogger("gateway.supervisor")
@@ -108,10 +111,6 @@ class _Component:
     killed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 def _describe(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return redact_text(text)[:500]
@@ -125,21 +124,18 @@ class Supervisor:
         *,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
-        jitter: float = 0.25,
         healthy_after_s: float = 60.0,
         critical_max_failures: int = 5,
         rng: random.Random | None = None,
     ) -> None:
         if backoff_initial_s <= 0 or backoff_max_s < backoff_initial_s:
             raise ValueError("need 0 < backoff_initial_s <= backoff_max_s")
-        if not 0 <= jitter < 1:
-            raise ValueError("jitter is a fraction in [0, 1)")
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
-        self.jitter = jitter
+        #: per component, the delay for its n-th consecutive failure (``delay(n)``; no shared count)
+        self.backoff = Backoff(backoff_initial_s, backoff_max_s, rng=rng)
         self.healthy_after_s = healthy_after_s
         self.critical_max_failures = critical_max_failures
-        self._rng = rng or random.Random()
         self._components: dict[str, _Component] = {}
         self._stop_event: asyncio.Event | None = None
         self.stop_reason: str | None = None
@@ -197,12 +193,6 @@ class Supervisor:
     def _launch(self, comp: _Component) -> None:
         comp.task = asyncio.get_running_loop().create_task(self._keep_running(comp), name=comp.state.name)
 
-    def backoff_s(self, consecutive_failures: int) -> float:
-        """The delay before the restart that follows the n-th consecutive failure."""
-        n = max(1, consecutive_failures)
-        base = min(self.backoff_max_s, self.backoff_initial_s * 2 ** min(n - 1, 30))
-        return float(base * (1 - self.jitter * self._rng.random()))
-
     async def _run_once(self, comp: _Component) -> None:
         """One run of the component, interruptible by :meth:`kill` (which turns into a failure)."""
         comp.killed.clear()
@@ -232,7 +222,7 @@ class Supervisor:
         st = comp.state
         while True:
             st.state = RUNNING
-            st.started_ms = _now_ms()
+            st.started_ms = now_ms()
             st.next_restart_in_s = None
             began = time.monotonic()
             try:
@@ -246,7 +236,7 @@ class Supervisor:
                 st.failures += 1
                 st.consecutive_failures += 1
                 st.last_error = _describe(exc)
-                st.last_error_ms = _now_ms()
+                st.last_error_ms = now_ms()
                 if comp.max_failures is not None and st.consecutive_failures >= comp.max_failures:
                     st.state = FAILED
                     log.error(
@@ -260,7 +250,7 @@ class Supervisor:
                         self.exit_code = 1
                         self.request_stop(f"critical component {st.name} failed")
                     return
-                delay = self.backoff_s(st.consecutive_failures)
+                delay = self.backoff.delay(st.consecutive_failures)
                 st.state = RESTARTING
                 st.next_restart_in_s = round(delay, 3)
                 # The traceback goes to the debug log; one line per failure keeps journald readable.

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
 from gateway import __version__, config
+from gateway.common import jsonout
 from gateway.errors import ConfigError
 
 
@@ -57,7 +57,7 @@ def _check_config(args: argparse.Namespace) -> int:
     for warning in secrets.check_config_secrets(cfg):  # the daemon refuses what this refuses
         print(f"warning: {warning}", file=sys.stderr)
     if args.json:
-        print(json.dumps(dataclasses.asdict(cfg), indent=2))
+        print(jsonout.dumps(dataclasses.asdict(cfg), indent=2))
     else:
         print(f"{args.file}: configuration is valid")
     return 0
@@ -67,7 +67,7 @@ def _version(args: argparse.Namespace) -> int:
     from gateway.obd import PARSER_BUILD
 
     if args.json:
-        print(json.dumps({"version": __version__, "parser": PARSER_BUILD}))
+        print(jsonout.dumps({"version": __version__, "parser": PARSER_BUILD}))
     else:
         print(f"obd-gateway {__version__}")
         print(f"parser: {PARSER_BUILD}")

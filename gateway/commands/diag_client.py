@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
 import socket
 import sys
@@ -22,7 +21,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from gateway import config
+from gateway import config, model
+from gateway.common import diagwire, jsonout
 from gateway.errors import GatewayError
 
 DEFAULT_TIMEOUT_S = 40.0  # above the server's 30 s request timeout, so its answer wins
@@ -86,7 +86,7 @@ class DiagClient:
         """Send one request line."""
         assert self.sock is not None
         try:
-            self.sock.sendall((json.dumps(obj) + "\n").encode("utf-8"))
+            self.sock.sendall(diagwire.encode(obj))
         except OSError as exc:
             raise DiagUnavailable(f"connection to the daemon lost: {exc}") from None
 
@@ -100,8 +100,8 @@ class DiagClient:
                 line = bytes(self._buf[:nl])
                 del self._buf[: nl + 1]
                 try:
-                    msg = json.loads(line)
-                except json.JSONDecodeError:
+                    msg = diagwire.decode(line)
+                except ValueError:
                     raise DiagUnavailable("the daemon sent a line that is not JSON") from None
                 if isinstance(msg, dict):
                     return msg
@@ -173,7 +173,7 @@ def _fmt(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(_fmt(v) for v in value) or "-"
     if isinstance(value, dict):
-        return json.dumps(value, separators=(",", ":"), default=str)
+        return jsonout.dumps(value)
     return str(value)
 
 
@@ -324,7 +324,7 @@ def _ask(args: argparse.Namespace, cmd: str, **kw: Any) -> Any:
 
 
 def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+    print(jsonout.dumps(data, indent=2))
 
 
 def _answer(args: argparse.Namespace, cmd: str, **kw: Any) -> tuple[Any, int]:
@@ -434,14 +434,14 @@ class WatchView:
         """Take one stream line or status answer into the view."""
         kind = msg.get("stream")
         data = msg.get("data")
-        if kind == "sample" and isinstance(data, dict):
+        if kind == diagwire.STREAM_SAMPLE and isinstance(data, dict):
             self.values[str(data.get("name"))] = data
-        elif kind == "event" and isinstance(data, dict):
+        elif kind == diagwire.STREAM_EVENT and isinstance(data, dict):
             when = time.strftime("%H:%M:%S", time.localtime(int(data.get("date") or 0) / 1000))
             self.events.append(f"{when} {data.get('automatic_type') or data.get('type')}")
-        elif kind == "trip" and isinstance(data, dict):
+        elif kind == diagwire.STREAM_TRIP and isinstance(data, dict):
             self.events.append(f"trip {data.get('id')} ended, {_fmt(data.get('distance'))} m")
-        elif kind == "dropped" and isinstance(data, dict):
+        elif kind == diagwire.STREAM_DROPPED and isinstance(data, dict):
             self.dropped = int(data.get("dropped") or 0)
         elif msg.get("cmd") == "status" and msg.get("ok") and isinstance(data, dict):
             self.status = data
@@ -467,7 +467,7 @@ class WatchView:
                 ]
                 lines.append("components: " + (", ".join(bad) if bad else "all running"))
         lines.append("")
-        now_ms = time.time() * 1000
+        now_ms = model.now_ms()
         rows = []
         for name in sorted(self.values):
             v = self.values[name]
@@ -503,7 +503,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
             if msg is not None:
                 if args.json:
                     if "stream" in msg:
-                        print(json.dumps(msg, separators=(",", ":")), flush=True)
+                        print(jsonout.dumps(msg), flush=True)
                 elif msg.get("ok") is False:
                     err = msg.get("error") or {}
                     print(f"obd-gateway: watch: {err.get('message')}", file=sys.stderr)

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import config
+from gateway.common import jsonout
 from gateway.errors import ConfigError, TransportError
 from gateway.model import Sample
 
@@ -114,7 +114,7 @@ def _poll(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     if args.json:
-        print(json.dumps(report))
+        print(jsonout.dumps(report))
     else:
         _print_text(report)
     return 0 if report["values"] > 0 else 1

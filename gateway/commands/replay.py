@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
 from gateway import config
+from gateway.common import jsonout
 from gateway.model import Event, TripRecord
 
 
@@ -40,7 +40,7 @@ def _replay(args: argparse.Namespace) -> int:
     for line, reason in result.skipped:
         print(f"{args.file}:{line}: skipped: {reason}", file=sys.stderr)
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(jsonout.dumps(result.to_dict(), indent=2))
         return 0
     _print_text(result.trips, result.events)
     return 0

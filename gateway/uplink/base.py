@@ -3,6 +3,8 @@
 An uplink knows nothing of the store (DESIGN.md: the forwarder mediates). It receives
 :class:`Record` objects whose ``body`` is already in the back-end's vocabulary:
 
+The forwarder builds these bodies from the store's bytes with :mod:`gateway.uplink.drust`:
+
 * ``timeseries``: a list of DRUST Timeseries items without ``device`` (``{"date": ms, "speed": 42.0, ...}``),
   one item per timestamp (and per ECU when several answer);
 * ``event``: :meth:`gateway.model.Event.to_dict`;
@@ -22,11 +24,13 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from gateway.errors import UplinkError
+from gateway.model import RecordKind
 
-Kind = Literal["timeseries", "event", "trip"]
+#: The record kinds, by name (defined once in :mod:`gateway.model`).
+Kind = RecordKind
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """Drains one uplink's cursor of the store: connect, lease the oldest rows, send, acknowledge.
 
 * Only while connected: when the uplink is down the forwarder reconnects with jittered exponential
-  backoff and leaves the rows in the store.
+  backoff (:class:`gateway.common.backoff.Backoff`) and leaves the rows in the store.
 * Oldest first, in batches (about ``uplink.lease_samples`` samples per lease), ordered per stream: the
   cursor only moves over the leading acknowledged rows, the rest are sent again.
 * At-least-once: a row is acknowledged only once the receiver returned its id.
@@ -14,38 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from typing import TYPE_CHECKING
 
+from gateway.common.backoff import Backoff
 from gateway.errors import RejectedBatch, UplinkError
-from gateway.uplink.base import Kind, Record, RetryLater, Uplink
+from gateway.uplink.base import Record, RetryLater, Uplink
+from gateway.uplink.drust import record_body
 
 if TYPE_CHECKING:
     from gateway.store import Store, StoredRow
 
 log = logging.getLogger("gateway.uplink.forwarder")
-
-_KINDS: dict[int, Kind] = {0: "timeseries", 1: "event", 2: "trip"}
-
-
-class Backoff:
-    """Exponential backoff with full jitter (the delay is uniform in [base, cap_now])."""
-
-    def __init__(self, first_s: float = 0.5, max_s: float = 60.0) -> None:
-        self.first_s = first_s
-        self.max_s = max_s
-        self.attempt = 0
-
-    def next(self) -> float:
-        """The next delay in seconds."""
-        cap = min(self.max_s, self.first_s * (2**self.attempt))
-        self.attempt += 1
-        return random.uniform(self.first_s / 2, cap)
-
-    def reset(self) -> None:
-        """After a success."""
-        self.attempt = 0
-
 
 class Forwarder:
     """One uplink's delivery loop; ``run()`` until cancelled."""
@@ -57,7 +36,7 @@ class Forwarder:
         self.uplink = uplink
         self.name = name
         self.idle_poll_s = idle_poll_s
-        self.backoff = Backoff(max_s=max_backoff_s)
+        self.backoff = Backoff(first_s=min(0.5, max_backoff_s), max_s=max_backoff_s)
         self.sent_records = 0
         self.sent_samples = 0
 
@@ -108,9 +87,7 @@ class Forwarder:
         return 0
 
     async def _send(self, rows: list[StoredRow]) -> int:
-        from gateway.store import decode_body
-
-        records = [Record(r.id, _KINDS[r.kind], r.ts_ms, r.count, decode_body(r.kind, r.body)) for r in rows]
+        records = [Record(r.id, r.kind_name, r.ts_ms, r.count, record_body(r.kind_name, r.body)) for r in rows]
         acked = await self.uplink.send(records)
         moved = self.store.ack(self.name, rows, set(acked))
         if moved:

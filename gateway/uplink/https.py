@@ -33,6 +33,7 @@ from typing import Any
 import authlib.deprecate  # type: ignore[import-untyped]  # installs its "always" filter; ours must come after
 import httpx
 
+from gateway.common import jsonout
 from gateway.config import HttpsConfig
 from gateway.errors import AuthError, ConfigError, RejectedBatch, UplinkError
 from gateway.secrets import read_secret, tls_verify
@@ -187,16 +188,20 @@ class HttpsUplink(Uplink):
         if self._client is None:
             raise UplinkError("https: not connected")
         url = f"{self.base_url}{path}"
+        # strict JSON (httpx's json= would write NaN and Infinity, which receivers reject)
+        content: dict[str, Any] = (
+            {} if body is None else {"content": jsonout.dumpb(body), "headers": {"Content-Type": "application/json"}}
+        )
         for attempt in range(2):
             try:
                 if self._client.token is None:
                     await self._login()
                 try:
-                    resp = await self._client.request(method, url, json=body, params=params)
+                    resp = await self._client.request(method, url, params=params, **content)
                 except AuthlibBaseError:
                     # the automatic refresh of an expired token failed: log in from scratch
                     await self._login()
-                    resp = await self._client.request(method, url, json=body, params=params)
+                    resp = await self._client.request(method, url, params=params, **content)
             except httpx.HTTPError as exc:
                 self._connected = False
                 raise UplinkError(f"https: {method} {path} failed: {exc}") from exc

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import ssl
 import time
@@ -31,8 +30,10 @@ from typing import Any
 import aiomqtt
 import msgpack
 
+from gateway.common import jsonout
 from gateway.config import MqttConfig
 from gateway.errors import ConfigError, UplinkError
+from gateway.model import now_ms
 from gateway.secrets import read_secret, tls_verify
 from gateway.uplink.base import Record, Uplink
 
@@ -95,11 +96,6 @@ def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
     return ctx
 
 
-def _retrieve(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()
-
-
 class MqttUplink(Uplink):
     """Publishes records to an MQTT broker with QoS 1."""
 
@@ -133,17 +129,23 @@ class MqttUplink(Uplink):
         self._encode: Callable[[Any], bytes] = (
             (lambda o: msgpack.packb(o, use_bin_type=True))
             if cfg.payload_format == "msgpack"
-            else (lambda o: json.dumps(o, separators=(",", ":")).encode())
+            else jsonout.dumpb  # strict JSON: a NaN or infinite value goes out as null
         )
+        self._session: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
     @property
     def connected(self) -> bool:
-        """True while the session with the broker is up."""
-        c = self._client
-        return c is not None and not c._disconnected.done()
+        """True while the session with the broker is up (its task ends when the connection drops)."""
+        return self._client is not None and self._session is not None and not self._session.done()
 
     async def connect(self) -> None:
-        """Connect, publish the retained ``online`` (and Home Assistant discovery)."""
+        """Connect, publish the retained ``online`` (and Home Assistant discovery).
+
+        The connection lives in a session task that holds ``async with client:`` (aiomqtt's documented
+        lifecycle: a client is an async context manager, reconnection is the caller's loop, here the
+        forwarder's). The task ends when the broker connection drops or :meth:`close` asks it to.
+        """
         await self.close()
         avail = f"{self.base}/availability"
         client = aiomqtt.Client(
@@ -161,15 +163,15 @@ class MqttUplink(Uplink):
         )
         # many publishes in flight at once is how a backlog drains fast, not a concern to log
         client.pending_calls_threshold = 1_000_000
-        try:
-            await client.__aenter__()
-        except aiomqtt.MqttError as exc:
-            raise UplinkError(f"mqtt: cannot connect to {self.cfg.host}:{self.cfg.port}: {exc}") from exc
-        # A dropped session sets an exception on this future that nobody awaits (the forwarder learns of
-        # the drop from `connected` and failed publishes): mark it retrieved, or asyncio logs
-        # "Future exception was never retrieved" for every lost broker.
-        client._disconnected.add_done_callback(_retrieve)
+        up: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._stop = asyncio.Event()
         self._client = client
+        self._session = asyncio.create_task(self._run_session(client, up), name="mqtt-session")
+        try:
+            await asyncio.shield(up)
+        except aiomqtt.MqttError as exc:
+            await self.close()
+            raise UplinkError(f"mqtt: cannot connect to {self.cfg.host}:{self.cfg.port}: {exc}") from exc
         try:
             await client.publish(avail, b"online", qos=1, retain=True)
             if self.cfg.home_assistant_discovery:
@@ -177,6 +179,41 @@ class MqttUplink(Uplink):
         except aiomqtt.MqttError as exc:
             await self.close()
             raise UplinkError(f"mqtt: publish after connect failed: {exc}") from exc
+
+    async def _run_session(self, client: aiomqtt.Client, up: asyncio.Future[None]) -> None:
+        """Hold the connection until :meth:`close` (graceful, "offline" first) or until it drops."""
+        try:
+            async with client:
+                up.set_result(None)
+                stop = asyncio.ensure_future(self._stop.wait())
+                # the message iterator raises MqttError when the connection drops: aiomqtt's public signal
+                # of a lost session (we subscribe to nothing, so no message ever arrives)
+                lost = asyncio.ensure_future(self._until_lost(client))
+                try:
+                    await asyncio.wait([stop, lost], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stop.cancel()
+                    lost.cancel()
+                dropped = lost.exception() if lost.done() and not lost.cancelled() else None
+                if dropped is not None:
+                    raise dropped
+                # a clean disconnect does not fire the will: say "offline" ourselves (short bound: a
+                # half-dead connection must not delay the reconnect)
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await client.publish(f"{self.base}/availability", b"offline", qos=1, retain=True, timeout=1)
+        except aiomqtt.MqttError as exc:
+            if not up.done():
+                up.set_exception(exc)
+            else:
+                log.info("mqtt: connection to %s:%d lost: %s", self.cfg.host, self.cfg.port, exc)
+        finally:
+            if not up.done():  # ended some other way before the CONNACK: connect() must not wait forever
+                up.set_exception(aiomqtt.MqttError("the session ended before it was connected"))
+
+    @staticmethod
+    async def _until_lost(client: aiomqtt.Client) -> None:
+        async for _message in client.messages:
+            pass
 
     async def _discovery(self, client: aiomqtt.Client) -> None:
         dev = {"identifiers": [self.device_id], "name": f"OBD gateway {self.device_id}", "manufacturer": "obd-gateway"}
@@ -195,7 +232,7 @@ class MqttUplink(Uplink):
             if dclass:
                 conf["device_class"] = dclass
             topic = f"homeassistant/sensor/{self.device_id}/{key}/config"
-            await client.publish(topic, json.dumps(conf).encode(), qos=1, retain=True)
+            await client.publish(topic, jsonout.dumpb(conf), qos=1, retain=True)
 
     def messages(self, rec: Record) -> list[tuple[str, bytes]]:
         """The (topic, payload) pairs that deliver ``rec``."""
@@ -228,7 +265,8 @@ class MqttUplink(Uplink):
         tmo = self.publish_timeout_s
         jobs = [asyncio.ensure_future(pub(t, p, qos=1, timeout=tmo)) for _rec, msgs in plan for t, p in msgs]
         all_jobs: asyncio.Future[Any] = asyncio.gather(*jobs, return_exceptions=True)
-        gone: asyncio.Future[Any] = client._disconnected
+        gone = self._session
+        assert gone is not None
         try:
             # stop waiting as soon as the session drops: unacknowledged messages are sent again later
             await asyncio.wait(
@@ -274,12 +312,12 @@ class MqttUplink(Uplink):
         if self.state is not None:
             values = dict(self.state())
             updated = values.get("recordUpdatedAt")
-            updated_ms = updated if isinstance(updated, int) else int(time.time() * 1000)
+            updated_ms = updated if isinstance(updated, int) else now_ms()
             # live values first; values seen in delivered data fill the gaps
             merged = {**self._latest, **values}
         else:
             merged = self._latest
-            updated_ms = self._latest_ms if self._latest_ms is not None else int(time.time() * 1000)
+            updated_ms = self._latest_ms if self._latest_ms is not None else now_ms()
         if not merged:
             return
         payload = dimo_state(merged, updated_ms)
@@ -287,21 +325,16 @@ class MqttUplink(Uplink):
             await self._client.publish(f"{self.base}/state", self._encode(payload), qos=1, retain=True)
 
     async def close(self) -> None:
-        """Disconnect; a clean disconnect does not fire the will, so publish "offline" first (idempotent)."""
-        client, self._client = self._client, None
-        if client is None:
+        """Disconnect gracefully ("offline", then DISCONNECT) within a few seconds (idempotent)."""
+        session, self._session, self._client = self._session, None, None
+        if session is None:
             return
-        # short bounds: a half-dead connection must not delay the reconnect
-        if not client._disconnected.done():
-            with contextlib.suppress(aiomqtt.MqttError):
-                await client.publish(f"{self.base}/availability", b"offline", qos=1, retain=True, timeout=1)
-        with contextlib.suppress(aiomqtt.MqttError, TimeoutError, OSError):
-            async with asyncio.timeout(2):
-                await client.__aexit__(None, None, None)
-        if not client._disconnected.done():
-            # the graceful DISCONNECT did not complete: drop the socket (the broker then sends the will)
-            with contextlib.suppress(Exception):
-                client._client.disconnect()
-                client._disconnected.set_result(None)
-            if client._lock.locked():
-                client._lock.release()
+        self._stop.set()
+        try:
+            async with asyncio.timeout(3):
+                await asyncio.shield(session)
+        except TimeoutError:
+            # the broker does not answer: give up on the graceful goodbye (the broker sends the will)
+            session.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await session

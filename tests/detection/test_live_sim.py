@@ -17,14 +17,13 @@ from typing import Any
 
 import pytest
 
+from firmware_sim import simulator
+from gateway import poller as poller_mod
 from gateway.config import AdapterConfig, DetectionConfig, PollingConfig
 from gateway.detection import DetectionEngine
 from gateway.model import Event, LinkState, Sample, TripRecord
 from gateway.replay import read_csv, replay, write_csv
 from tests.detection.helpers import counter_ids
-
-simulator = pytest.importorskip("firmware_sim.simulator")
-poller_mod = pytest.importorskip("gateway.poller")
 
 DRIVE = Path(__file__).parent / "drives" / "live_short.toml"
 CFG = DetectionConfig(ignition_off_confirm_s=2.0)

@@ -27,6 +27,7 @@ async def test_query_jumps_the_queue_and_keeps_pid_polled(sim: Simulator, sim_pt
             if got.named("speed"):
                 break
             await asyncio.sleep(0.02)
+        assert got.named("speed"), "no speed sample within 4 s"
         samples = await asyncio.wait_for(poller.query(0x0F), 5)  # intake air temperature, not in the plan
         assert [s.name for s in samples] == ["intake_air_temperature"]
         state = sim.command({"state": True})["state"]
@@ -61,6 +62,7 @@ async def test_dtcs_read_and_clear_is_guarded(sim: Simulator, sim_pty: str) -> N
             if got.samples:
                 break
             await asyncio.sleep(0.02)
+        assert got.samples, "no sample within 6 s"
         dtcs = await asyncio.wait_for(poller.read_dtcs(), 10)
         assert dtcs["stored"] == ["P0301", "P0420"] and dtcs["mil"] is True
         with pytest.raises(ForbiddenRequest):
@@ -83,6 +85,7 @@ async def test_clear_dtcs_when_allowed(sim: Simulator, sim_pty: str) -> None:
             if got.samples:
                 break
             await asyncio.sleep(0.02)
+        assert got.samples, "no sample within 6 s"
         await asyncio.wait_for(poller.clear_dtcs(), 10)
         assert sim.command({"state": True})["state"]["dtcs"] == []
     finally:

@@ -149,9 +149,10 @@ async def test_watch_json_streams_and_view_renders(
     # --json makes watch print stream lines; it ends when the daemon goes away (exit 1)
     task = asyncio.create_task(run_cli("watch", "--socket", str(server.socket_path), "--json", "--interval", "0.05"))
     for _ in range(200):
-        if server.stats()["clients"] == 1 and source.bus._subs:
+        if server.stats()["clients"] == 1 and source.bus.stats():
             break
         await asyncio.sleep(0.01)
+    assert server.stats()["clients"] == 1 and source.bus.stats(), "watch did not connect and subscribe within 2 s"
     await source.bus.publish(Sample(1, "speed", 55.0, "km/h", 0x0D))
     await source.bus.publish(Event("e1", "HARD_BRAKE", "notification:hard_brake", 2))
     await asyncio.sleep(0.3)

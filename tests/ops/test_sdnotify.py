@@ -118,3 +118,39 @@ def test_a_reader_that_falls_behind_never_blocks_the_sender(dgram: tuple[str, so
     sock.settimeout(0.5)
     assert recv(sock) == "WATCHDOG=1"
     n.close()
+
+
+async def test_daemon_status_line_shows_the_queue_depth(tmp_path: Path, dgram: tuple[str, socket.socket]) -> None:
+    """The STATUS= line names each uplink's queue depth, read from the store's real stats."""
+    from gateway import config
+    from gateway.daemon import Daemon
+    from gateway.model import Sample
+    from gateway.supervisor import Supervisor
+
+    path, sock = dgram
+    cfg = config.from_dict({
+        "device": {"id": "box", "state_dir": str(tmp_path / "state")},
+        "adapter": {"port": str(tmp_path / "no-adapter")},
+        "store": {"path": str(tmp_path / "buf.sqlite"), "batch_samples": 10, "commit_interval_s": 3600.0},
+        "mqtt": {"enabled": True, "host": "127.0.0.1", "port": 1},
+    })
+    d = Daemon(cfg)
+    d.build()
+    d.supervisor = Supervisor()
+    d.notifier = Notifier(path)
+    await d.store.open()
+    try:
+        await d.store.append([Sample(1_700_000_000_000 + i, "speed", float(i)) for i in range(25)])
+        await d.store.flush()
+        task = asyncio.create_task(d.status_loop())
+        try:
+            line = await asyncio.get_running_loop().run_in_executor(None, recv, sock)
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    finally:
+        await d.store.close()
+        d.notifier.close()
+    assert line.startswith("STATUS="), line
+    assert "mqtt queue 3 records (25 samples)" in line, line

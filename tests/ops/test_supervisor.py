@@ -18,7 +18,7 @@ from gateway.supervisor import ConfigReloader, Supervisor
 
 
 def fast(**kw: object) -> Supervisor:
-    opts: dict[str, object] = {"backoff_initial_s": 0.01, "backoff_max_s": 0.05, "jitter": 0.0, "rng": random.Random(1)}
+    opts: dict[str, object] = {"backoff_initial_s": 0.01, "backoff_max_s": 0.05, "rng": random.Random(1)}
     opts.update(kw)
     return Supervisor(**opts)  # type: ignore[arg-type]
 
@@ -66,21 +66,22 @@ async def test_crashing_component_is_restarted_while_the_others_keep_running() -
     assert all(v["state"] == "stopped" for v in sup.status().values())
 
 
-def test_backoff_doubles_is_capped_and_jittered_downward() -> None:
-    sup = Supervisor(backoff_initial_s=0.5, backoff_max_s=30.0, jitter=0.0)
-    assert [sup.backoff_s(n) for n in (1, 2, 3, 4, 7, 8, 50)] == [0.5, 1.0, 2.0, 4.0, 30.0, 30.0, 30.0]
-    jittered = Supervisor(backoff_initial_s=1.0, backoff_max_s=8.0, jitter=0.25, rng=random.Random(7))
-    delays = [jittered.backoff_s(3) for _ in range(200)]
-    assert all(3.0 <= d <= 4.0 for d in delays)
-    assert len({round(d, 6) for d in delays}) > 100  # really random, not a constant
+def test_backoff_follows_the_common_rule() -> None:
+    """Restart delays are gateway.common.backoff's: drawn from [cap/2, cap], cap doubling up to backoff_max_s."""
+    sup = Supervisor(backoff_initial_s=0.5, backoff_max_s=30.0, rng=random.Random(7))
+    assert [sup.backoff.cap(n) for n in (1, 2, 3, 4, 7, 8, 50)] == [0.5, 1.0, 2.0, 4.0, 30.0, 30.0, 30.0]
+    for n, cap in ((1, 0.5), (3, 2.0), (50, 30.0)):
+        delays = [sup.backoff.delay(n) for _ in range(200)]
+        assert all(cap / 2 <= d <= cap for d in delays), (n, min(delays), max(delays))
+        assert len({round(d, 6) for d in delays}) > 100  # really random, not a constant
     with pytest.raises(ValueError):
         Supervisor(backoff_initial_s=0)
     with pytest.raises(ValueError):
-        Supervisor(jitter=1.0)
+        Supervisor(backoff_initial_s=2.0, backoff_max_s=1.0)
 
 
 async def test_backoff_grows_between_restarts() -> None:
-    sup = Supervisor(backoff_initial_s=0.02, backoff_max_s=1.0, jitter=0.0)
+    sup = Supervisor(backoff_initial_s=0.02, backoff_max_s=1.0)
     starts: list[float] = []
     loop = asyncio.get_running_loop()
 
@@ -93,9 +94,10 @@ async def test_backoff_grows_between_restarts() -> None:
     await wait_for(lambda: len(starts) >= 4)
     await sup.stop(1.0)
     gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert gaps[0] >= 0.018
-    assert gaps[1] >= 0.038
-    assert gaps[2] >= 0.078
+    # at least half of each cap (0.02, 0.04, 0.08 s): the delays grow
+    assert gaps[0] >= 0.009
+    assert gaps[1] >= 0.019
+    assert gaps[2] >= 0.039
 
 
 async def test_critical_component_stops_the_daemon_after_n_failures() -> None:

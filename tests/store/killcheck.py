@@ -8,6 +8,7 @@ arrived (de-duplicated by id) at the broker's subscriber and at the HTTPS server
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -18,6 +19,20 @@ from typing import Any
 import msgpack
 
 from tests.drust_server import DrustServer
+
+SEED_ENV = "OBD_TEST_SEED"
+
+
+def kill_seed() -> int:
+    """The seed of one kill test's random choices (kill moments, broker restarts, server failures).
+
+    ``OBD_TEST_SEED=<n>`` replays a run; otherwise a fresh seed. Printed, so a failure's captured output
+    names the seed that replays it.
+    """
+    raw = os.environ.get(SEED_ENV, "").strip()
+    seed = int(raw) if raw else int.from_bytes(os.urandom(4), "big")
+    print(f"kill test seed: {SEED_ENV}={seed}", flush=True)
+    return seed
 
 
 class DbWatcher:

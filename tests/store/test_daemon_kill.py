@@ -18,7 +18,7 @@ import pytest
 from tests.drust_server import DrustServer
 from tests.fixtures.broker import Broker
 from tests.store.helpers import MqttCollector, received_ids
-from tests.store.killcheck import DbWatcher, https_ids, wait_drained, wait_until
+from tests.store.killcheck import DbWatcher, https_ids, kill_seed, wait_drained, wait_until
 from tests.store.test_kill_restart import get_all
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,8 +95,13 @@ def log_tail(tmp: Path, lines: int = 30) -> str:
 
 
 @pytest.fixture
-def flaky_server(tmp_path: Path) -> Iterator[DrustServer]:
-    srv = DrustServer(tmp_path / "drust", fail_rate=0.2, seed=random.randrange(1000)).start()
+def seed() -> int:
+    return kill_seed()
+
+
+@pytest.fixture
+def flaky_server(tmp_path: Path, seed: int) -> Iterator[DrustServer]:
+    srv = DrustServer(tmp_path / "drust", fail_rate=0.2, seed=seed % 1000).start()
     try:
         yield srv
     finally:
@@ -105,10 +110,10 @@ def flaky_server(tmp_path: Path) -> Iterator[DrustServer]:
 
 @pytest.mark.slow
 def test_daemon_sigkill_and_broker_restarts_lose_nothing(mosquitto: Broker, flaky_server: DrustServer,
-                                                         tmp_path: Path) -> None:
+                                                         tmp_path: Path, seed: int) -> None:
     if not EXE.exists():
         pytest.skip("obd-gateway is not installed in this environment")
-    rng = random.Random()
+    rng = random.Random(seed)
     srv = flaky_server
     cfg = write_config(tmp_path, mosquitto, srv)
     watcher = DbWatcher(tmp_path / "state" / "buffer.sqlite").start()

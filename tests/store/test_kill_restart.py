@@ -3,7 +3,6 @@ is stopped and restarted and the HTTPS server fails requests on purpose; nothing
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import ssl
@@ -19,14 +18,19 @@ import pytest
 from tests.drust_server import DrustServer
 from tests.fixtures.broker import Broker
 from tests.store.helpers import MqttCollector, received_ids
-from tests.store.killcheck import DbWatcher, https_ids, wait_drained
+from tests.store.killcheck import DbWatcher, https_ids, kill_seed, wait_drained
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def drust_flaky(tmp_path: Path) -> Iterator[DrustServer]:
-    srv = DrustServer(tmp_path / "drust", fail_rate=0.2, seed=int.from_bytes(os.urandom(2), "big")).start()
+def seed() -> int:
+    return kill_seed()
+
+
+@pytest.fixture
+def drust_flaky(tmp_path: Path, seed: int) -> Iterator[DrustServer]:
+    srv = DrustServer(tmp_path / "drust", fail_rate=0.2, seed=seed & 0xFFFF).start()
     try:
         yield srv
     finally:
@@ -62,8 +66,9 @@ def get_all(srv: DrustServer, path: str, **params: object) -> list[dict[str, obj
             q["offset"] = page["next"]["offset"]
 
 
-def test_sigkill_and_broker_restarts_lose_nothing(mosquitto: Broker, drust_flaky: DrustServer, tmp_path: Path) -> None:
-    rng = random.Random()
+def test_sigkill_and_broker_restarts_lose_nothing(mosquitto: Broker, drust_flaky: DrustServer, tmp_path: Path,
+                                                  seed: int) -> None:
+    rng = random.Random(seed)
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     (secrets / "secret").write_text("myclientsecret\n")

@@ -187,6 +187,40 @@ async def test_client_certificate(mosquitto_mtls: Broker) -> None:
     await anonymous.close()
 
 
+async def test_non_finite_values_reach_the_broker_as_null(mosquitto: Broker, tmp_path: Path) -> None:
+    """A NaN or infinite value (a sensor glitch, a division in a detector) is sent as strict JSON ``null``."""
+    col = MqttCollector(mosquitto.host, mosquitto.port)
+    store = Store(StoreConfig(path=str(tmp_path / "b.sqlite"), commit_interval_s=0.05, batch_samples=10),
+                  uplinks=["mqtt"])
+    await store.open()
+    up = MqttUplink(mqtt_cfg(mosquitto), device_id="dev1", state_interval_s=0.0)
+    task = asyncio.create_task(Forwarder(store, up, "mqtt").run())
+    try:
+        ev = Event("ev-nan", "HARD_BRAKE", "notification:hard_brake", T0 + 5, None, {"g": float("-inf")})
+        await store.append([Sample(T0, "speed", float("nan"), "km/h", 0x0D), Sample(T0, "engine_rpm", 900.0),
+                            Sample(T0 + 100, "maf", float("inf"), "g/s", 0x10), ev])
+        await store.flush()
+        assert await asyncio.to_thread(col.wait_for, lambda m: "ev-nan" in received_ids(m) and any(
+            t == "obd/dev1/timeseries" for t, _p, _r in m))
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await store.close()
+    msgs = col.snapshot()
+    col.close()
+
+    def strict(raw: bytes) -> object:
+        def refuse(token: str) -> object:
+            raise AssertionError(f"not JSON: {token} in {raw!r}")
+        return json.loads(raw, parse_constant=refuse)
+
+    (ts,) = [strict(p) for t, p, _ in msgs if t == "obd/dev1/timeseries"]
+    assert ts["items"] == [{"date": T0, "speed": None, "engine_rpm": 900}, {"date": T0 + 100, "maf": None}]
+    (e,) = [strict(p) for t, p, _ in msgs if t == "obd/dev1/events/HARD_BRAKE"]
+    assert e["payload"] == {"g": None}
+
+
 def test_msgpack_payloads_and_event_topic_sanitised() -> None:
     import msgpack
 
@@ -205,7 +239,7 @@ def test_msgpack_payloads_and_event_topic_sanitised() -> None:
 
 
 def test_backoff_is_jittered_and_capped() -> None:
-    from gateway.uplink.forwarder import Backoff
+    from gateway.common.backoff import Backoff
 
     b = Backoff(first_s=0.5, max_s=4.0)
     delays = [b.next() for _ in range(20)]

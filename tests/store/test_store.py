@@ -8,19 +8,12 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from gateway.common.samplebatch import pack_samples, unpack_samples
 from gateway.config import StoreConfig
 from gateway.errors import StoreError
 from gateway.model import Event, Sample, TripRecord
-from gateway.store import (
-    KIND_EVENT,
-    KIND_TIMESERIES,
-    KIND_TRIP,
-    SCHEMA_VERSION,
-    Store,
-    pack_samples,
-    timeseries_items,
-    unpack_samples,
-)
+from gateway.store import KIND_EVENT, KIND_TIMESERIES, KIND_TRIP, SCHEMA_VERSION, Store
+from gateway.uplink.drust import timeseries_items
 
 
 def cfg(tmp_path: Path, **kw: object) -> StoreConfig:
@@ -222,7 +215,10 @@ async def test_eviction_timeseries_first_then_events_and_trips(tmp_path: Path) -
     await again.open()
     assert again.stats()["evicted"] == st2["evicted"]
     await again.close()
-    assert KIND_TRIP == 2
+    # every record that left the file was counted, once: 80 x 400 samples in batches of 200, 20 events, 80 trips
+    assert st2["evicted"]["timeseries"] == 80 * 400 // 200 and st2["evicted"]["samples"] == 80 * 400
+    assert st2["evicted"]["events"] == 20 - sum(r[2] == KIND_EVENT for r in got2)
+    assert st2["evicted"]["trips"] == 80 - sum(r[2] == KIND_TRIP for r in got2)
 
 
 async def test_reject_counts_then_dead_letters(tmp_path: Path) -> None:
@@ -274,3 +270,36 @@ async def test_odd_payload_values_are_stored_as_text(tmp_path: Path) -> None:
     (row,) = rows(Path(store.path))
     assert msgpack.unpackb(row[4])["payload"] == {"where": "/x", "n": 1}
     await store.close()
+
+
+async def test_failed_eviction_rolls_back_and_counts_nothing(tmp_path: Path) -> None:
+    """An eviction whose DELETE fails leaves no open transaction behind and no eviction counted."""
+    store = Store(cfg(tmp_path, max_mb=0.25, batch_samples=200), uplinks=["mqtt"])
+    await store.open()
+    try:
+        assert store._db is not None
+        # a real SQLite failure inside the eviction's transaction (as a full disk or I/O error would be)
+        await store._db.execute(
+            "CREATE TRIGGER no_delete BEFORE DELETE ON outbox BEGIN SELECT RAISE(ABORT, 'delete refused'); END"
+        )
+        t = 1_700_000_000_000
+        for k in range(40):
+            await store.append([Sample(t + k * 1000 + i, f"n{i % 7}", k * 1000 + i + 0.5) for i in range(400)])
+            await store.flush()
+        st = store.stats()
+        assert "delete refused" in (st["last_error"] or ""), st["last_error"]
+        assert st["evicted"] == {"timeseries": 0, "samples": 0, "events": 0, "trips": 0}
+        assert store._db.in_transaction is False
+        assert sum(r[3] for r in rows(Path(store.path))) == 40 * 400  # every commit still went through
+        assert st["queue"]["mqtt"] == {"records": 80, "samples": 40 * 400}
+        # the cause gone, eviction works and counts exactly what it deleted
+        await store._db.execute("DROP TRIGGER no_delete")
+        await store.append([Sample(t + 99_000 + i, "speed", 1.0) for i in range(400)])
+        await store.flush()
+        st = store.stats()
+        kept = rows(Path(store.path))
+        assert st["evicted"]["timeseries"] == 82 - len(kept) > 0
+        assert st["evicted"]["samples"] == 41 * 400 - sum(r[3] for r in kept)
+        assert st["queue"]["mqtt"] == {"records": len(kept), "samples": sum(r[3] for r in kept)}
+    finally:  # a failure must not leave the connection thread running (pytest would hang)
+        await store.close()
