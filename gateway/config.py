@@ -381,19 +381,20 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
             raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
         _, val_tp = get_args(tp)
         return {str(k): _coerce(f"{key}.{k}", val_tp, v) for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    elif tp is type(None) and value is None:
+    return _coerce_scalar(key, tp, value)
+
+
+def _coerce_scalar(key: str, tp: Any, value: Any) -> Any:
+    is_bool = isinstance(value, bool)
+    if tp is bool and is_bool:
+        return value
+    if tp is int and isinstance(value, int) and not is_bool:
+        return value
+    if tp is float and isinstance(value, (int, float)) and not is_bool:
+        return float(value)
+    if tp is str and isinstance(value, str):
+        return value
+    if tp is type(None) and value is None:
         return None
     raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
 

@@ -438,22 +438,7 @@ class Store:
             excess = self._db_bytes - limit * 0.9
             if excess <= 0:
                 break
-            victims: list[tuple[int, int, int]] = []
-            freed = 0
-            for kinds in ((KIND_TIMESERIES,), (KIND_EVENT, KIND_TRIP)):
-                marks = ",".join("?" * len(kinds))
-                cur = await db.execute(
-                    "SELECT seq, kind, count, length(body) FROM outbox"
-                    f" WHERE kind IN ({marks}) ORDER BY seq LIMIT 2000",
-                    kinds,
-                )
-                for seq, kind, count, size in await cur.fetchall():
-                    victims.append((seq, kind, count))
-                    freed += size + 64
-                    if freed >= excess:
-                        break
-                if victims:
-                    break
+            victims = await self._oldest(db, excess)
             if not victims:
                 break
             # counted on a copy: the counters and depths change only once the deletion is committed
@@ -475,14 +460,38 @@ class Store:
                     await db.execute("ROLLBACK")
                 raise
             self._counters = counters
-            for seq, _kind, count in victims:
-                for u in self.uplinks:
-                    if seq > self._cursors.get(u, 0):
-                        d = self._depth[u]
-                        d[0] -= 1
-                        d[1] -= count
+            self._forget_depths(victims)
             self._db_bytes = await self._used_bytes(db)
             log.warning("store: over %.0f MB, evicted %d oldest records", self.cfg.max_mb, len(victims))
+
+    async def _oldest(self, db: aiosqlite.Connection, excess: float) -> list[tuple[int, int, int]]:
+        """(seq, kind, count) of the oldest records whose bodies free ``excess`` bytes: timeseries first,
+        events and trips only when no timeseries is left."""
+        for kinds in ((KIND_TIMESERIES,), (KIND_EVENT, KIND_TRIP)):
+            victims: list[tuple[int, int, int]] = []
+            freed = 0
+            marks = ",".join("?" * len(kinds))
+            cur = await db.execute(
+                f"SELECT seq, kind, count, length(body) FROM outbox WHERE kind IN ({marks}) ORDER BY seq LIMIT 2000",
+                kinds,
+            )
+            for seq, kind, count, size in await cur.fetchall():
+                victims.append((seq, kind, count))
+                freed += size + 64
+                if freed >= excess:
+                    break
+            if victims:
+                return victims
+        return []
+
+    def _forget_depths(self, victims: list[tuple[int, int, int]]) -> None:
+        """Evicted records no longer wait for the uplinks that had not sent them."""
+        for seq, _kind, count in victims:
+            for u in self.uplinks:
+                if seq > self._cursors.get(u, 0):
+                    d = self._depth[u]
+                    d[0] -= 1
+                    d[1] -= count
 
     async def checkpoint(self) -> None:
         """Copy the WAL's pages into the main file now (done by itself every ``checkpoint_interval_s``)."""

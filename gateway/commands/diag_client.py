@@ -485,6 +485,19 @@ class WatchView:
         return "\n".join(line[:width] for line in lines)
 
 
+def _watch_message(msg: dict[str, Any], view: WatchView, *, as_json: bool) -> bool:
+    """Take one message of the subscription; False when the daemon answered with an error."""
+    if as_json:
+        if "stream" in msg:
+            print(jsonout.dumps(msg), flush=True)
+    elif msg.get("ok") is False:
+        err = msg.get("error") or {}
+        print(f"obd-gateway: watch: {err.get('message')}", file=sys.stderr)
+        return False
+    view.feed(msg)
+    return True
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     """``obd-gateway watch``: redraw the view until Ctrl-C (exit 0) or the daemon goes away (exit 1)."""
     address = resolve_socket(args)
@@ -500,15 +513,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
             sys.stdout.write("\x1b[?25l")  # hide the cursor while redrawing
         while True:
             msg = client.read_message(timeout_s=args.interval)
-            if msg is not None:
-                if args.json:
-                    if "stream" in msg:
-                        print(jsonout.dumps(msg), flush=True)
-                elif msg.get("ok") is False:
-                    err = msg.get("error") or {}
-                    print(f"obd-gateway: watch: {err.get('message')}", file=sys.stderr)
-                    return 1
-                view.feed(msg)
+            if msg is not None and not _watch_message(msg, view, as_json=args.json):
+                return 1
             now = time.monotonic()
             if now >= next_status:
                 client.send({"cmd": "status", "id": "status"})

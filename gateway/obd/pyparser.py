@@ -62,7 +62,7 @@ Decoding
 from __future__ import annotations
 
 from binascii import a2b_hex as _a2b
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from gateway.errors import ParseError
@@ -207,47 +207,53 @@ class _IsoTp:
     def feed(self, ecu: int, data: bytes) -> None:
         if not data:
             raise ParseError(f"CAN frame from {ecu:X} without data")
-        pci = data[0]
-        kind = pci >> 4
+        kind = data[0] >> 4
         if kind == 0:
-            n = pci & 0xF
-            if n == 0:  # CAN FD escape: the length is in the next byte
-                if len(data) < 2:
-                    raise ParseError("single frame without length")
-                n = data[1]
-                payload = data[2 : 2 + n]
-            else:
-                payload = data[1 : 1 + n]
-            if n == 0 or len(payload) < n:
-                raise ParseError(f"single frame from {ecu:X} announces {n} bytes, has {len(payload)}")
-            if ecu in self.pending:
-                raise ParseError(f"single frame from {ecu:X} in the middle of a multi-frame message")
-            self.msgs.append((ecu, payload))
+            self._single(ecu, data)
         elif kind == 1:
-            if len(data) < 2:
-                raise ParseError("first frame without length")
-            n = ((pci & 0xF) << 8) | data[1]
-            if n < 7:
-                raise ParseError(f"first frame from {ecu:X} announces only {n} bytes")
-            if ecu in self.pending:
-                raise ParseError(f"first frame from {ecu:X} before the previous message was complete")
-            self.pending[ecu] = [n, bytearray(data[2:]), 1]
+            self._first(ecu, data)
         elif kind == 2:
-            state = self.pending.get(ecu)
-            if state is None:
-                raise ParseError(f"consecutive frame from {ecu:X} without a first frame")
-            if pci & 0xF != state[2]:
-                raise ParseError(f"consecutive frame {pci & 0xF:X} from {ecu:X}: expected {state[2]:X}")
-            buf = state[1]
-            buf += data[1:]
-            state[2] = (state[2] + 1) & 0xF
-            if len(buf) >= state[0]:
-                self.msgs.append((ecu, bytes(buf[: state[0]])))
-                del self.pending[ecu]
-        elif kind == 3:
-            return  # flow control: the tester's side of the exchange
-        else:
+            self._consecutive(ecu, data)
+        elif kind != 3:  # 3 is flow control: the tester's side of the exchange
             raise ParseError(f"CAN frame from {ecu:X} with unknown ISO-TP type {kind:X}")
+
+    def _single(self, ecu: int, data: bytes) -> None:
+        n = data[0] & 0xF
+        if n == 0:  # CAN FD escape: the length is in the next byte
+            if len(data) < 2:
+                raise ParseError("single frame without length")
+            n = data[1]
+            payload = data[2 : 2 + n]
+        else:
+            payload = data[1 : 1 + n]
+        if n == 0 or len(payload) < n:
+            raise ParseError(f"single frame from {ecu:X} announces {n} bytes, has {len(payload)}")
+        if ecu in self.pending:
+            raise ParseError(f"single frame from {ecu:X} in the middle of a multi-frame message")
+        self.msgs.append((ecu, payload))
+
+    def _first(self, ecu: int, data: bytes) -> None:
+        if len(data) < 2:
+            raise ParseError("first frame without length")
+        n = ((data[0] & 0xF) << 8) | data[1]
+        if n < 7:
+            raise ParseError(f"first frame from {ecu:X} announces only {n} bytes")
+        if ecu in self.pending:
+            raise ParseError(f"first frame from {ecu:X} before the previous message was complete")
+        self.pending[ecu] = [n, bytearray(data[2:]), 1]
+
+    def _consecutive(self, ecu: int, data: bytes) -> None:
+        state = self.pending.get(ecu)
+        if state is None:
+            raise ParseError(f"consecutive frame from {ecu:X} without a first frame")
+        if data[0] & 0xF != state[2]:
+            raise ParseError(f"consecutive frame {data[0] & 0xF:X} from {ecu:X}: expected {state[2]:X}")
+        buf = state[1]
+        buf += data[1:]
+        state[2] = (state[2] + 1) & 0xF
+        if len(buf) >= state[0]:
+            self.msgs.append((ecu, bytes(buf[: state[0]])))
+            del self.pending[ecu]
 
     def finish(self) -> list[tuple[int, bytes]]:
         if self.pending:
@@ -366,6 +372,9 @@ def _text(data: bytes) -> str:
     return data.translate(None, _NOT_PRINTABLE).decode("ascii").strip()
 
 
+# The parser's innermost loop, kept whole on purpose: it mirrors native/parser.pyx's _pid_values line for
+# line (the differential tests compare the two), and a helper call per decoded field would cost the pure
+# twin on every value. Hence the one exception to the branch limit.
 def _pid_values(out: list[Reading], ecu: int, service: int, data: bytes) -> None:
     """Service 01/02 data: ``PID [frame] bytes PID [frame] bytes ...`` (``data`` starts at a PID)."""
     n = len(data)
@@ -433,6 +442,30 @@ def _dtc_codes(payload: bytes, is_can: bool) -> list[str]:
     return [_dtc(payload[k], payload[k + 1]) for k in range(0, len(payload), 2) if payload[k] or payload[k + 1]]
 
 
+def _support(pid: int, data: bytes) -> Value:
+    if len(data) < 4:
+        raise ParseError("mode 09 PID 00 needs 4 bytes")
+    bits = int.from_bytes(data[:4], "big")
+    return tuple(k + 1 for k in range(32) if (bits >> (31 - k)) & 1)
+
+
+def _count(pid: int, data: bytes) -> Value:
+    if not data:
+        raise ParseError(f"mode 09 PID {pid:02X} without data")
+    return data[0]
+
+
+#: how each kind of mode 09 item is decoded (the catalogue's MODE09 names the kind per PID)
+_MODE09_DECODERS: dict[str, Callable[[int, bytes], Value]] = {
+    "support": _support,
+    "count": _count,
+    "text": lambda _pid, data: _text(data),
+    "texts16": lambda _pid, data: tuple(_text(data[k : k + 16]) for k in range(0, len(data), 16)),
+    "hex4": lambda _pid, data: tuple(data[k : k + 4].hex().upper() for k in range(0, len(data) - 3, 4)),
+    "counters": lambda _pid, data: tuple((data[k] << 8) | data[k + 1] for k in range(0, len(data) - 1, 2)),
+}
+
+
 def _mode09(ecu: int, pid: int, chunks: list[bytes], is_can: bool) -> Reading:
     name, how = _pids.MODE09.get(pid, ("", "raw"))
     if how in ("support", "count", "raw"):
@@ -441,27 +474,10 @@ def _mode09(ecu: int, pid: int, chunks: list[bytes], is_can: bool) -> Reading:
         data = b"".join(c[1:] for c in chunks)
     else:  # legacy: one message per 4 bytes, each led by its sequence number
         data = b"".join(c[1:] for c in sorted(chunks, key=_seq))
-    value: Value
-    if how == "support":
-        if len(data) < 4:
-            raise ParseError("mode 09 PID 00 needs 4 bytes")
-        bits = int.from_bytes(data[:4], "big")
-        value = tuple(k + 1 for k in range(32) if (bits >> (31 - k)) & 1)
-    elif how == "count":
-        if not data:
-            raise ParseError(f"mode 09 PID {pid:02X} without data")
-        value = data[0]
-    elif how == "text":
-        value = _text(data)
-    elif how == "texts16":
-        value = tuple(_text(data[k : k + 16]) for k in range(0, len(data), 16))
-    elif how == "hex4":
-        value = tuple(data[k : k + 4].hex().upper() for k in range(0, len(data) - 3, 4))
-    elif how == "counters":
-        value = tuple((data[k] << 8) | data[k + 1] for k in range(0, len(data) - 1, 2))
-    else:
+    decode = _MODE09_DECODERS.get(how)
+    if decode is None:
         return Reading(ecu, 9, pid, "pid_%02X" % pid, data.hex().upper(), "")  # noqa: UP031
-    return Reading(ecu, 9, pid, name, value, "")
+    return Reading(ecu, 9, pid, name, decode(pid, data), "")
 
 
 def _seq(chunk: bytes) -> int:
