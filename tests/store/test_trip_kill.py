@@ -30,6 +30,7 @@ from tests.store.killcheck import DiagStream, wait_until
 from tests.store.test_daemon_kill import EXE, kill_group, log_tail, start_daemon
 
 DEVICE = "dev-t"
+KILLS = os.environ.get("OBD_TEST_KILLS")
 # 5x simulated time: the ~70 s short drive takes ~14 s and still covers well over the 10 m a trip needs
 SIM_ARGS = ("--sim", "--drive", "short", "--sim-args", "--time-scale 5")
 
@@ -177,12 +178,12 @@ def test_sigkill_right_after_a_trip_loses_nothing(mosquitto: Broker, tmp_path: P
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(120 + 60 * int(KILLS or 3))  # about 20 s a kill on an idle 2-core machine
 def test_random_kills_after_trips_lose_no_trip(mosquitto: Broker, tmp_path: Path) -> None:
     need_daemon()
-    given = os.environ.get("OBD_TEST_KILLS")
-    if given is None and os.environ.get("OBD_GATEWAY_PURE", "") not in ("", "0"):
+    if KILLS is None and os.environ.get("OBD_GATEWAY_PURE", "") not in ("", "0"):
         pytest.skip("slow: runs in the native parser pass (set OBD_TEST_KILLS to run it here)")
-    kills = int(given or 3)
+    kills = int(KILLS or 3)
     seed = int(os.environ.get("OBD_TEST_SEED") or random.randrange(2**32))
     print(f"OBD_TEST_SEED={seed} OBD_TEST_KILLS={kills}", file=sys.stderr)
     rng = random.Random(seed)
