@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.daemon")
 
 SHUTDOWN_DEADLINE_S = 4.0
+#: Output groups watched for their commit at most (the rest stay unconfirmed: re-published at the next start).
+MAX_DURABLE_WAITS = 256
 
 
 def session_factory(
@@ -219,6 +221,8 @@ class Daemon:
         self.diag: Any = None
         self.recent_trips: collections.deque[dict[str, Any]] = collections.deque(maxlen=50)
         self._last_dtc_read = 0.0
+        # engine outputs published, with the store's future for their commit
+        self._durable_waits: collections.deque[tuple[asyncio.Future[None], list[str]]] = collections.deque()
 
     # -- construction -------------------------------------------------------------------------
     def state_dir(self) -> Path:
@@ -275,23 +279,56 @@ class Daemon:
 
     # -- loops ----------------------------------------------------------------------------------
     async def detection_loop(self, sub: Subscription) -> None:
-        """Feed samples to the detection engine, publish what it finds, switch the polling plan."""
+        """Feed samples to the detection engine, publish what it finds, switch the polling plan.
+
+        Outputs stay in the engine's state until the store has committed them (docs/uplinks.md,
+        "What a crash can cost"): those a crash left unconfirmed are published again first, same ids.
+        """
         was_on = self.engine.ignition_on
+        await self._publish_outputs(self.engine.unconfirmed(), again=True)
         while True:
             try:
                 item = await asyncio.wait_for(sub.get(), 1.0)
                 outputs = self.engine.feed(item)
             except TimeoutError:
                 outputs = self.engine.tick(now_ms())
-            for out in outputs:
-                if isinstance(out, TripRecord):
-                    self.recent_trips.appendleft(out.to_dict())
-                await self.bus.publish(out)
+            await self._publish_outputs(outputs)
+            self._confirm_durable()
             if self.engine.ignition_on != was_on:
                 was_on = self.engine.ignition_on
                 self.poller.set_plan("driving" if was_on else "parked")
             if self.engine.dtc_read_wanted and self.poller.connected:
                 await self._feed_dtcs()
+
+    async def _publish_outputs(self, outputs: list[Event | TripRecord], *, again: bool = False) -> None:
+        """Publish engine outputs, watching for the store's commit of them (never waits for it)."""
+        if not outputs:
+            return
+        ids = [out.id for out in outputs]
+        # registered before publishing: the store cannot commit them before the watch exists
+        self._durable_waits.append((self.store.when_committed(ids), ids))
+        while len(self._durable_waits) > MAX_DURABLE_WAITS:  # unconfirmed ones are sent again at the next start
+            self._durable_waits.popleft()[0].cancel()
+        known = {t.get("id") for t in self.recent_trips} if again else set()
+        for out in outputs:
+            if isinstance(out, TripRecord) and out.id not in known:
+                self.recent_trips.appendleft(out.to_dict())
+            await self.bus.publish(out)
+
+    def _confirm_durable(self) -> None:
+        """Tell the engine which outputs the store has committed, so its state may forget them."""
+        if not any(fut.done() for fut, _ in self._durable_waits):
+            return
+        done: list[str] = []
+        pending: collections.deque[tuple[asyncio.Future[None], list[str]]] = collections.deque()
+        for fut, ids in self._durable_waits:
+            if not fut.done():
+                pending.append((fut, ids))
+            elif not fut.cancelled():
+                done.extend(ids)
+        self._durable_waits = pending
+        if done:
+            self.engine.confirm_durable(done)
 
     async def _feed_dtcs(self) -> None:
         """The MIL came on: read the codes so the ``mil:on`` event can carry them."""
@@ -393,6 +430,8 @@ class Daemon:
         except OSError as exc:
             log.error("could not save the trip state: %s", exc)
         await self._drain(store_sub)
+        # what the final flush committed is confirmed: the next start does not send it again
+        self._confirm_durable()
         await self.diag.close()
         for uplink in self.uplinks.values():
             with contextlib.suppress(Exception):

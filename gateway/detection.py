@@ -9,6 +9,12 @@ events and trips as the live run it was recorded from.
 The state of the open trip and of every detector is written to ``state_path`` (JSON, atomically, with
 fsync) on every transition and at most every ``state_save_interval_s`` of sample time otherwise, so a
 restarted daemon continues the same trip with the same UUID.
+
+Order of durability: once the state has moved on (a trip closed, a speeding episode ended, a lamp
+reported), nothing would ever emit those outputs again. So every output is also kept in the state as
+*unconfirmed* until the caller says the store has committed it (:meth:`DetectionEngine.confirm_durable`);
+after a crash :meth:`DetectionEngine.unconfirmed` hands them back with their original ids, to be
+published again (the store keeps one row per id, receivers de-duplicate by id).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +41,9 @@ log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 Output = Event | TripRecord
+#: Unconfirmed outputs kept in the state at most (a store that cannot commit for hours must not grow the
+#: state file, rewritten with fsync at each event, without bound); beyond it the oldest are forgotten.
+MAX_UNCONFIRMED = 256
 
 
 class DetectionEngine:
@@ -59,6 +69,10 @@ class DetectionEngine:
         self._trip_at_off: TripAccumulator | None = None
         self._last_save_ms: int | None = None
         self._dirty = False
+        # emitted, not yet confirmed committed by the store (kept only with a state file to keep them in)
+        self._unconfirmed: list[Output] = []
+        self.unconfirmed_dropped = 0
+        self._drop_warned = False
         if state_path is not None:
             self._load(state_path)
 
@@ -102,6 +116,7 @@ class DetectionEngine:
             self._trip_at_off = self._trip.copy()
         for detector in (self.motion, self.hard_brake, self.hard_accel, self.speeding, self.mil):
             out.extend(self._stamp(detector.feed(item)))
+        self._hold(out)
         self._maybe_save(now, force=bool(out))
         return out
 
@@ -111,6 +126,7 @@ class DetectionEngine:
         for ev in self.ignition.tick(now_ms):
             out.extend(self._ignition_off(ev))
         out.extend(self._stamp(self.mil.tick(now_ms)))
+        self._hold(out)
         self._maybe_save(now_ms, force=bool(out))
         return out
 
@@ -132,15 +148,37 @@ class DetectionEngine:
         live); a trip still running ends at ``now_ms``.
         """
         out = self.tick(now_ms)
+        more: list[Output] = []
         for ev in self.ignition.force_off(now_ms):
-            out.extend(self._ignition_off(ev))
-        self._maybe_save(now_ms, force=bool(out))
-        return out
+            more.extend(self._ignition_off(ev))
+        self._hold(more)
+        self._maybe_save(now_ms, force=bool(more))
+        return out + more
 
     def save_state(self) -> None:
         """Write the state file now (no-op without ``state_path``)."""
         self._dirty = True
         self._maybe_save(None, force=True)
+
+    def unconfirmed(self) -> list[Output]:
+        """Outputs emitted but not yet confirmed durable, oldest first, with their original ids.
+
+        After a restart these are the outputs of the previous run the store may never have committed
+        (a SIGKILL or power cut within a commit interval): publish them again. Empty without ``state_path``.
+        """
+        return list(self._unconfirmed)
+
+    def confirm_durable(self, ids: Iterable[str]) -> None:
+        """The store committed the outputs with these ids: forget them, and rewrite the state file now.
+
+        Rewriting at once keeps a restart from sending again what the uplinks may already have delivered.
+        """
+        done = set(ids)
+        keep = [o for o in self._unconfirmed if o.id not in done]
+        if len(keep) != len(self._unconfirmed):
+            self._unconfirmed = keep
+            self._drop_warned = False
+            self._maybe_save(None, force=True)
 
     # -- internals -----------------------------------------------------------------------------------
 
@@ -181,6 +219,20 @@ class DetectionEngine:
                 self._trip_at_off.note_event(stamped)
             out.append(stamped)
         return out
+
+    def _hold(self, out: list[Output]) -> None:
+        """Keep new outputs as unconfirmed: the save that follows makes them durable with the state."""
+        if not out or self.state_path is None:
+            return
+        self._unconfirmed.extend(out)
+        excess = len(self._unconfirmed) - MAX_UNCONFIRMED
+        if excess > 0:
+            if not self._drop_warned:  # once per stretch without commits, not once per event
+                log.warning("more than %d outputs await the store's commit; forgetting the oldest "
+                            "(a crash before the store commits them would lose them)", MAX_UNCONFIRMED)
+                self._drop_warned = True
+            self.unconfirmed_dropped += excess
+            del self._unconfirmed[:excess]
 
     def _ignition_on(self, ev: Event) -> list[Output]:
         cfg = self.cfg
@@ -227,6 +279,7 @@ class DetectionEngine:
             "speeding": self.speeding.to_state(),
             "motion": self.motion.to_state(),
             "mil": self.mil.to_state(),
+            "unconfirmed": [_output_to_state(o) for o in self._unconfirmed],
         }
 
     def _maybe_save(self, now_ms: int | None, *, force: bool) -> None:
@@ -272,6 +325,8 @@ class DetectionEngine:
             self._trip = TripAccumulator.from_state(state["trip"]) if state.get("trip") else None
             at_off = state.get("trip_at_off")
             self._trip_at_off = TripAccumulator.from_state(at_off) if at_off else None
+            # absent in files written before the key existed: nothing was awaiting a commit
+            self._unconfirmed = [_output_from_state(o) for o in state.get("unconfirmed") or []]
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             # Keep the unreadable file for inspection instead of overwriting it on the next save.
             aside = path.with_name(path.name + ".corrupt")
@@ -281,6 +336,7 @@ class DetectionEngine:
             except OSError:
                 pass
             self._build()
+            self._unconfirmed = []
             return
         if self.ignition.on and self._trip is None:
             self.ignition.on = False  # an ignition without a trip cannot be continued
@@ -289,13 +345,36 @@ class DetectionEngine:
             self._trip_at_off = self._trip.copy()
 
 
+def _output_to_state(out: Output) -> dict[str, Any]:
+    """An output as JSON-able state, every field kept so that it can be published again unchanged."""
+    if isinstance(out, TripRecord):
+        return {"trip_record": {"id": out.id, "start_ms": out.start_ms, "stop_ms": out.stop_ms,
+                                "summary": out.summary}}
+    return {"event": {"id": out.id, "type": out.type, "automatic_type": out.automatic_type,
+                      "date_ms": out.date_ms, "trip_id": out.trip_id, "payload": out.payload}}
+
+
+def _output_from_state(state: dict[str, Any]) -> Output:
+    """The inverse of :func:`_output_to_state` (a malformed entry raises KeyError/TypeError/ValueError)."""
+    if "trip_record" in state:
+        t = state["trip_record"]
+        return TripRecord(id=str(t["id"]), start_ms=int(t["start_ms"]), stop_ms=int(t["stop_ms"]),
+                          summary=dict(t["summary"]))
+    e = state["event"]
+    trip_id = e.get("trip_id")
+    return Event(id=str(e["id"]), type=str(e["type"]), automatic_type=str(e["automatic_type"]),
+                 date_ms=int(e["date_ms"]), trip_id=None if trip_id is None else str(trip_id),
+                 payload=dict(e.get("payload") or {}))
+
+
 def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` so that a crash leaves either the old file or the new one, never a torn one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, separators=(",", ":"))
+            # default=str: an odd payload value is kept as text rather than failing the save (as the store does)
+            json.dump(data, f, separators=(",", ":"), default=str)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

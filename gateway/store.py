@@ -43,7 +43,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +90,8 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 #: How many samples may wait in memory while the disk is full before the oldest are dropped.
 MAX_PENDING_SAMPLES = 2_000_000
+#: Open :meth:`Store.when_committed` watches at most; beyond it the oldest is cancelled.
+MAX_COMMIT_WATCHES = 1024
 _WAL_FRAME_HEADER = 24
 _WAL_HEADER = 32
 
@@ -165,6 +167,7 @@ class Store:
         self._last_error: str | None = None
         self._corrupt_moved: list[str] = []
         self._db_bytes = 0
+        self._watches: list[tuple[set[str], asyncio.Future[None]]] = []
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -291,6 +294,42 @@ class Store:
         if self._pending_samples > MAX_PENDING_SAMPLES:
             self._drop_pending_timeseries()
 
+    def when_committed(self, ids: Iterable[str]) -> asyncio.Future[None]:
+        """A future that completes once group commits have written every event/trip id in ``ids``.
+
+        Call it *before* the records are appended: it completes at the first successful commit of a
+        group holding each id (a row ignored because the id is already in the outbox counts: it was
+        committed before). Nothing runs per sample; it costs nothing while no watch is open. Never
+        completes for ids that are never appended; the oldest watch is cancelled beyond
+        :data:`MAX_COMMIT_WATCHES`.
+        """
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        want = set(ids)
+        if not want:
+            fut.set_result(None)
+            return fut
+        self._watches = [w for w in self._watches if not w[1].done()]
+        while len(self._watches) >= MAX_COMMIT_WATCHES:
+            self._watches.pop(0)[1].cancel()
+        self._watches.append((want, fut))
+        return fut
+
+    def _settle_watches(self, rows: Sequence[tuple[str, int, int, int, bytes]]) -> None:
+        """``rows`` were just committed: complete the watches they satisfy."""
+        if not self._watches:
+            return
+        ids = {r[0] for r in rows if r[1] != KIND_TIMESERIES}
+        keep: list[tuple[set[str], asyncio.Future[None]]] = []
+        for want, fut in self._watches:
+            if fut.done():
+                continue
+            left = want - ids
+            if left:
+                keep.append((left, fut))
+            else:
+                fut.set_result(None)
+        self._watches = keep
+
     def _seal(self) -> None:
         if not self._open:
             return
@@ -338,6 +377,7 @@ class Store:
             except sqlite3.Error as exc:
                 await self._handle_write_error(exc)
                 return
+            self._settle_watches(rows)
             self._pending = self._pending[len(rows) :]
             self._pending_samples -= sum(r[3] for r in rows if r[1] == KIND_TIMESERIES)
             self._dead_pending = self._dead_pending[len(dead) :]

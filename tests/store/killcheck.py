@@ -8,7 +8,10 @@ arrived (de-duplicated by id) at the broker's subscriber and at the HTTPS server
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -125,3 +128,70 @@ def wait_drained(watcher: DbWatcher, timeout_s: float) -> bool:
             return False
 
     return wait_until(drained, timeout_s)
+
+
+class DiagStream:
+    """``trip`` and ``event`` stream lines from a running daemon's diagnostic socket, read in a thread.
+
+    Connects (retrying while the daemon starts: a killed daemon's socket file refuses connections),
+    sends ``subscribe`` and keeps every item. The thread ends when the daemon goes away.
+    """
+
+    def __init__(self, path: Path, timeout_s: float = 60.0) -> None:
+        self.path = path
+        self.trips: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(path))
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        sock.sendall(b'{"cmd": "subscribe", "kinds": ["trip", "event"]}\n')
+        self.sock = sock
+        self._thread = threading.Thread(target=self._run, name="diag-stream", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with contextlib.suppress(OSError, ValueError), self.sock.makefile("rb") as f:
+            for line in f:
+                msg = json.loads(line)
+                kind = msg.get("stream")
+                with self.lock:
+                    if kind == "trip":
+                        self.trips.append(msg["data"])
+                    elif kind == "event":
+                        self.events.append(msg["data"])
+
+    def trip_ids(self) -> list[str]:
+        """Ids of the trips seen so far, in order (a re-published trip appears again)."""
+        with self.lock:
+            return [t["id"] for t in self.trips]
+
+    def event_ids(self) -> set[str]:
+        """Ids of the events seen so far."""
+        with self.lock:
+            return {e["id"] for e in self.events}
+
+    def wait_trip(self, known: set[str], timeout_s: float) -> str | None:
+        """The first trip id not in ``known`` (polled every millisecond: the caller kills right after)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            new = [t for t in self.trip_ids() if t not in known]
+            if new:
+                return new[0]
+            time.sleep(0.001)
+        return None
+
+    def close(self) -> None:
+        """Disconnect."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self._thread.join(5)
