@@ -45,12 +45,14 @@ from gateway.elm327.responses import (
 from gateway.errors import (
     AdapterError,
     AdapterReset,
+    BusError,
     GatewayError,
     NoDataError,
     ParseError,
     ProtocolNotFound,
     TransportError,
     TransportTimeout,
+    UnsupportedCommand,
 )
 from gateway.link.base import LinkInfo, RequestForm, Session
 from gateway.link.forms import FormKeeper, probe_order
@@ -348,9 +350,11 @@ class Elm327Session(Session):
             raise
         except NoDataError:
             return "NO DATA"
+        except (UnsupportedCommand, BusError) as exc:
+            return str(exc)[:60] or type(exc).__name__  # the chip answered and waits at its prompt
         except (AdapterError, ParseError, TransportTimeout) as exc:
             with contextlib.suppress(TransportTimeout):
-                await self.resync()
+                await self.resync()  # garbage, STOPPED or a lost prompt: get a clean prompt first
             return str(exc)[:60] or type(exc).__name__
         missing = set(pids) - {r.pid for r in readings}
         return f"PIDs {','.join(f'{p:02X}' for p in sorted(missing))} missing" if missing else None
