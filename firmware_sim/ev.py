@@ -88,12 +88,12 @@ class Battery:
 
 
 def _u(value: float, size: int) -> bytes:
-    return max(0, min(int(round(value)), (1 << (8 * size)) - 1)).to_bytes(size, "big")
+    return max(0, min(round(value), (1 << (8 * size)) - 1)).to_bytes(size, "big")
 
 
 def _s(value: float, size: int) -> bytes:
     lim = 1 << (8 * size - 1)
-    return max(-lim, min(int(round(value)), lim - 1)).to_bytes(size, "big", signed=True)
+    return max(-lim, min(round(value), lim - 1)).to_bytes(size, "big", signed=True)
 
 
 def _place(length: int, fields: dict[int, bytes], filler: int = 0x00) -> bytes:

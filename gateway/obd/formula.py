@@ -146,7 +146,7 @@ class _Parser:
         return self.atom()
 
     def index(self) -> Node:
-        pos = self.take("[")
+        self.take("[")
         kind, tok, tpos = self.peek()
         if kind != "num" or not tok.isdigit():
             raise FormulaError("expected a byte index", tpos)
@@ -155,7 +155,6 @@ class _Parser:
         if n > MAX_INDEX:
             raise FormulaError(f"byte index {n} beyond the longest answer ({MAX_INDEX})", tpos)
         self.take("]")
-        del pos
         return ("byte", n)
 
     def byteref(self) -> Node:
@@ -245,7 +244,7 @@ def _emit(node: Node) -> tuple[tuple[int, ...], tuple[float, ...]]:
             walk(n[1])  # type: ignore[arg-type]
             ops.append(OP_BIT)
             args.append(float(n[2]))  # type: ignore[arg-type]
-        elif tag == "neg" or tag == "abs":
+        elif tag in ("neg", "abs"):
             walk(n[1])  # type: ignore[arg-type]
             ops.append(OP_NEG if tag == "neg" else OP_ABS)
             args.append(0.0)

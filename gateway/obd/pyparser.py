@@ -61,6 +61,7 @@ Decoding
 
 from __future__ import annotations
 
+import math
 from binascii import a2b_hex as _a2b
 from collections.abc import Sequence
 from typing import Any
@@ -564,7 +565,7 @@ _INT_LIMIT = 9007199254740992.0  # 2**53: beyond it a double no longer holds eve
 
 
 def _as_int(v: float) -> int | None:
-    if v != v or not -_INT_LIMIT < v < _INT_LIMIT:
+    if math.isnan(v) or not -_INT_LIMIT < v < _INT_LIMIT:
         return None
     return int(v)
 
@@ -581,7 +582,7 @@ def eval_formula(ops: tuple[int, ...], args: tuple[float, ...], data: bytes) -> 
     n = len(raw)
     st: list[float] = []
     for op, a in zip(ops, args, strict=True):
-        if op == 0 or op == 1:
+        if op in (0, 1):
             if len(st) >= 32:
                 raise ParseError("formula stack overflow")
             if op == 0:
