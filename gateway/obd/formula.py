@@ -136,7 +136,7 @@ class _Parser:
             node = (tok, node, right)
 
     def unary(self) -> Node:
-        kind, tok, pos = self.peek()
+        kind, tok, _ = self.peek()
         if kind == "op" and tok == "-":
             self.i += 1
             return ("neg", self.unary())
