@@ -92,7 +92,9 @@ class _Parser:
         self.tokens: list[tuple[str, str, int]] = []
         pos = 0
         while pos < len(text):
-            if text[pos:].strip() == "":
+            while pos < len(text) and text[pos].isspace():
+                pos += 1
+            if pos == len(text):
                 break
             m = _TOKEN.match(text, pos)
             if m is None or m.end() == pos:
