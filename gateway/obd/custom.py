@@ -252,7 +252,105 @@ def resolve(profile: str, custom: Sequence[CustomPid]) -> list[CustomPid]:
     return list(pids.values())
 
 
+
+
+GUIDE = """\
+## Writing a custom PID
+
+Data that mode 01 does not carry (an EV's state of charge, cell temperatures, gear, oil temperature on
+many cars) lives behind manufacturer-specific reads: service 0x22 (UDS ReadDataByIdentifier, a 2-byte DID)
+and the older 0x21 (KWP2000 ReadDataByLocalIdentifier, 1 byte), sent to one ECU. Add one
+`[[pids.custom]]` table per value to the configuration:
+
+```toml
+[[pids.custom]]
+name = "battery_soc"        # the sample's name: lower case, digits and _
+unit = "%"
+header = "7E4"              # request id: 3 hex digits (11-bit) or 8 (29-bit, e.g. 18DA10F1)
+response = "7EC"            # answer id; default header + 8 (11-bit) or 18DAF1xx for 18DAxxF1
+service = "22"              # 01, 21 or 22 — anything else is refused: the box stays read-only
+pid = "0101"                # 4 hex digits for service 22, 2 for 01 and 21
+formula = "F/2"
+rate_hz = 0.2               # default 1 (at most 100)
+priority = 1                # default 0; higher wins when the link is short
+min = 0                     # optional sanity bounds: values outside are counted and dropped
+max = 100
+source = "where the DID and formula come from"
+```
+
+**Formulas** are the Torque Pro "extended PID" notation, parsed into an expression tree (never Python
+`eval`): `A` … `Z` are the data bytes 0 … 25 *after* the echoed service byte and PID/DID (`62 01 01` for
+`22 0101`), `[n]` is any byte of a long answer (`[0]` = `A`, up to `[4094]`), `{A:7}` is bit 7 of A,
+`signed(A)` reads a byte as −128 … 127 and `signed(A*256+B, 16)` two bytes as −32768 … 32767 (widths 8,
+16, 24, 32); `+ - * /`, `& | << >>` (on whole numbers), parentheses, numbers (`12`, `0.5`, `0x1F`),
+`min(a, b)`, `max(a, b)`, `abs(x)`. Examples: `A*256+B`, `((A*256)+B)/10`, `signed(K*256+L, 16)/10`,
+`{J:6}`, `([29]*65536+[30]*256+[31])/10000`. A formula that reads a byte the answer does not have gives
+no value (counted as `short_answer` in `status` → `custom`); a division by zero at run time gives no value
+either (counted as `out_of_range`). `obd-gateway check-config` refuses a bad formula in one line naming the
+PID and the character position (`pids.custom[0] (battery_soc).formula 'A*256+QQ': unknown name 'QQ' at
+position 6`), a service other than 01/21/22, a header that is not hex and a division by a constant zero
+(exit 2 each).
+
+**Counting bytes from a published list.** Lists that give frame/byte indices of the ISO-TP answer (the
+first frame carries 6 bytes, each later frame 7) convert as: data byte = 6 + 7 × (frame − 1) + index − (1
++ length of the PID/DID) for frames 1 and later, index − (1 + length of the PID/DID) in frame 0. For
+`22 0101` (3 bytes of echo): frame 1 byte 2 is data byte 5, `F`. Lists that
+count from the byte after the echo (OVMS's `reply_data`) are used as they are.
+
+**How they are read.** Every custom PID is a scheduler entry like a mode 01 PID (rate, priority, fair
+share, NO DATA back-off, the cache); PIDs that share header, service and DID are read with one request.
+Over an ELM327 the session switches ECUs with as few commands as possible: `ATSH` when the request id
+changes, `ATCRA` when the answer id does, and, for ECUs whose answer id is not the request id + 8 (the
+Leaf's 79B/7BB), `ATFCSH`/`ATFCSD300000`/`ATFCSM1` so the chip's flow control reaches the ECU (ATFCSM0 when
+going back to standard pairs). Headers stay off; CAN auto-formatting prints long answers as a byte count
+and `0:` … `F:` lines, which the parser reassembles (up to 4095 bytes). On raw CAN the session sends the
+flow control itself (block size, STmin) and reassembles up to 4095 bytes; a lost consecutive frame drops
+the whole answer (counted as `isotp_lost_frame`), never a value from a message with a hole.
+
+**Negative responses.** `7F 22 31` (requestOutOfRange: the car has no such DID), `7F 22 12` and
+`7F 22 11` three times in a row mark the PIDs of that request unsupported: they are no longer asked for
+until the next connection (`pid_stats` shows `supported: false`, the log says so once). `7F 22 78`
+(response pending) is waited for: up to 5 s on raw CAN (P2*), on an ELM327 the request is repeated (up to
+3 times) when the chip's prompt came before the answer.
+
+**BUFFER FULL** (an ELM327 whose serial link is slower than the ECU's frames overruns its 512-byte
+buffer on a long answer): the session makes the chip's flow control ask the ECU for 10 ms between
+consecutive frames (`ATFCSD30000A`, `ATFCSM1`) and repeats the request; if that overflows too, 30 ms; after
+that the read fails with `BUFFER FULL with 30 ms between frames: raise the serial rate (adapter.fast_baud)`.
+
+## Writing a profile
+
+A profile is a TOML file in `gateway/profiles/` (shipped as package data) with `name`, `title`, `notes`,
+`vin_prefixes` (the car's VIN starts with one of them: the profile is selected automatically when
+`[vehicle] auto_profile = true` and no profile is named) and one `[[pid]]` table per value with the keys
+of a custom PID; `source` is required (where the DID, its byte positions and the formula come from). Select
+one with `[vehicle] profile = "NAME"` or `obd-gateway poll --profile NAME`; `obd-gateway profiles
+[--json]` lists them. A `[[pids.custom]]` with the same name replaces the profile's PID. Values reach the
+bus, the store and the uplinks as samples named like the PID (`battery_soc`, unit `%`, `ecu` = the answer
+id).
+
+No shipped profile declares VIN prefixes yet: a manufacturer's WMI (`KMH`, `KNA`, `SJN`, `1N4`) covers its
+combustion cars as well, and the model digits were not checked against public VIN tables.
+"""
+
+
+def profiles_markdown() -> str:
+    """The shipped profiles as Markdown tables (part of ``docs/pids.md``)."""
+    out = [GUIDE, "## Shipped profiles", ""]
+    for prof in shipped_profiles().values():
+        out += [f"### `{prof.name}`: {prof.title}", ""]
+        if prof.notes:
+            out += [prof.notes, ""]
+        out += ["| Name | Unit | ECU | Service | PID/DID | Formula | Source |", "|---|---|---|---|---|---|---|"]
+        for p in prof.pids:
+            d = p.as_dict()
+            out.append(f"| `{p.name}` | {p.unit} | {d['header']} → {d['response']} | {d['service']} | {d['pid']} "
+                       f"| `{p.formula.text}` | {p.source.replace('|', chr(92) + '|')} |")
+        out.append("")
+    return "\n".join(out)
+
+
 __all__ = [
-    "READ_SERVICES", "VIRTUAL_BASE", "CustomPid", "Profile", "parse_custom", "parse_many", "parse_profile",
-    "profile_for_vin", "resolve", "shipped_profiles",
+    "GUIDE", "READ_SERVICES", "VIRTUAL_BASE", "CustomPid", "Profile", "parse_custom", "parse_many",
+    "parse_profile", "profile_for_vin", "profiles_markdown", "resolve", "shipped_profiles",
 ]
