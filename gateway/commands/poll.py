@@ -253,7 +253,9 @@ async def run_poll(
     end = time.monotonic()
     requests = (poller.session.requests if poller.session is not None else 0) - tally.first_requests
     status = poller.status()
-    unsupported = sorted(str(r["pid"] if r["pid"] != "custom" else r["name"]) for r in poller.pid_stats() if not r["supported"])
+    unsupported = sorted(
+        str(r["pid"] if r["pid"] != "custom" else r["name"]) for r in poller.pid_stats() if not r["supported"]
+    )
     await _stop(task)
     return _report(adapter, tally, status, unsupported=unsupported, end=end, requests=requests)
 

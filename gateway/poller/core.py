@@ -49,9 +49,9 @@ from gateway.errors import (
 from gateway.link.base import DtcReport, Session
 from gateway.model import LinkState, Sample, now_ms
 from gateway.obd import pids as catalogue
+from gateway.obd.custom import VIRTUAL_BASE, CustomPid, profile_for_vin, shipped_profiles
 from gateway.obd.protocols import ENGINE_ECU
 from gateway.obd.types import Reading
-from gateway.obd.custom import VIRTUAL_BASE, CustomPid, profile_for_vin, shipped_profiles
 from gateway.poller.custom import CustomPids
 from gateway.poller.parked import ParkedPlan
 from gateway.poller.requests import Request, RequestQueue
