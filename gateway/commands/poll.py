@@ -370,8 +370,9 @@ def _print_text(r: dict[str, Any], out: Any = sys.stdout) -> None:
     print(f"values/s:  {r['values_per_s']:.1f}", file=out)
     print(f"requests/s: {r['requests_per_s']:.1f}", file=out)
     units = r.get("units", {})
+    width = max((len(k) for k in r["per_pid"]), default=2)  # custom PIDs are shown by name
     for pid, rate in r["per_pid"].items():
-        print(f"  {pid}  {rate:8.1f}/s  last {_human(r['last'].get(pid), units.get(pid, ''))}", file=out)
+        print(f"  {pid:<{width}}  {rate:8.1f}/s  last {_human(r['last'].get(pid), units.get(pid, ''))}", file=out)
     if r["unsupported"]:
         print(f"not supported by the car: {', '.join(r['unsupported'])}", file=out)
     notes = r.get("form_notes", {})
