@@ -14,6 +14,10 @@ no multi-PID decoder, so a six-PID answer costs it the six single-PID answers th
 values. Responses/s counts the corpus' responses for all three. Each run times the three back to back
 for about the same wall time; the figures are medians over the runs.
 
+User formulas (issue 14): ``formula_values_per_s`` (``python``, ``native``) evaluates the Kona BMS
+profile's nine formulas over a 62-byte ``22 0101`` answer with each build's ``eval_formula``;
+``formula_lambda_per_s`` is the same arithmetic as hand-written Python lambdas, for scale.
+
     python bench/parser.py [--n 3000] [--runs 7] [--json] [--breakdown]
 """
 
@@ -259,6 +263,47 @@ def breakdown(corpus: list[Entry], native: Any, pyparser: Any, runs: int) -> dic
     return out
 
 
+def formula_bench(pyparser: Any, native: Any, runs: int) -> dict[str, Any]:
+    """Values/s of user formulas: the Kona profile's formulas over a 62-byte 22 0101 answer, in both builds,
+    and the same arithmetic as hand-written Python lambdas (what a formula costs over plain code)."""
+    from gateway.obd.custom import shipped_profiles
+
+    pids = shipped_profiles()["hyundai-kona-ev"].pids
+    data = bytes((i * 37 + 11) & 0xFF for i in range(59))
+    programs = [(p.formula.ops, p.formula.args) for p in pids] * 20
+    lambdas = [
+        lambda d: d[5] / 2, lambda d: int.from_bytes(d[10:12], "big", signed=True) / 10,
+        lambda d: (d[12] * 256 + d[13]) / 10, lambda d: d[14] - 256 if d[14] > 127 else d[14],
+        lambda d: d[15] - 256 if d[15] > 127 else d[15], lambda d: d[22] - 256 if d[22] > 127 else d[22],
+        lambda d: d[29] / 10, lambda d: (d[25] * 256 + d[26]) / 10, lambda d: d[31] / 2,
+    ] * 20
+    for build in (b for b in (pyparser, native) if b is not None):  # both builds agree before timing
+        got = [build.eval_formula(o, a, data) for o, a in programs[: len(pids)]]
+        want = [fn(data) for fn in lambdas[: len(pids)]]
+        if got != want:
+            raise SystemExit(f"{build.__name__}: formula values {got} differ from {want}")
+
+    def timed(fn: Any) -> float:
+        best: list[float] = []
+        for _ in range(max(3, runs)):
+            t0 = time.perf_counter()
+            for _ in range(200):
+                fn()
+            best.append(time.perf_counter() - t0)
+        return 200 * len(programs) / statistics.median(best)
+
+    def run_build(build: Any) -> Any:
+        ev = build.eval_formula
+        return lambda: [ev(o, a, data) for o, a in programs]
+
+    out: dict[str, Any] = {"formula_values_per_s": {
+        "python": round(timed(run_build(pyparser))),
+        "native": round(timed(run_build(native))) if native is not None else None,
+    }}
+    out["formula_lambda_per_s"] = round(timed(lambda: [fn(data) for fn in lambdas]))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=3000, help="responses in the corpus")
@@ -323,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         result["native_vs_python"] = round(statistics.median(p / t for p, t in zip(t_py, t_nat, strict=True)), 1)
     else:
         result["native_per_s"] = None
+    result.update(formula_bench(pyparser, native, args.runs))
     if args.breakdown:
         result["categories"] = breakdown(corpus, native, pyparser, max(3, args.runs // 2))
     if args.json:
@@ -340,6 +386,11 @@ def main(argv: list[str] | None = None) -> int:
             f"pure twin    {result['python_per_s']:>12,} responses/s   {result['python_vs_python_obd']:>7}x python-OBD"
         )
         print(f"python-OBD   {result['python_obd_per_s']:>12,} responses/s")
+        fv = result["formula_values_per_s"]
+        print(
+            f"user formulas (Kona BMS profile, 62-byte answer): native {fv['native'] or 0:>10,} values/s, "
+            f"pure twin {fv['python']:>10,} values/s, a hand-written Python lambda {result['formula_lambda_per_s']:,}"
+        )
         for kind, row in result.get("categories", {}).items():
             nat = f"{row['native_vs_python_obd']:>7}x" if "native_vs_python_obd" in row else "      -"
             print(

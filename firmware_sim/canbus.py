@@ -154,6 +154,10 @@ class IsoTpEcus:
             while i < len(frames) and (block == 0 or sent < block):
                 if stmin and not self.sim.fast:
                     time.sleep(stmin)
+                if self.sim.faults.strikes("lost_frame"):
+                    i += 1  # a consecutive frame lost on the bus (raw CAN only): the tester sees a gap
+                    sent += 1
+                    continue
                 self._send(tx, frames[i])
                 i += 1
                 sent += 1

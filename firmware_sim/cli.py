@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 from types import FrameType
+from typing import Any
 
 from firmware_sim.adapters import PERSONALITIES
 from firmware_sim.drive import DriveError, builtin_drives
@@ -51,9 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipelining", action="store_true",
                    help="a line-buffering adapter (Automatic adapter, STN-style) that answers requests written "
                         "back to back in order; default: a genuine ELM327, which answers STOPPED to them")
+    p.add_argument("--ev", action="append", default=[], choices=["kona", "leaf"],
+                   help="add an EV battery ECU answering its profile's reads (firmware_sim.ev); repeatable")
     p.add_argument("--strict-baud", action="store_true",
                    help="the host must open the pty at the chip's baud rate (and follow ATBRD), else garbage")
     return p
+
+
+def _ecus(ev_names: list[str]) -> list[Any] | None:
+    """The default engine and transmission, plus the EV battery ECUs asked for (None: the default set)."""
+    if not ev_names:
+        return None
+    from firmware_sim import ev
+    from firmware_sim.ecu import default_ecus
+
+    makers = {"kona": ev.kona_bms, "leaf": ev.leaf_lbc}
+    return [*default_ecus(), *(makers[name]() for name in dict.fromkeys(ev_names))]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         sim = Simulator(args.drive, seed=args.seed, fast=args.fast, time_scale=args.time_scale,
                         protocol=args.protocol.upper(), truth_path=args.truth, baud=args.baud,
                         linefeeds_default=args.linefeeds, strict_baud=args.strict_baud,
-                        elm_version=args.elm_version, pipelining=args.pipelining, adapter=args.adapter)
+                        elm_version=args.elm_version, pipelining=args.pipelining, adapter=args.adapter,
+                        ecus=_ecus(args.ev))
     except DriveError as exc:
         print(f"obd-gateway-sim: {exc}", file=sys.stderr)
         return 2

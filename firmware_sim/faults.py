@@ -34,7 +34,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 FAULTS = ("no_data", "unable_to_connect", "searching", "can_error", "buffer_full", "stopped", "noise",
-          "drop_bytes", "truncate", "reset", "latency")
+          "drop_bytes", "truncate", "reset", "latency", "lost_frame")
 
 
 @dataclass

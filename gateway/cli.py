@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "gateway.commands.poll",
     "gateway.commands.replay",
     "gateway.commands.diag_client",
+    "gateway.commands.profiles",
 )
 
 log = logging.getLogger("gateway")

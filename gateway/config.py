@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, get_args, get_origin
 
 from gateway.errors import ConfigError
+from gateway.obd.custom import CustomPid, parse_many, shipped_profiles
 
 SYSTEM_CONFIG_PATH = Path("/etc/obd-gateway/config.toml")
 
@@ -331,6 +332,42 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class VehicleConfig:
+    """Which vehicle profile's manufacturer-specific PIDs to poll (``obd-gateway profiles`` lists them).
+
+    ``profile``: a shipped profile's name ('' = none). ``auto_profile``: when no profile is named, pick
+    the one whose VIN prefix matches the car's VIN (read at connection), where a profile declares one."""
+
+    profile: str = ""
+    auto_profile: bool = True
+
+    def validate(self) -> None:
+        if self.profile:
+            profiles = shipped_profiles()
+            if self.profile not in profiles:
+                raise ConfigError(
+                    f"vehicle.profile: no profile {self.profile!r} (shipped: {', '.join(sorted(profiles))})"
+                )
+
+
+@dataclass(frozen=True, slots=True)
+class PidsConfig:
+    """User-defined PIDs: ``[[pids.custom]]`` tables (see docs/pids.md, "Writing a custom PID").
+
+    Each has ``name``, ``unit``, ``header`` (request id, 3 or 8 hex digits), ``response`` (default: the
+    header + 8, or 18DAF1xx for 18DAxxF1), ``service`` (01, 21 or 22 only), ``pid`` (2 hex digits; 4 for a
+    service 22 DID), ``formula``, ``rate_hz`` (1), ``priority`` (0), ``min``/``max`` (sanity bounds) and
+    ``source``. A custom PID replaces a profile PID of the same name."""
+
+    custom: list[CustomPid] = field(default_factory=list)
+
+    def validate(self) -> None:
+        names = [p.name for p in self.custom]
+        if len(names) != len(set(names)):
+            raise ConfigError("pids.custom: a name is used twice")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration."""
 
@@ -343,6 +380,8 @@ class Config:
     https: HttpsConfig = field(default_factory=HttpsConfig)
     diag: DiagConfig = field(default_factory=DiagConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    vehicle: VehicleConfig = field(default_factory=VehicleConfig)
+    pids: PidsConfig = field(default_factory=PidsConfig)
 
 
 def _type_name(tp: Any) -> str:
@@ -407,6 +446,13 @@ def _build_section(name: str, cls: type[Any], raw: Any) -> Any:
     for key in raw:
         if key not in known:
             raise ConfigError(f"{name}.{key}: unknown key (known: {', '.join(sorted(known))})")
+    if cls is PidsConfig:
+        items = raw.get("custom", [])
+        if not isinstance(items, list):
+            raise ConfigError(f"{name}.custom: expected [[{name}.custom]] tables, got {type(items).__name__}")
+        pids_section = PidsConfig(custom=parse_many(items, f"{name}.custom"))
+        pids_section.validate()
+        return pids_section
     kwargs = {key: _coerce(f"{name}.{key}", hints[key], value) for key, value in raw.items()}
     section = cls(**kwargs)
     section.validate()

@@ -31,6 +31,7 @@ from gateway import __version__, config, secrets
 from gateway.bus import Bus, Subscription
 from gateway.errors import GatewayError, TransportError
 from gateway.model import Event, LinkState, Sample, TripRecord, now_ms
+from gateway.obd.custom import resolve
 
 if TYPE_CHECKING:
     from gateway.link.base import Session
@@ -249,7 +250,10 @@ class Daemon:
             sessions=session_factory(adapter, self.cfg.polling, self.state_dir()),
             publish=self.bus.publish,
             allow_clear_dtc=self.cfg.diag.allow_clear_dtc,
+            custom=resolve(self.cfg.vehicle.profile, self.cfg.pids.custom),
+            auto_profile=self.cfg.vehicle.auto_profile and not self.cfg.vehicle.profile,
         )
+        self.poller.profile = self.cfg.vehicle.profile
         self.engine = DetectionEngine(
             self.cfg.detection,
             device_id=self.cfg.device.id,

@@ -4,6 +4,7 @@
 
     GatewayError
      ├── ConfigError(GatewayError, ValueError)          a key of the configuration is wrong
+     │    └── FormulaError(ConfigError)                 a user PID's formula cannot be compiled (position)
      ├── ParseError(GatewayError, ValueError)           adapter output or CAN frames we cannot read
      ├── TransportError(GatewayError, OSError)          the byte stream to the adapter failed
      │    └── TransportTimeout(TransportError, TimeoutError)
@@ -12,6 +13,7 @@
      │    ├── BusError(AdapterError)                    CAN ERROR, BUS ERROR, UNABLE TO CONNECT ...
      │    │    └── ProtocolNotFound(BusError)           no protocol answered: ignition off, no car
      │    ├── UnsupportedCommand(AdapterError)          "?" to a command a clone lacks
+     │    ├── NegativeResponse(AdapterError)            7F sid NRC: the ECU refused a read (0x31: no such DID)
      │    ├── AdapterReset(AdapterError)                the power-up banner mid-stream: settings lost
      │    ├── Stopped(AdapterError)                     STOPPED: input interrupted the chip's answer
      │    └── OversizedAnswer(AdapterError)             an answer past the bytes kept per answer
@@ -33,6 +35,14 @@ class GatewayError(Exception):
 
 class ConfigError(GatewayError, ValueError):
     """The configuration is invalid; the message names the key and the problem."""
+
+
+class FormulaError(ConfigError):
+    """A user formula that cannot be compiled; ``position`` is the 0-based character index of the problem."""
+
+    def __init__(self, message: str, position: int) -> None:
+        super().__init__(f"{message} at position {position}")
+        self.position = position
 
 
 class ParseError(GatewayError, ValueError):
@@ -61,6 +71,16 @@ class BusError(AdapterError):
 
 class UnsupportedCommand(AdapterError):
     """The adapter answered ``?``: it does not know the command (common on clones)."""
+
+
+class NegativeResponse(AdapterError):
+    """The ECU answered ``7F sid nrc`` (ISO 14229-1 negative response codes: 0x11 service not supported,
+    0x12 sub-function not supported, 0x22 conditions not correct, 0x31 request out of range)."""
+
+    def __init__(self, service: int, nrc: int) -> None:
+        super().__init__(f"negative response 7F {service:02X} {nrc:02X}")
+        self.service = service
+        self.nrc = nrc
 
 
 class ProtocolNotFound(BusError):

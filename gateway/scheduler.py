@@ -245,7 +245,7 @@ class SchedulerPolicy:
         for e in sorted(self.entries.values(), key=lambda e: (e.ecu, e.pid)):
             rows.append(
                 {
-                    "pid": f"{e.pid:02X}",
+                    "pid": f"{e.pid:02X}" if e.pid <= 0xFF else "custom",
                     "name": e.name,
                     "ecu": f"{e.ecu:X}",
                     "supported": e.supported,

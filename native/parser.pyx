@@ -13,13 +13,14 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport Py_INCREF, PyObject
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.stdlib cimport qsort
+from libc.math cimport fabs, ldexp
 from libc.string cimport memcpy
 
 from gateway.errors import ParseError
 from gateway.obd import pids as _pids
 from gateway.obd.types import ObdMessage, Reading
 
-__all__ = ["ObdMessage", "ParseError", "Reading", "decode", "decode_can", "decode_many", "parse"]
+__all__ = ["ObdMessage", "ParseError", "Reading", "decode", "decode_can", "decode_many", "eval_formula", "parse"]
 
 cdef extern from *:
     """
@@ -1023,3 +1024,101 @@ def decode_can(frames):
         return _decode_recs(&blk.w, True)
     finally:
         blk.release()
+
+
+# --- user formulas: the same stack machine as pyparser.eval_formula, step by step in doubles ----------
+cdef double _NAN = float("nan")
+cdef double _INT_LIMIT = 9007199254740992.0  # 2**53
+
+
+cdef inline bint _as_int(double v, long long* out) noexcept:
+    if v != v or not (-_INT_LIMIT < v < _INT_LIMIT):
+        return False
+    out[0] = <long long>v
+    return True
+
+
+def eval_formula(ops, args, data):
+    """Evaluate a compiled formula (see :func:`gateway.obd.pyparser.eval_formula`)."""
+    cdef double st[32]
+    cdef int sp = 0
+    cdef Py_ssize_t i, m, n
+    cdef int op, bits
+    cdef double a, x, y, r
+    cdef long long k, p, q
+    if type(ops) is not tuple or type(args) is not tuple or len(ops) != len(args) or len(ops) > 1024:
+        raise ParseError("a formula program is two tuples of equal length")
+    cdef bytes raw = _as_bytes(data)
+    cdef const unsigned char* d = raw
+    n = len(raw)
+    m = len(ops)
+    for i in range(m):
+        op = (<tuple>ops)[i]
+        a = (<tuple>args)[i]
+        if op == 0 or op == 1:
+            if sp >= 32:
+                raise ParseError("formula stack overflow")
+            if op == 0:
+                st[sp] = a
+                sp += 1
+                continue
+            if not (0 <= a < n):
+                raise ParseError(f"the formula reads byte {a:g} of a {n}-byte answer")
+            st[sp] = d[<Py_ssize_t>a]
+            sp += 1
+        elif op == 2 or op == 7 or op == 12 or op == 15:
+            if sp < 1:
+                raise ParseError("formula stack underflow")
+            x = st[sp - 1]
+            if op == 7:
+                st[sp - 1] = -x
+            elif op == 15:
+                st[sp - 1] = fabs(x)
+            elif op == 2:
+                if _as_int(x, &k) and 0 <= a <= 52:
+                    st[sp - 1] = <double>((k >> <int>a) & 1)
+                else:
+                    st[sp - 1] = _NAN
+            elif _as_int(x, &k) and 1 <= a <= 52:
+                bits = <int>a
+                k &= (1LL << bits) - 1
+                st[sp - 1] = <double>(k - (1LL << bits) if (k >> (bits - 1)) else k)
+            else:
+                st[sp - 1] = _NAN
+        else:
+            if sp < 2:
+                raise ParseError("formula stack underflow")
+            y = st[sp - 1]
+            x = st[sp - 2]
+            sp -= 1
+            if op == 3:
+                r = x + y
+            elif op == 4:
+                r = x - y
+            elif op == 5:
+                r = x * y
+            elif op == 6:
+                r = x / y if y != 0.0 else _NAN
+            elif op == 13:
+                r = y if y < x else x
+            elif op == 14:
+                r = y if y > x else x
+            elif 8 <= op <= 11:
+                if not _as_int(x, &p) or not _as_int(y, &q) or (op >= 10 and not (0 <= q < 53)):
+                    r = _NAN
+                elif op == 8:
+                    r = <double>(p & q)
+                elif op == 9:
+                    r = <double>(p | q)
+                elif op == 10:
+                    r = ldexp(<double>p, <int>q)
+                    if not (fabs(r) < _INT_LIMIT):
+                        r = _NAN
+                else:
+                    r = <double>(p >> q)
+            else:
+                raise ParseError(f"unknown formula opcode {op!r}")
+            st[sp - 1] = r
+    if sp != 1:
+        raise ParseError("a formula must leave one value")
+    return st[0]

@@ -22,7 +22,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from gateway import config
 from gateway.common import jsonout
 from gateway.errors import ConfigError, TransportError
 from gateway.model import Sample
+from gateway.obd.custom import CustomPid, resolve
 
 DEFAULT_PIDS = "0C,0D,05,04,10,11"
 NEVER_OPENED_S = 8.0
@@ -64,6 +65,12 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--protocol", default="auto", help="ELM327 protocol 1-C or auto (default)")
     p.add_argument("--pids", default=DEFAULT_PIDS, help=f"mode 01 PIDs in hex, comma-separated ({DEFAULT_PIDS})")
+    p.add_argument(
+        "--profile",
+        default="",
+        metavar="NAME",
+        help="also poll a vehicle profile's manufacturer-specific PIDs (obd-gateway profiles lists them)",
+    )
     p.add_argument("--duration", type=float, default=10.0, metavar="S", help="seconds of polling (default 10)")
     p.add_argument("--no-multi-pid", action="store_true", help="one PID per request (for comparison)")
     p.add_argument("--state-dir", metavar="DIR", help="remember the detected protocol in DIR")
@@ -110,7 +117,11 @@ def _poll(args: argparse.Namespace) -> int:
     polling.validate()
     state_dir = Path(args.state_dir) if args.state_dir else None
     try:
-        report = asyncio.run(run_poll(adapter, polling, args.duration, state_dir, progress=_progress))
+        custom = resolve(args.profile, ())
+    except ConfigError as exc:
+        raise ConfigError(f"--profile: {exc}".replace("vehicle.profile: ", "")) from None
+    try:
+        report = asyncio.run(run_poll(adapter, polling, args.duration, state_dir, progress=_progress, custom=custom))
     except KeyboardInterrupt:
         return 130
     if args.json:
@@ -162,16 +173,19 @@ class _Tally:
         self.units: dict[str, str] = {}
         self.done = asyncio.Event()
         self.poller: Any = None
+        self.custom_names: set[str] = set()
 
     async def publish(self, item: Any) -> None:
-        if not isinstance(item, Sample) or item.pid is None or self.poller is None or self.poller.session is None:
+        if not isinstance(item, Sample) or self.poller is None or self.poller.session is None:
+            return
+        if item.pid is None and item.name not in self.custom_names:
             return
         requests = self.poller.session.requests
         if self.first_at is None:
             self.first_at = time.monotonic()
             self.first_requests = requests
-        key = f"{item.pid:02X}"
-        if key not in self.last or item.name == _first_name(item.pid, item.name):
+        key = f"{item.pid:02X}" if item.pid is not None else item.name  # a custom PID is known by its name
+        if key not in self.last or item.pid is None or item.name == _first_name(item.pid, item.name):
             # The window opens when the first answer is in: values of that first answer are not
             # counted in the rates (they were read before the window), only shown as last values.
             if requests != self.first_requests:
@@ -195,6 +209,7 @@ async def run_poll(
     state_dir: Path | None = None,
     *,
     progress: Callable[[str], None] | None = None,
+    custom: Sequence[CustomPid] = (),
 ) -> dict[str, Any]:
     """Poll for ``duration_s`` seconds after the first value; return the report (see the module doc).
     ``progress`` gets one line per bring-up step (searching, protocol found, request forms)."""
@@ -203,8 +218,11 @@ async def run_poll(
 
     tally = _Tally(duration_s)
     sessions = session_factory(adapter, polling, state_dir)
-    poller = Poller(adapter, polling, sessions=sessions, publish=tally.publish, as_fast_as_possible=True)
+    poller = Poller(
+        adapter, polling, sessions=sessions, publish=tally.publish, as_fast_as_possible=True, custom=custom
+    )
     tally.poller = poller
+    tally.custom_names = {p.name for p in custom}
     task = asyncio.create_task(poller.run(), name="poller")
     is_elm = _port_kind(adapter.port) != "can"
     opened_once: list[bool] = []
@@ -235,7 +253,9 @@ async def run_poll(
     end = time.monotonic()
     requests = (poller.session.requests if poller.session is not None else 0) - tally.first_requests
     status = poller.status()
-    unsupported = sorted(str(r["pid"]) for r in poller.pid_stats() if not r["supported"])
+    unsupported = sorted(
+        str(r["pid"] if r["pid"] != "custom" else r["name"]) for r in poller.pid_stats() if not r["supported"]
+    )
     await _stop(task)
     return _report(adapter, tally, status, unsupported=unsupported, end=end, requests=requests)
 
@@ -267,6 +287,7 @@ def _report(
         "units": {pid: tally.units[pid] for pid in sorted(tally.units)},
         "errors": status.get("errors", {}),
         "unsupported": unsupported,
+        "custom": status.get("custom", {}),
         # opened AND answering: a port with nothing (or garbage) behind it is not "connected"
         "connected": bool(status.get("connected", False)) and (values > 0 or bool(status.get("elm_version"))),
     }
@@ -349,8 +370,9 @@ def _print_text(r: dict[str, Any], out: Any = sys.stdout) -> None:
     print(f"values/s:  {r['values_per_s']:.1f}", file=out)
     print(f"requests/s: {r['requests_per_s']:.1f}", file=out)
     units = r.get("units", {})
+    width = max((len(k) for k in r["per_pid"]), default=2)  # custom PIDs are shown by name
     for pid, rate in r["per_pid"].items():
-        print(f"  {pid}  {rate:8.1f}/s  last {_human(r['last'].get(pid), units.get(pid, ''))}", file=out)
+        print(f"  {pid:<{width}}  {rate:8.1f}/s  last {_human(r['last'].get(pid), units.get(pid, ''))}", file=out)
     if r["unsupported"]:
         print(f"not supported by the car: {', '.join(r['unsupported'])}", file=out)
     notes = r.get("form_notes", {})

@@ -111,9 +111,24 @@ def set_header(header: int, protocol_is_can: bool = True, extended: bool = False
     return at(f"SH{header & 0xFFFFFF:06X}")
 
 
-def can_receive_address(address: int | None) -> bytes:
+def can_receive_address(address: int | None, extended: bool = False) -> bytes:
     """ATCRA xxx filters answers to one ECU; ATCRA alone resets the filter."""
-    return at("CRA" if address is None else f"CRA{address:03X}")
+    if address is None:
+        return at("CRA")
+    return at(f"CRA{address:08X}" if extended else f"CRA{address:03X}")
+
+
+def flow_control_header(header: int, extended: bool = False) -> bytes:
+    """ATFCSH: the identifier of the flow-control frames the chip sends (used with ATFCSM1)."""
+    return at(f"FCSH{header:08X}" if extended else f"FCSH{header:03X}")
+
+
+def flow_control_data(stmin_ms: int = 0, block_size: int = 0) -> bytes:
+    """ATFCSD 30 BS ST: clear to send, ``block_size`` frames per flow control (0: all), ``stmin_ms``
+    between consecutive frames (ISO 15765-2; 0-127 ms)."""
+    if not 0 <= stmin_ms <= 0x7F or not 0 <= block_size <= 0xFF:
+        raise ValueError("STmin 0-127 ms, block size 0-255")
+    return at(f"FCSD30{block_size:02X}{stmin_ms:02X}")
 
 
 def low_power() -> bytes:

@@ -21,6 +21,7 @@ transport's write guard enforces this and the read-only rule (:mod:`gateway.obd.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import statistics
@@ -54,7 +55,7 @@ from gateway.errors import (
     TransportTimeout,
     UnsupportedCommand,
 )
-from gateway.link.base import LinkInfo, RequestForm, Session
+from gateway.link.base import LinkInfo, RequestForm, Session, pick_answer, raw_message
 from gateway.link.forms import FormKeeper, probe_order
 from gateway.obd.protocols import PROTOCOL_NAMES, functional_id, is_extended, request_id
 from gateway.obd.types import ObdMessage, Reading
@@ -94,6 +95,14 @@ class Elm327Session(Session):
         self.forms = FormKeeper()
         self.headers = False
         self._header: int | None = None  # the request header set with ATSH, None = adapter default
+        self._cra: int | None = None  # the receive filter set with ATCRA, None = the chip's default
+        self._fc_header: int | None = None  # ATFCSH in use (ATFCSM1), None = the chip's own flow control
+        self._fc_stmin = 0  # STmin of our flow control frame (ms), raised after BUFFER FULL
+        self._fc_sent_stmin = -1
+        #: ATSH/ATCRA/ATFCSx commands sent to switch between ECUs (``status`` shows it)
+        self.switch_commands = 0
+        #: BUFFER FULL answers to long reads, and reads that still overflowed with the slowest flow control
+        self.buffer_full = 0
         # An OBD answer never takes longer than the ST time-out plus its bytes; a lost prompt
         # (truncated output) must not stall polling for the whole adapter time-out.
         self.request_timeout_s = min(timeout_s, REQUEST_TIMEOUT_S)
@@ -147,6 +156,8 @@ class Elm327Session(Session):
             self.info = LinkInfo(kind="elm327", baud=self.transport.baud)
             self.forms = FormKeeper()
             self._header = None
+            self._cra = None
+            self._fc_header = None
             self.headers = False
             try:
                 await self._reset()
@@ -254,6 +265,9 @@ class Elm327Session(Session):
     async def detect_protocol(self) -> str:
         """Select the protocol: the configured one, else search (starting from the remembered one)."""
         self._header = None
+        if self._cra is not None:
+            await self.at(cmd.can_receive_address(None))  # a filter left on would hide the search's answers
+            self._cra = None
         remembered = self.memory.protocol
         line = bringup.protocol_command(self.protocol_setting, remembered)
         await self.at(line, required=self.protocol_setting not in ("", "AUTO", "0"))
@@ -454,9 +468,76 @@ class Elm327Session(Session):
             return
         extended = is_extended(self.info.protocol)
         header = functional_id(extended) if ecu is None else request_id(ecu, extended)
+        await self._address(header, None, None, extended)
+
+    async def _address(self, header: int, cra: int | None, fc_header: int | None, extended: bool) -> None:
+        """Only the AT commands that change something: ATSH, ATCRA (receive filter), and the flow-control
+        header (ATFCSH + ATFCSD + ATFCSM1) for ECUs whose request id is not their answer's id − 8 (the chip's
+        own flow control goes there: ELM327 datasheet, "CAN flow control" / ATFCSM)."""
         if header != self._header:
             await self.at(cmd.set_header(header, extended=extended), required=True)
             self._header = header
+            self.switch_commands += 1
+        if cra != self._cra:
+            await self.at(cmd.can_receive_address(cra, extended=extended), required=True)
+            self._cra = cra
+            self.switch_commands += 1
+        if fc_header is None:
+            if self._fc_header is not None:
+                await self.at(cmd.at("FCSM0"), required=True)
+                self.switch_commands += 1
+                self._fc_header = None
+            return
+        if fc_header != self._fc_header or self._fc_sent_stmin != self._fc_stmin:
+            await self.at(cmd.flow_control_header(fc_header, extended=extended), required=True)
+            await self.at(cmd.flow_control_data(self._fc_stmin), required=True)
+            self.switch_commands += 2
+            if self._fc_header is None:
+                await self.at(cmd.at("FCSM1"), required=True)
+                self.switch_commands += 1
+            self._fc_header = fc_header
+            self._fc_sent_stmin = self._fc_stmin
+
+    async def read_raw(self, header: int, response: int, extended: bool, request: bytes) -> bytes:
+        """A physical 01/21/22 request to ``header``, answers only from ``response`` (ATCRA); headers stay
+        off (CAN auto-formatting reassembles the ISO-TP answer: ``03E`` then ``0:`` … ``F:`` ``0:`` lines).
+
+        BUFFER FULL (the chip's 512-byte buffer overran: the serial link is slower than the ECU's frames)
+        → the flow-control frame we make the chip send asks for a separation time (STmin 10 ms, then
+        30 ms), and the request is sent again; still overflowing, it is a ``BusError``. Response pending
+        (7F sid 78) with no answer yet: asked again, up to 3 times."""
+        if not self.info.is_can:
+            raise UnsupportedCommand("manufacturer-specific reads need a CAN protocol")
+        standard = (header + 8 == response) if not extended else (
+            (header & 0xFF) == ((response >> 8) & 0xFF) and ((header >> 8) & 0xFF) == (response & 0xFF))
+        pending_rounds = 0
+        while True:
+            fc = None if standard and not self._fc_stmin else header
+            await self._address(header, response, fc, extended)
+            answer = await self.exchange(cmd.obd(request[0], request[1:]), self.request_timeout_s)
+            self.requests += 1
+            if answer.kind is Kind.BUS_ERROR and "BUFFER" in answer.error.upper():
+                self.buffer_full += 1
+                self.line.count("buffer_full")
+                if self._fc_stmin >= 30:
+                    raise BusError("BUFFER FULL with 30 ms between frames: raise the serial rate (adapter.fast_baud)")
+                self._fc_stmin = 10 if not self._fc_stmin else 30
+                log.warning("BUFFER FULL on a long answer: asking the ECU for %d ms between frames", self._fc_stmin)
+                continue
+            raise_for(answer)
+            if answer.noise:
+                self.line.count("noise")
+                raise ParseError(f"noise in the answer: {answer.noise[0][:20]!r}")
+            messages = [(m.ecu, raw_message(m)) for m in self._parse(answer, self.headers)]
+            raw, pending = pick_answer(messages, request, response)
+            if raw is not None:
+                return raw
+            if pending and pending_rounds < 3:
+                pending_rounds += 1
+                self.line.count("response_pending")
+                await asyncio.sleep(0.05 * pending_rounds)
+                continue
+            raise NoDataError("no answer to the request" if not pending else "response pending, no answer came")
 
     def _parse(self, answer: Answer, headers: bool) -> list[ObdMessage]:
         if answer.kind is not Kind.DATA:

@@ -23,9 +23,41 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
-from gateway.errors import NoDataError, UnsupportedCommand
+from gateway.errors import NegativeResponse, NoDataError, UnsupportedCommand
 from gateway.obd.protocols import CAN_PROTOCOLS, protocol_name
-from gateway.obd.types import Reading
+from gateway.obd.types import ObdMessage, Reading
+
+#: ISO 14229-1 negative response code "requestCorrectlyReceived-ResponsePending": the answer follows later
+RESPONSE_PENDING = 0x78
+_PID_SERVICES = frozenset((0x01, 0x02, 0x05, 0x06, 0x08, 0x09))
+
+
+def raw_message(m: ObdMessage) -> bytes:
+    """An :class:`ObdMessage` as the bytes the ECU sent (response service byte first)."""
+    if m.service == 0x7F:
+        return b"\x7f" + m.payload
+    if m.pid is not None and m.service in _PID_SERVICES:
+        return bytes([m.service + 0x40, m.pid]) + m.payload
+    return bytes([m.service + 0x40]) + m.payload
+
+
+def pick_answer(messages: Sequence[tuple[int, bytes]], request: bytes, response: int) -> tuple[bytes | None, bool]:
+    """Sans-I/O: the positive answer to ``request`` among ``messages`` ((source id or 0, bytes)), and
+    whether the ECU said "response pending" (7F sid 78) without answering yet.
+
+    ``NegativeResponse`` for any other ``7F sid nrc`` from that ECU."""
+    pending = False
+    for source, raw in messages:
+        if source not in (0, response) or not raw:
+            continue
+        if raw[0] == request[0] + 0x40 and raw[1 : len(request)] == request[1:]:
+            return raw, False
+        if raw[0] == 0x7F and len(raw) >= 3 and raw[1] == request[0]:
+            if raw[2] == RESPONSE_PENDING:
+                pending = True
+                continue
+            raise NegativeResponse(raw[1], raw[2])
+    return None, pending
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -183,6 +215,14 @@ class Session(abc.ABC):
     async def query(self, service: int, data: Sequence[int] = (), ecu: int | None = None) -> list[Reading]:
         """One OBD request, functional unless ``ecu`` is given; readings from every ECU that answered.
         ``NoDataError`` when none did."""
+
+    async def read_raw(self, header: int, response: int, extended: bool, request: bytes) -> bytes:
+        """One physical request (service 01, 21 or 22) to the ECU at ``header``, answered from ``response``:
+        the whole positive response message (``62 01 01 …``, up to 4095 bytes).
+
+        ``NegativeResponse`` for ``7F sid nrc`` (response pending, 0x78, is waited for), ``NoDataError``
+        when nothing answered; a frame lost from a multi-frame answer is a ``ParseError`` (never a value)."""
+        raise UnsupportedCommand("this session cannot address an ECU by its own identifiers")
 
     async def read_voltage(self) -> float:
         """Battery voltage at the OBD port; ``UnsupportedCommand`` where the adapter cannot read it."""

@@ -20,9 +20,9 @@ from collections.abc import Callable, Sequence
 
 from gateway import obd
 from gateway.errors import AdapterError, NoDataError, ParseError, ProtocolNotFound
-from gateway.link.base import LinkInfo, RequestForm, Session
+from gateway.link.base import LinkInfo, RequestForm, Session, pick_answer
 from gateway.link.forms import FormKeeper, probe_order
-from gateway.link.isotp import IsoTpCollector, single_frame
+from gateway.link.isotp import IsoTpCollector, IsoTpReceiver, single_frame
 from gateway.obd.protocols import functional_id, is_response_id, protocol_name, request_id
 from gateway.obd.types import Reading
 from gateway.transport.can import CanTransport
@@ -30,14 +30,29 @@ from gateway.transport.can import CanTransport
 log = logging.getLogger("gateway.can")
 
 P2_S = 0.05  # ISO 15765-4 P2CAN: an ECU answers within 50 ms
+P2_STAR_S = 5.0  # ISO 14229-2 P2*server: after "response pending" (7F sid 78) the answer may take 5 s
+N_CR_S = 1.0  # ISO 15765-2 N_Cr: at most this between consecutive frames
 WAIT_S = 0.1  # how long to listen for answers to a request (P2 plus margin)
 
 
 class CanSession(Session):
     """OBD-II over raw CAN; the poller's session for ``can:`` ports."""
 
-    def __init__(self, transport: CanTransport, *, timeout_s: float = 5.0, wait_s: float = WAIT_S) -> None:
+    def __init__(
+        self,
+        transport: CanTransport,
+        *,
+        timeout_s: float = 5.0,
+        wait_s: float = WAIT_S,
+        block_size: int = 0,
+        stmin_ms: int = 0,
+    ) -> None:
         super().__init__()
+        #: our flow control for manufacturer-specific answers: frames per block (0 = all), gap between them
+        self.block_size = block_size
+        self.stmin_ms = stmin_ms
+        #: multi-frame answers dropped because a consecutive frame was lost (never decoded)
+        self.lost_frames = 0
         self.transport = transport
         self.timeout_s = timeout_s
         self.wait_s = wait_s
@@ -108,6 +123,44 @@ class CanSession(Session):
             if collector.frames:
                 self._latency.append(time.monotonic() - t0)
             return collector.frames
+
+    async def read_raw(self, header: int, response: int, extended: bool, request: bytes) -> bytes:
+        """A physical request to ``header``; the answer from ``response``, reassembled with our own flow
+        control (block size, STmin) up to 4095 bytes; response pending waits up to P2* (5 s)."""
+        async with self._lock:
+            self.transport.discard_pending()
+            t0 = time.monotonic()
+            self.transport.send(header, single_frame(request), extended)
+            self.requests += 1
+            rx = IsoTpReceiver(block_size=self.block_size, stmin_ms=self.stmin_ms)
+            deadline = t0 + max(self.wait_s, P2_S * 2)
+            while not rx.done:
+                frame = await self.transport.next_frame(deadline - time.monotonic())
+                if frame is None:
+                    break
+                arb_id, data, fext = frame
+                if fext != extended or arb_id != response:
+                    continue
+                fc = rx.feed(data)
+                if fc is not None:
+                    self.transport.send(header, fc, extended)
+                if rx.pending:
+                    rx.pending = False
+                    self._count("response_pending")
+                    deadline = time.monotonic() + P2_STAR_S
+                elif rx.in_progress:
+                    deadline = time.monotonic() + N_CR_S
+            if rx.lost or rx.in_progress:
+                self.lost_frames += 1
+                self._count("isotp_lost_frame")
+                raise ParseError(f"multi-frame answer from {response:X} lost a frame: dropped")
+            if rx.message is None:
+                raise NoDataError(f"NO DATA: {response:X} did not answer")
+            self._latency.append(time.monotonic() - t0)
+        raw, _ = pick_answer([(response, rx.message)], request, response)
+        if raw is None:
+            raise ParseError(f"{response:X} answered something else: {rx.message[:8].hex()}")
+        return raw
 
     async def _readings(self, payload: bytes, ecu: int | None = None) -> list[Reading]:
         frames = await self.request(payload, ecu)

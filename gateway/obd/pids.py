@@ -976,4 +976,7 @@ def markdown() -> str:
     out += [f"| {pid:02X} | `{name}` | {how} |" for pid, (name, how) in MODE09.items()]
     out += ["", "## DTC services", "", "| Service | Name |", "|---|---|"]
     out += [f"| {s:02X} | `{name}` |" for s, name in DTC_SERVICES.items()]
+    from gateway.obd.custom import profiles_markdown  # custom PIDs build on this module: import late
+
+    out += ["", profiles_markdown().rstrip("\n")]
     return "\n".join(out) + "\n"

@@ -61,6 +61,7 @@ Decoding
 
 from __future__ import annotations
 
+import math
 from binascii import a2b_hex as _a2b
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -69,7 +70,7 @@ from gateway.errors import ParseError
 from gateway.obd import pids as _pids
 from gateway.obd.types import ObdMessage, Reading, Value
 
-__all__ = ["ObdMessage", "ParseError", "Reading", "decode", "decode_can", "decode_many", "parse"]
+__all__ = ["ObdMessage", "ParseError", "Reading", "decode", "decode_can", "decode_many", "eval_formula", "parse"]
 
 _HEX = b"0123456789ABCDEFabcdef"
 _new = tuple.__new__  # Reading(...) without the generated __new__'s Python frame
@@ -572,3 +573,90 @@ def decode_can(frames: Sequence[Any]) -> list[Reading]:
     msgs = tp.finish()
     msgs.sort(key=_first)
     return _decode_messages(msgs, True)
+
+
+# --- user formulas (gateway.obd.formula compiles them; both builds evaluate the same program) --------
+_NAN = float("nan")
+_INT_LIMIT = 9007199254740992.0  # 2**53: beyond it a double no longer holds every integer
+
+
+def _as_int(v: float) -> int | None:
+    if math.isnan(v) or not -_INT_LIMIT < v < _INT_LIMIT:
+        return None
+    return int(v)
+
+
+def eval_formula(ops: tuple[int, ...], args: tuple[float, ...], data: bytes) -> float:
+    """Evaluate a compiled formula (postfix ``ops``/``args``) over the answer's data bytes.
+
+    A byte the answer lacks raises ``ParseError``; a division by zero or a bitwise operation on a value
+    that is not an integer below 2**53 gives NaN. Every step is one IEEE double operation, as in the
+    native build."""
+    if type(ops) is not tuple or type(args) is not tuple or len(ops) != len(args) or len(ops) > 1024:
+        raise ParseError("a formula program is two tuples of equal length")
+    raw = _as_bytes(data)
+    n = len(raw)
+    st: list[float] = []
+    for op, a in zip(ops, args, strict=True):
+        if op in (0, 1):
+            if len(st) >= 32:
+                raise ParseError("formula stack overflow")
+            if op == 0:
+                st.append(float(a))
+                continue
+            if not 0 <= a < n:
+                raise ParseError(f"the formula reads byte {a:g} of a {n}-byte answer")
+            st.append(float(raw[int(a)]))
+        elif op in (2, 7, 12, 15):
+            if not st:
+                raise ParseError("formula stack underflow")
+            v = st[-1]
+            if op == 7:
+                st[-1] = -v
+            elif op == 15:
+                st[-1] = abs(v)
+            else:
+                k = _as_int(v)
+                if op == 2:
+                    st[-1] = float((k >> int(a)) & 1) if k is not None and 0 <= a <= 52 else _NAN
+                elif k is not None and 1 <= a <= 52:
+                    bits = int(a)
+                    k &= (1 << bits) - 1
+                    st[-1] = float(k - (1 << bits) if k >> (bits - 1) else k)
+                else:
+                    st[-1] = _NAN
+        else:
+            if len(st) < 2:
+                raise ParseError("formula stack underflow")
+            y = st.pop()
+            x = st[-1]
+            if op == 3:
+                r = x + y
+            elif op == 4:
+                r = x - y
+            elif op == 5:
+                r = x * y
+            elif op == 6:
+                r = x / y if y != 0.0 else _NAN
+            elif op == 13:
+                r = y if y < x else x
+            elif op == 14:
+                r = y if y > x else x
+            elif op in (8, 9, 10, 11):
+                p, q = _as_int(x), _as_int(y)
+                if p is None or q is None or (op >= 10 and not 0 <= q < 53):
+                    r = _NAN
+                elif op == 8:
+                    r = float(p & q)
+                elif op == 9:
+                    r = float(p | q)
+                elif op == 10:
+                    r = float(p << q) if abs(p << q) < _INT_LIMIT else _NAN
+                else:
+                    r = float(p >> q)
+            else:
+                raise ParseError(f"unknown formula opcode {op!r}")
+            st[-1] = r
+    if len(st) != 1:
+        raise ParseError("a formula must leave one value")
+    return st[0]

@@ -49,8 +49,10 @@ from gateway.errors import (
 from gateway.link.base import DtcReport, Session
 from gateway.model import LinkState, Sample, now_ms
 from gateway.obd import pids as catalogue
+from gateway.obd.custom import VIRTUAL_BASE, CustomPid, profile_for_vin, shipped_profiles
 from gateway.obd.protocols import ENGINE_ECU
 from gateway.obd.types import Reading
+from gateway.poller.custom import CustomPids
 from gateway.poller.parked import ParkedPlan
 from gateway.poller.requests import Request, RequestQueue
 from gateway.scheduler import Batch, SchedulerPolicy
@@ -104,6 +106,8 @@ class Poller:
         publish: Callable[[Any], Awaitable[None]],
         allow_clear_dtc: bool = False,
         as_fast_as_possible: bool = False,
+        custom: Sequence[CustomPid] = (),
+        auto_profile: bool = False,
     ) -> None:
         self.adapter_cfg = adapter_cfg
         self.polling_cfg = polling_cfg
@@ -133,6 +137,10 @@ class Poller:
         self._batches = 0
         self._battery_at = -math.inf
         self._battery_ok = True  # False once the session cannot read it (raw CAN)
+        self.custom = CustomPids.of(custom)
+        #: pick a profile by the car's VIN when none was configured (and no custom PID either)
+        self.auto_profile = auto_profile and not custom
+        self.profile = ""
 
     # -- public API -------------------------------------------------------------------------------
     def set_plan(self, plan: Literal["driving", "parked"]) -> None:
@@ -215,6 +223,8 @@ class Poller:
             "abandoned_requests": self.requests.abandoned,
             "errors": dict(self.errors) | (dict(session.errors) if session is not None else {}),
             "adapter_info": info.as_dict() if info is not None else {},
+            "profile": self.profile,
+            "custom": self.custom.status(),
         }
 
     def pid_stats(self) -> list[dict[str, Any]]:
@@ -270,6 +280,13 @@ class Poller:
         await self._publish_link(force=True)
         with contextlib.suppress(GatewayError):
             self.vin = await session.read_vin()
+        if self.auto_profile and self.vin and not self.profile:
+            found = profile_for_vin(self.vin, shipped_profiles().values())
+            if found is not None:
+                log.info("VIN %s…: polling profile %s", self.vin[:5], found.name)
+                self.profile = found.name
+                self.custom = CustomPids.of(found.pids)
+                self._build_plan()
 
     def _session(self) -> Session:
         if self.session is None:
@@ -282,10 +299,11 @@ class Poller:
             self.policy.set_max_pids(ecu, info.max_pids(ecu))
         wanted = [int(p, 16) for p in self.polling_cfg.pids]
         # keep interest-only PIDs (asked on demand) in the plan too
-        extra = {e.pid for e in self.policy.entries.values() if not e.always}
+        extra = {e.pid for e in self.policy.entries.values() if not e.always and e.pid < VIRTUAL_BASE}
         self.policy.entries.clear()
         for pid in [*wanted, *sorted(extra - set(wanted))]:
             self._plan_pid(pid, always=pid in wanted)
+        self.custom.plan(self.policy, fast=self.as_fast_as_possible)
 
     def _plan_pid(self, pid: int, *, always: bool) -> int:
         supported = self._session().info.supported
@@ -326,6 +344,34 @@ class Poller:
             await asyncio.wait_for(self._wake.wait(), seconds)
 
     async def _poll_batch(self, batch: Batch) -> None:
+        custom = tuple(p for p in batch.pids if p >= VIRTUAL_BASE)
+        if custom:
+            await self._poll_custom(Batch(batch.ecu, custom))
+            batch = Batch(batch.ecu, tuple(p for p in batch.pids if p < VIRTUAL_BASE))
+            if not batch.pids:
+                return
+        await self._poll_mode01(batch)
+
+    async def _poll_custom(self, batch: Batch) -> None:
+        """User-defined PIDs (services 01/21/22 to their own ECU ids, :mod:`gateway.poller.custom`)."""
+        try:
+            samples, answered = await self.custom.read(self._session(), batch.pids, now_ms())
+        except (AdapterError, ParseError, TransportTimeout) as exc:
+            self.policy.record_failure(batch, time.monotonic())
+            await self._recover(exc)
+            return
+        finally:
+            for vpid in self.custom.unsupported():
+                entry = self.policy.entries.get((self.custom.pids[vpid].response, vpid))
+                if entry is not None:
+                    entry.supported = False
+        done = time.monotonic()
+        self.policy.record(batch, done, answered)
+        if samples:
+            self._last_answer = done
+        await self._emit(samples)
+
+    async def _poll_mode01(self, batch: Batch) -> None:
         session = self._session()
         try:
             readings = await session.read_pids(batch.ecu, batch.pids)

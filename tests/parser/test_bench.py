@@ -23,3 +23,6 @@ def test_bench_reports_json() -> None:
     for key in ("native_per_s", "python_per_s", "python_obd_per_s"):
         assert key in result
     assert result["python_per_s"] > 0 and result["python_obd_per_s"] > 0
+    # user formulas, both builds (issue 14)
+    assert result["formula_values_per_s"]["python"] > 0
+    assert "native" in result["formula_values_per_s"] and result["formula_lambda_per_s"] > 0
