@@ -6,9 +6,10 @@ seconds of the original disregarded (Automatic, "notification:hard_brake"/"hard_
 
 * the rate (:mod:`gateway.detectors.rate`: least-squares slope over ``rate_window_s``) crossing the
   threshold opens an episode; it grows while the rate stays beyond it and ends at the first sample
-  where it does not (or at a gap longer than ``max_gap_s``, a silent ECU, the trip's end). The sample
-  that ends it still belongs to it when the speed kept going the same way (an emergency stop reaching
-  0 km/h in its last, gentler second), so ``speed_to_kph`` is where the manoeuvre ended;
+  where it does not (or at a gap longer than ``max_gap_s``, a silent ECU, the trip's end). Samples
+  after that still belong to it while the speed keeps going the same way faster than half the threshold
+  (an emergency stop reaching 0 km/h in its last, gentler second), so ``speed_to_kph`` is where the
+  manoeuvre ended;
 * the payload carries the episode's **peak** ``g_force`` (Automatic's field) and signed
   ``rate_kmh_per_s``, ``speed_from_kph``/``speed_to_kph`` (before and after), ``start_time``,
   ``end_time``, ``duration_s`` and ``peak_time``; the event's ``date`` is when the threshold was crossed;
@@ -172,12 +173,14 @@ class HarshDetector:
                 ep.later = []
             self._grow(ep, now, v, est[0])
             return
-        if not ep.ended:
-            ep.ended = True
-            self.changed = True
-            if sign * (v - ep.after_kph) > 0:  # still going the same way, just less steeply
-                ep.end_ms, ep.after_kph = now, v
-                return
+        ep.ended = True
+        self.changed = True
+        dt = (now - ep.end_ms) / 1000.0
+        if not ep.later and dt > 0 and sign * (v - ep.after_kph) / dt > self.threshold[sign] / 2:
+            # still going the same way at more than half the threshold: the manoeuvre's tail (an emergency
+            # stop's last, gentler second to 0 km/h) belongs to it, as in the simulator's truth
+            ep.end_ms, ep.after_kph = now, v
+            return
         ep.later.append([now, v])
 
     def _open(self, sign: int, now: int, v: float, est: tuple[float, int, float], held_s: float) -> None:
