@@ -181,6 +181,9 @@ class DetectionConfig:
     min_trip_distance_m: float = 10.0
     # rate window: the speed change rate is taken against a sample at least this old (0: consecutive)
     rate_window_s: float = 0.8
+    # plausibility: harsher than this is a data fault, not driving (sources: gateway/detectors/plausibility.py)
+    max_brake_g: float = 1.2
+    max_accel_g: float = 0.8
     integrate_max_gap_s: float = 30.0
     mil_dtc_wait_s: float = 10.0
     state_save_interval_s: float = 10.0
@@ -191,6 +194,11 @@ class DetectionConfig:
         _positive("detection", "hard_brake_kmh_per_s", self.hard_brake_kmh_per_s)
         _positive("detection", "hard_accel_kmh_per_s", self.hard_accel_kmh_per_s)
         _positive("detection", "max_gap_s", self.max_gap_s)
+        for name, threshold in (("max_brake_g", self.hard_brake_kmh_per_s), ("max_accel_g", self.hard_accel_kmh_per_s)):
+            # the bound must lie above the event threshold, or no event could ever be reported
+            if getattr(self, name) * 9.80665 * 3.6 <= threshold:
+                raise ConfigError(f"detection.{name}: must be above the hard event threshold ({threshold} km/h/s "
+                                  f"= {threshold / 3.6 / 9.80665:.3f} g), got {getattr(self, name)}")
         _positive("detection", "integrate_max_gap_s", self.integrate_max_gap_s)
         _positive("detection", "state_save_interval_s", self.state_save_interval_s)
         _positive("detection", "stoich_afr", self.stoich_afr)

@@ -29,7 +29,7 @@ from typing import Any
 
 from gateway.config import DetectionConfig
 from gateway.detectors.base import IdFactory, uuid4_str
-from gateway.detectors.harsh import HardAccelDetector, HardBrakeDetector
+from gateway.detectors.harsh import HarshDetector
 from gateway.detectors.ignition import IgnitionDetector
 from gateway.detectors.mil import MilDetector
 from gateway.detectors.motion import MotionDetector
@@ -114,10 +114,10 @@ class DetectionEngine:
             self._trip_at_off = None
         elif off_before is None and self._trip is not None:
             self._trip_at_off = self._trip.copy()
-        for detector in (self.motion, self.hard_brake, self.hard_accel, self.speeding, self.mil):
+        for detector in (self.motion, self.harsh, self.speeding, self.mil):
             out.extend(self._stamp(detector.feed(item)))
         self._hold(out)
-        self._maybe_save(now, force=bool(out))
+        self._maybe_save(now, force=bool(out) or self._harsh_changed())
         return out
 
     def tick(self, now_ms: int) -> list[Output]:
@@ -126,8 +126,9 @@ class DetectionEngine:
         for ev in self.ignition.tick(now_ms):
             out.extend(self._ignition_off(ev))
         out.extend(self._stamp(self.mil.tick(now_ms)))
+        out.extend(self._stamp(self.harsh.tick(now_ms)))
         self._hold(out)
-        self._maybe_save(now_ms, force=bool(out))
+        self._maybe_save(now_ms, force=bool(out) or self._harsh_changed())
         return out
 
     # -- extensions ----------------------------------------------------------------------------------
@@ -188,14 +189,16 @@ class DetectionEngine:
         self.ignition = IgnitionDetector(
             confirm_s=cfg.ignition_off_confirm_s, charging_voltage_v=cfg.charging_voltage_v, new_id=new_id
         )
-        harsh: dict[str, Any] = {
-            "refractory_s": cfg.refractory_s,
-            "max_gap_s": cfg.max_gap_s,
-            "rate_window_s": cfg.rate_window_s,
-            "new_id": new_id,
-        }
-        self.hard_brake = HardBrakeDetector(threshold_kmh_per_s=cfg.hard_brake_kmh_per_s, **harsh)
-        self.hard_accel = HardAccelDetector(threshold_kmh_per_s=cfg.hard_accel_kmh_per_s, **harsh)
+        self.harsh = HarshDetector(
+            brake_kmh_per_s=cfg.hard_brake_kmh_per_s,
+            accel_kmh_per_s=cfg.hard_accel_kmh_per_s,
+            refractory_s=cfg.refractory_s,
+            max_gap_s=cfg.max_gap_s,
+            rate_window_s=cfg.rate_window_s,
+            max_brake_g=cfg.max_brake_g,
+            max_accel_g=cfg.max_accel_g,
+            new_id=new_id,
+        )
         self.speeding = SpeedingDetector(
             thresholds_mph=cfg.speeding_mph,
             rearm_mph=cfg.speeding_rearm_mph,
@@ -206,6 +209,11 @@ class DetectionEngine:
         self.mil = MilDetector(dtc_wait_s=cfg.mil_dtc_wait_s, new_id=new_id)
         self._trip = None
         self._trip_at_off = None
+
+    def _harsh_changed(self) -> bool:
+        """A harsh episode opened, grew or ended: save now, so that a SIGKILL cannot lose it."""
+        changed, self.harsh.changed = self.harsh.changed, False
+        return changed
 
     def _stamp(self, events: list[Event]) -> list[Output]:
         """Attach the open trip to events and count the driving ones in it."""
@@ -249,6 +257,7 @@ class DetectionEngine:
 
     def _ignition_off(self, ev: Event) -> list[Output]:
         out = self._stamp(self.speeding.flush())
+        out.extend(self._stamp(self.harsh.flush()))
         trip = self._trip_at_off or self._trip
         stop = ev.date_ms
         out.extend(self._stamp([ev]))
@@ -274,8 +283,7 @@ class DetectionEngine:
             "trip": self._trip.to_state() if self._trip else None,
             "trip_at_off": self._trip_at_off.to_state() if self._trip_at_off else None,
             "ignition": self.ignition.to_state(),
-            "hard_brake": self.hard_brake.to_state(),
-            "hard_accel": self.hard_accel.to_state(),
+            "harsh": self.harsh.to_state(),
             "speeding": self.speeding.to_state(),
             "motion": self.motion.to_state(),
             "mil": self.mil.to_state(),
@@ -317,8 +325,7 @@ class DetectionEngine:
             if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
                 raise ValueError(f"unknown state version {state.get('version') if isinstance(state, dict) else '?'}")
             self.ignition.load_state(state["ignition"])
-            self.hard_brake.load_state(state["hard_brake"])
-            self.hard_accel.load_state(state["hard_accel"])
+            self.harsh.load_state(state.get("harsh") or {})  # absent before episodes: nothing in flight
             self.speeding.load_state(state["speeding"])
             self.motion.load_state(state["motion"])
             self.mil.load_state(state["mil"])

@@ -314,9 +314,11 @@ def replay(
 
 
 def replay_file(path: str | Path, cfg: DetectionConfig | None = None, *, device_id: str = "replay") -> ReplayResult:
-    """Read and replay a recording."""
+    """Read and replay a recording; the events in time order (by ``date``, ties in emission order)."""
     rec = read_file(path)
     trips, events = replay(rec.items, cfg, device_id=device_id)
+    # in time order: an episode is sent when it ends, after events dated later than its start
+    events.sort(key=lambda e: e.date_ms)
     return ReplayResult(trips, events, rec.skipped)
 
 

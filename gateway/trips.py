@@ -54,6 +54,7 @@ class TripAccumulator:
     max_speed_kph: float = 0.0
     hard_brakes: int = 0
     hard_accels: int = 0
+    data_quality: int = 0  # DATA_QUALITY events (data faults, not driving; not in the scores)
     vehicle_events: list[dict[str, Any]] = field(default_factory=list)
     last: dict[str, list[float]] = field(default_factory=dict)  # name → [ts_ms, value]
     rpm: float | None = None
@@ -113,6 +114,8 @@ class TripAccumulator:
             self.vehicle_events.append(
                 {"type": "hard_accel", "created_at": event.date_ms, "g_force": event.payload.get("g_force")}
             )
+        elif event.type == "DATA_QUALITY":
+            self.data_quality += 1
         elif event.type == "SPEEDING":
             p = event.payload
             self.vehicle_events.append(
@@ -163,6 +166,7 @@ class TripAccumulator:
             "duration_s": round(duration_ms / 1000.0, 3),
             "hard_brakes": self.hard_brakes,
             "hard_accels": self.hard_accels,
+            "data_quality_events": self.data_quality,
             "idling_time_s": round(self.idle_s, 3),
             "fuel_volume_l": None if fuel is None else round(fuel, 4),
             "average_kmpl": round(distance_km / fuel, 3) if fuel else None,
@@ -199,6 +203,7 @@ class TripAccumulator:
             "max_speed_kph": self.max_speed_kph,
             "hard_brakes": self.hard_brakes,
             "hard_accels": self.hard_accels,
+            "data_quality": self.data_quality,
             "vehicle_events": [dict(e) for e in self.vehicle_events],
             "last": {k: list(v) for k, v in self.last.items()},
             "rpm": self.rpm,
@@ -225,6 +230,7 @@ class TripAccumulator:
             max_speed_kph=float(state.get("max_speed_kph", 0.0)),
             hard_brakes=int(state.get("hard_brakes", 0)),
             hard_accels=int(state.get("hard_accels", 0)),
+            data_quality=int(state.get("data_quality", 0)),
             vehicle_events=[dict(e) for e in state.get("vehicle_events", [])],
             last={str(k): [float(x) for x in v] for k, v in state.get("last", {}).items()},
             rpm=None if state.get("rpm") is None else float(state["rpm"]),

@@ -5,7 +5,7 @@ state JSON-able (``to_state``/``load_state``). :class:`gateway.detection.Detecti
 """
 
 from gateway.detectors.base import AUTOMATIC_TYPES, KMH_PER_MPH, Detector, make_event, time_above
-from gateway.detectors.harsh import HardAccelDetector, HardBrakeDetector
+from gateway.detectors.harsh import HarshDetector
 from gateway.detectors.ignition import IgnitionDetector
 from gateway.detectors.mil import MilDetector, parse_dtcs
 from gateway.detectors.motion import MotionDetector
@@ -15,8 +15,7 @@ __all__ = [
     "AUTOMATIC_TYPES",
     "KMH_PER_MPH",
     "Detector",
-    "HardAccelDetector",
-    "HardBrakeDetector",
+    "HarshDetector",
     "IgnitionDetector",
     "MilDetector",
     "MotionDetector",

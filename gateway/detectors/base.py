@@ -58,6 +58,8 @@ AUTOMATIC_TYPES: dict[str, str] = {
     "STOPPED": "vehicle:stopped",
     "MOVING": "vehicle:moving",
     "PARKED": "vehicle:parked",
+    # neither names data faults; ours, in each one's style (docs/events-and-trips.md)
+    "DATA_QUALITY": "gateway:data_quality",
 }
 
 

@@ -199,7 +199,8 @@ def test_unwritable_state_does_not_stop_detection(tmp_path: Path) -> None:
 
 def test_end_of_input_closes_the_open_trip() -> None:
     eng = engine()
-    run(eng, [s(0, "engine_rpm", 800), s(0, "speed", 0), s(1, "speed", 36), s(2, "speed", 36)])
-    out = eng.end_of_input(ms(2))
+    # (0 -> 36 km/h within 4 s: 0 -> 36 in one second would be 1.02 g, a data fault)
+    run(eng, [s(0, "engine_rpm", 800), s(0, "speed", 0), s(4, "speed", 36), s(5, "speed", 36)])
+    out = eng.end_of_input(ms(5))
     assert types(out) == ["IGNITION_OFF", "PARKED", "TRIP_FINISHED", "TRIP"]
-    assert out[0].payload == {"end_of_input": True} and out[-1].stop_ms == ms(2)
+    assert out[0].payload == {"end_of_input": True} and out[-1].stop_ms == ms(5)

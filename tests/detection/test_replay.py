@@ -159,9 +159,9 @@ def test_recorded_csv_replays_to_the_same_events_and_trips() -> None:
     assert [(e.type, e.date_ms) for e in events] == [
         ("IGNITION_ON", ms(1)),  # the ECU woke up
         ("MOVING", ms(4)),
-        ("HARD_ACCELERATION", ms(4)),  # +12 km/h in 1 s; the next +12 at 5-6 s fall in the 5 s refractory
-        ("HARD_BRAKE", ms(17)),  # 110 -> 98 km/h
+        ("HARD_ACCELERATION", ms(4)),  # one episode 0 -> 46 km/h (3-7 s), sent two samples after it ended
         ("SPEEDING", ms(14)),  # crossed 70 mph at 14 s, sent at 17 s when 98 km/h re-armed it
+        ("HARD_BRAKE", ms(17)),  # one episode 110 -> 73 km/h, crossed at 17 s, sent after it ended
         ("MIL_ON", ms(20)),  # lamp at 20 s, codes read at 21 s
         ("STOPPED", ms(37.5)),
         ("IGNITION_OFF", ms(37.5)),  # last running sample at 37.5 s (rpm 0 read at 40 s), confirmed 60 s later

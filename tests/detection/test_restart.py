@@ -105,3 +105,38 @@ def test_sigkill_mid_trip_then_restart_continues_the_trip(tmp_path: Path) -> Non
     (full,) = [x for x in run(items, None, None) if isinstance(x, TripRecord)]
     assert trip.summary["distance"] == pytest.approx(full.summary["distance"], abs=35.0)
     assert trip.start_ms == full.start_ms and trip.stop_ms == full.stop_ms
+
+
+def test_sigkill_during_a_hard_brake_loses_nothing(tmp_path: Path) -> None:
+    from gateway.replay import read_file
+
+    drive = Path(__file__).parent / "drives" / "emergency_stop.csv"
+    items = read_file(drive).items
+    probe = DetectionEngine(CFG, device_id="dev")
+    stop_after = next(i for i, item in enumerate(items) if (probe.feed(item) or True) and probe.harsh.episodes) + 2
+    assert probe.harsh.episodes  # still in flight two items later
+    state = tmp_path / "state.json"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    # periodic saves far apart: only the save at the episode's transitions can have kept it
+    script = CHILD.replace("state_save_interval_s=1.0", "state_save_interval_s=600.0")
+    assert script != CHILD
+    child = subprocess.Popen([sys.executable, "-c", script, str(drive), str(state), str(stop_after)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    assert child.stdout is not None
+    for line in child.stdout:
+        if line.startswith("TRIP "):
+            break
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=10)
+    child.stdout.close()
+    assert child.stdin is not None
+    child.stdin.close()
+    # the episode was saved when it opened and grew, not only every state_save_interval_s
+    assert json.loads(state.read_text())["harsh"]["episodes"]
+    eng = DetectionEngine(CFG, device_id="dev", state_path=state)
+    out = [o for item in items[stop_after + 1:] for o in eng.feed(item)]
+    whole = DetectionEngine(CFG, device_id="x")
+    full = [o for item in items for o in whole.feed(item)]
+    (got,) = [o for o in out if isinstance(o, Event) and o.type == "HARD_BRAKE"]
+    (want,) = [o for o in full if isinstance(o, Event) and o.type == "HARD_BRAKE"]
+    assert got.payload == want.payload and got.date_ms == want.date_ms
