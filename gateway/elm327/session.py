@@ -72,6 +72,8 @@ BRT_WINDOW = 0x28  # ATBRT 28: 200 ms to confirm a new baud rate (default 75 ms)
 class Elm327Session(Session):
     """One ELM327-family adapter over one transport. Not re-entrant: one exchange at a time."""
 
+    transport: Transport
+
     def __init__(
         self,
         transport: Transport,
@@ -110,23 +112,9 @@ class Elm327Session(Session):
 
     # -- the link ---------------------------------------------------------------------------------
     @property
-    def description(self) -> str:
-        """The transport's description."""
-        return self.transport.description
-
-    @property
     def heard(self) -> bool:
         """Whether any byte ever came back from the adapter (an ELM327 echoes ATZ at once)."""
         return self.line.heard
-
-    async def open(self) -> None:
-        """Open the transport."""
-        await self.transport.open()
-
-    async def close(self) -> None:
-        """Close the transport (never raises)."""
-        with contextlib.suppress(Exception):
-            await self.transport.close()
 
     @property
     def latency_ms(self) -> float:

@@ -21,7 +21,7 @@ import abc
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, Protocol, TypedDict
 
 from gateway.errors import NegativeResponse, NoDataError, UnsupportedCommand
 from gateway.obd.protocols import CAN_PROTOCOLS, protocol_name
@@ -142,8 +142,21 @@ class LinkInfo:
         }
 
 
+class Link(Protocol):
+    """What a session needs of its transport to open and close it (byte streams and CAN buses alike)."""
+
+    description: str
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class Session(abc.ABC):
     """One adapter session over one transport. Not re-entrant: one exchange at a time."""
+
+    #: the transport the session owns (a byte stream for the ELM327, a CAN bus for raw CAN)
+    transport: Link
 
     def __init__(self) -> None:
         self.info = LinkInfo()
@@ -159,17 +172,18 @@ class Session(abc.ABC):
         return True
 
     @property
-    @abc.abstractmethod
     def description(self) -> str:
-        """The port, for logs and errors (``serial:/dev/ttyUSB0@38400``)."""
+        """The port, for logs and errors (``serial:/dev/ttyUSB0@38400``, ``can:socketcan:can0``)."""
+        return self.transport.description
 
-    @abc.abstractmethod
     async def open(self) -> None:
         """Open the transport (TransportError when it cannot be)."""
+        await self.transport.open()
 
-    @abc.abstractmethod
     async def close(self) -> None:
-        """Close the transport; idempotent, never raises."""
+        """Close the transport; idempotent, never raises (a dying port must not hide why it died)."""
+        with contextlib.suppress(Exception):
+            await self.transport.close()
 
     @abc.abstractmethod
     async def initialize(self) -> LinkInfo:

@@ -38,6 +38,8 @@ WAIT_S = 0.1  # how long to listen for answers to a request (P2 plus margin)
 class CanSession(Session):
     """OBD-II over raw CAN; the poller's session for ``can:`` ports."""
 
+    transport: CanTransport
+
     def __init__(
         self,
         transport: CanTransport,
@@ -61,20 +63,6 @@ class CanSession(Session):
         self.extended = False
         self._latency: deque[float] = deque(maxlen=64)
         self._lock = asyncio.Lock()
-
-    @property
-    def description(self) -> str:
-        """``can:INTERFACE:CHANNEL``."""
-        return self.transport.description
-
-    async def open(self) -> None:
-        """Open the bus."""
-        await self.transport.open()
-
-    async def close(self) -> None:
-        """Shut the bus down (never raises)."""
-        with contextlib.suppress(Exception):
-            await self.transport.close()
 
     @property
     def latency_ms(self) -> float:
