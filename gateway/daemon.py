@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from gateway import __version__, config, secrets
 from gateway.bus import Bus, Subscription
-from gateway.errors import GatewayError, TransportError
+from gateway.errors import ConfigError, GatewayError, TransportError
 from gateway.model import Event, LinkState, Sample, TripRecord, now_ms
 from gateway.obd.custom import resolve
 
@@ -242,7 +242,14 @@ class Daemon:
         from gateway.store import Store
 
         secrets.check_config_secrets(self.cfg)  # a world-readable password file stops the start here
-        self.state_dir().mkdir(parents=True, exist_ok=True)
+        for warning in secrets.config_warnings(self.cfg):
+            log.warning("%s", warning)
+        try:
+            self.state_dir().mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a regular file in the way, a read-only parent: one line, exit 2
+            raise ConfigError(
+                f"device.state_dir: cannot use {self.state_dir()} as a directory: {exc.strerror or exc}"
+            ) from None
         adapter = self._adapter_cfg()
         self.poller = Poller(
             adapter,
@@ -395,6 +402,8 @@ class Daemon:
             tcp_port=self.cfg.diag.tcp_port,
             allow_clear_dtc=self.cfg.diag.allow_clear_dtc,
             max_clients=self.cfg.diag.max_clients,
+            max_tcp_clients=self.cfg.diag.max_tcp_clients,
+            idle_timeout_s=self.cfg.diag.idle_timeout_s,
         )
         # The socket first: a second daemon on the same box stops here, before touching the store.
         await self.diag.start()
@@ -567,8 +576,8 @@ class DaemonStatus:
         return self.d.bus.subscribe(name, maxsize=maxsize, kinds=kinds)
 
     def restart(self, component: str) -> dict[str, Any]:
-        """Restart one supervised component as if it had crashed."""
-        self.d.supervisor.kill(component, "restart requested on the diagnostic socket")
+        """Restart one supervised component (not counted as a failure; the store is refused)."""
+        self.d.supervisor.restart(component)
         return {"restarting": component}
 
 
