@@ -535,10 +535,10 @@ def _build_section(name: str, cls: type[Any], raw: Any) -> Any:
         pids_section.validate()
         return pids_section
     kwargs = {key: _coerce(f"{name}.{key}", hints[key], value) for key, value in raw.items()}
+    section = cls(**kwargs)
+    section.validate()  # the section's own messages first; then every number's range
     for key, value in kwargs.items():
         _check_range(f"{name}.{key}", value)
-    section = cls(**kwargs)
-    section.validate()
     return section
 
 

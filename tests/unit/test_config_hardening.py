@@ -73,9 +73,9 @@ def test_check_config_prints_effective_values_redacts_and_warns(tmp_path: Path) 
     pw.chmod(0o600)
     f = tmp_path / "c.toml"
     f.write_text(
-        '[mqtt]\nenabled = true\ntls = false\nusername = "box"\npassword_file = "%s"\n'
+        f'[mqtt]\nenabled = true\ntls = false\nusername = "box"\npassword_file = "{pw}"\n'
         '[https]\nenabled = true\nbase_url = "https://user:s3cr3tpw@api.example.com"\ntls_insecure_skip_verify = true\n'
-        "[store]\nmax_mb = 64\n" % pw
+        "[store]\nmax_mb = 64\n"
     )
     text = cli("check-config", str(f), cwd=tmp_path)
     assert text.returncode == 0, text.stderr
