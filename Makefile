@@ -1,25 +1,41 @@
 # The README's two commands: `make run` and `make test`. Every install step lives here.
+# `make run` installs the runtime set only (`pip install -e .`: what a Raspberry Pi needs); `make test`,
+# `make dev` (and lint, typecheck, bench) install the development tools on top (`.[dev]`), `make fuzz` atheris.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUNTIME := $(VENV)/.runtime
 CONFIG ?= gateway.sim.toml
 
-.PHONY: run test lint typecheck pytest pytest-native pytest-python mosquitto bench fuzz verify-systemd clean
+.PHONY: run dev test lint typecheck pytest pytest-native pytest-python mosquitto bench fuzz verify-systemd clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # Editable install: compiles native/*.pyx in place (a failed compile stops here, loudly).
+# The runtime set: no compiler-only extras (no atheris, no type stubs), so it installs on the target box.
+$(RUNTIME): $(BIN)/python pyproject.toml setup.py $(wildcard native/*.pyx native/*.pxd)
+	@if [ -f $(STAMP) ] && [ $(STAMP) -nt pyproject.toml ] && [ $(STAMP) -nt setup.py ]; then touch $(RUNTIME); exit 0; fi; \
+	echo "installing obd-gateway (runtime dependencies only) into $(VENV) (log: $(VENV)/install.log)"; \
+	$(BIN)/python -m pip install -e . > $(VENV)/install.log 2>&1 || { tail -40 $(VENV)/install.log; echo "install failed: see $(VENV)/install.log" >&2; exit 1; }; \
+	$(BIN)/python -c "from gateway.obd import PARSER_BUILD as b; print('parser build:', b)"; \
+	touch $(RUNTIME)
+
+# The development set on top: pytest, ruff, mypy, the reference clients the tests use.
 $(STAMP): $(BIN)/python pyproject.toml setup.py $(wildcard native/*.pyx native/*.pxd)
 	@echo "installing obd-gateway and its dev dependencies into $(VENV) (log: $(VENV)/install.log)"
 	@$(BIN)/python -m pip install -e '.[dev]' > $(VENV)/install.log 2>&1 || { tail -40 $(VENV)/install.log; echo "install failed: see $(VENV)/install.log" >&2; exit 1; }
 	@$(BIN)/python -c "from gateway.obd import PARSER_BUILD as b; print('parser build:', b)"
-	@touch $(STAMP)
+	@touch $(STAMP) $(RUNTIME)
 
-run: $(STAMP)
-	mkdir -p var
+dev: $(STAMP)
+
+run: $(RUNTIME)
+	@mkdir -p var
+	@echo "obd-gateway: the daemon runs against the simulated car; Ctrl-C stops it. In another terminal:"
+	@echo "    $(BIN)/obd-gateway status --config $(CONFIG)      (also: watch, values, pids, dtc, trips)"
 	$(BIN)/obd-gateway run --sim --config $(CONFIG)
 
 mosquitto:
@@ -59,6 +75,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/store.py
 
 fuzz: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,fuzz]'
 	$(BIN)/python tests/fuzz/fuzz_parser.py -max_total_time=3600
 
 clean:

@@ -9,6 +9,7 @@ value checks live in the section's ``validate()``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -24,6 +25,74 @@ SYSTEM_CONFIG_PATH = Path("/etc/obd-gateway/config.toml")
 
 def _is_hex_pid(pid: str) -> bool:
     return len(pid) == 2 and all(c in "0123456789ABCDEFabcdef" for c in pid)
+
+
+#: Every number a configuration may hold, with its sane range (inclusive). A value outside it is one
+#: ConfigError line; NaN and infinities never pass (``commit_interval_s = inf`` would never commit).
+#: Lists and tables of numbers (``speeding_mph``, ``polling.rates``) apply the range to each item.
+#: A new numeric setting gets its range here (tests/unit/test_config_ranges.py checks that every one has one).
+RANGES: dict[str, tuple[float, float]] = {
+    "adapter.baud": (9600, 2_000_000),
+    "adapter.timeout_s": (0.05, 120.0),
+    "adapter.fast_baud": (0, 500_000),
+    "adapter.reconnect_max_s": (0.1, 3600.0),
+    "polling.rates": (0.001, 100.0),  # at least once in ~17 min, at most 100 Hz
+    "polling.priorities": (-8, 8),
+    "polling.idle_unrequested_s": (1.0, 86_400.0),
+    "polling.parked_interval_s": (0.1, 3600.0),
+    "polling.parked_min_battery_v": (0.0, 16.0),
+    "detection.hard_brake_kmh_per_s": (0.1, 100.0),
+    "detection.hard_accel_kmh_per_s": (0.1, 100.0),
+    "detection.refractory_s": (0.0, 3600.0),
+    "detection.max_gap_s": (0.01, 600.0),
+    "detection.speeding_mph": (1.0, 300.0),
+    "detection.speeding_rearm_mph": (0.0, 100.0),
+    "detection.ignition_off_confirm_s": (0.0, 3600.0),
+    "detection.charging_voltage_v": (8.0, 16.0),
+    "detection.min_trip_distance_m": (0.0, 100_000.0),
+    "detection.rate_window_s": (0.0, 600.0),
+    "detection.max_brake_g": (0.01, 10.0),
+    "detection.max_accel_g": (0.01, 10.0),
+    "detection.integrate_max_gap_s": (0.1, 3600.0),
+    "detection.mil_dtc_wait_s": (0.0, 3600.0),
+    "detection.state_save_interval_s": (0.1, 3600.0),
+    "detection.stoich_afr": (1.0, 100.0),
+    "detection.fuel_density_g_per_l": (100.0, 2000.0),
+    "store.max_mb": (0.1, 1_000_000.0),
+    "store.commit_interval_s": (0.01, 60.0),
+    "store.batch_samples": (1, 100_000),
+    "store.checkpoint_interval_s": (1.0, 86_400.0),
+    "store.dead_letter_after": (1, 1000),
+    "mqtt.port": (1, 65535),
+    "mqtt.batch_samples": (1, 100_000),
+    "https.batch_samples": (1, 100_000),
+    "https.timeout_s": (0.1, 600.0),
+    "diag.tcp_port": (0, 65535),
+    "diag.max_clients": (1, 1024),
+    "diag.max_tcp_clients": (0, 64),
+    "diag.idle_timeout_s": (1.0, 86_400.0),
+}
+
+
+def _check_range(key: str, value: Any) -> None:
+    """ConfigError unless every number in ``value`` is finite and inside ``RANGES[key]``."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, list):
+        for item in value:
+            _check_range(key, item)
+        return
+    if isinstance(value, dict):
+        for item in value.values():
+            _check_range(key, item)
+        return
+    if not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number (got {value})")
+    bounds = RANGES.get(key)
+    if bounds is not None and not bounds[0] <= value <= bounds[1]:
+        raise ConfigError(f"{key}: must be between {bounds[0]:g} and {bounds[1]:g} (got {value:g})")
 
 
 def _positive(section: str, name: str, value: float) -> None:
@@ -317,7 +386,11 @@ class DiagConfig:
     group: str = ""
     tcp_port: int = 0
     allow_clear_dtc: bool = False
+    # Unix socket clients; TCP clients have their own budget, so they can never lock a technician out
     max_clients: int = 32
+    max_tcp_clients: int = 4
+    # a client that sends nothing for this long (and has no subscription) is disconnected
+    idle_timeout_s: float = 300.0
 
     def validate(self) -> None:
         if not 0 <= self.tcp_port < 65536:
@@ -463,7 +536,9 @@ def _build_section(name: str, cls: type[Any], raw: Any) -> Any:
         return pids_section
     kwargs = {key: _coerce(f"{name}.{key}", hints[key], value) for key, value in raw.items()}
     section = cls(**kwargs)
-    section.validate()
+    section.validate()  # the section's own messages first; then every number's range
+    for key, value in kwargs.items():
+        _check_range(f"{name}.{key}", value)
     return section
 
 

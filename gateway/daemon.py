@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from gateway import __version__, config, secrets
 from gateway.bus import Bus, Subscription
-from gateway.errors import GatewayError, TransportError
+from gateway.errors import ConfigError, GatewayError, TransportError
 from gateway.model import Event, LinkState, Sample, TripRecord, now_ms
 from gateway.obd.custom import resolve
 
@@ -139,7 +139,11 @@ class SimProcess:
 
 
 class ConsolePrinter:
-    """Live values and events on the terminal for ``run --sim`` (a technician's first look)."""
+    """Live values and events on the terminal for ``run --sim`` (a technician's first look).
+
+    Values older than ``stale_s`` are not printed as live: with the ignition off the line says how old
+    the last value is, once, instead of repeating old figures. Events and trips are human lines.
+    """
 
     NAMES = (
         ("engine_rpm", "rpm", "{:.0f}"),
@@ -150,11 +154,15 @@ class ConsolePrinter:
         ("battery_voltage", "V", "{:.1f}"),
     )
 
-    def __init__(self, sub: Subscription, out: TextIO = sys.stdout, interval_s: float = 1.0) -> None:
+    def __init__(
+        self, sub: Subscription, out: TextIO = sys.stdout, interval_s: float = 1.0, stale_s: float = 5.0
+    ) -> None:
         self.sub = sub
         self.out = out
         self.interval_s = interval_s
-        self.latest: dict[str, Any] = {}
+        self.stale_s = stale_s
+        self.latest: dict[str, tuple[Any, float]] = {}  # name → (value, time.monotonic() it arrived)
+        self._said_stale = False
 
     async def run(self) -> None:
         """Print a line of the latest values every interval and each event as it happens."""
@@ -165,34 +173,83 @@ class ConsolePrinter:
                 item = await asyncio.wait_for(self.sub.get(), timeout)
             except TimeoutError:
                 item = None
-            if isinstance(item, Sample):
-                self.latest[item.name] = item.value
-            elif isinstance(item, Event):
-                self._print(f"EVENT {item.automatic_type} {_short(item.payload)}")
-            elif isinstance(item, TripRecord):
-                trip = item.to_dict()
-                distance, duration = trip.get("distance", 0), trip.get("duration", 0) / 1000
-                self._print(f"TRIP {item.id} distance={distance:.0f} m duration={duration:.0f} s")
+            self.take(item)
             if time.monotonic() >= next_line:
                 next_line = time.monotonic() + self.interval_s
-                if self.latest:
-                    self._print(self._values_line())
+                line = self.values_line(time.monotonic())
+                if line:
+                    self._print(line)
 
-    def _values_line(self) -> str:
+    def take(self, item: Any) -> None:
+        """One bus item: remember a value, print an event or a finished trip."""
+        if isinstance(item, Sample):
+            self.latest[item.name] = (item.value, time.monotonic())
+        elif isinstance(item, Event):
+            self._print(describe_event(item))
+        elif isinstance(item, TripRecord):
+            self._print(describe_trip(item))
+
+    def values_line(self, now: float) -> str | None:
+        """The fresh values; a one-off note when there are none (ignition off); None: print nothing."""
         parts = []
+        newest = None
         for name, unit, fmt in self.NAMES:
-            value = self.latest.get(name)
-            if isinstance(value, (int, float)):
+            value, at = self.latest.get(name, (None, None))
+            if at is not None:
+                newest = at if newest is None else max(newest, at)
+            if isinstance(value, (int, float)) and at is not None and now - at <= self.stale_s:
                 parts.append(f"{fmt.format(value)} {unit}")
-        return "values: " + "  ".join(parts)
+        if parts:
+            self._said_stale = False
+            return "values: " + "  ".join(parts)
+        if newest is None or self._said_stale:
+            return None
+        self._said_stale = True
+        return f"values: none fresh (the last arrived {now - newest:.0f} s ago: ignition off or car not answering)"
 
     def _print(self, line: str) -> None:
         print(time.strftime("%H:%M:%S ") + line, file=self.out, flush=True)
 
 
-def _short(payload: dict[str, Any]) -> str:
-    keep = {k: v for k, v in payload.items() if not isinstance(v, (dict, list)) or k == "dtcs"}
-    return " ".join(f"{k}={v}" for k, v in keep.items())
+def _num(value: Any, fmt: str = "{:.0f}") -> str:
+    return fmt.format(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"
+
+
+def describe_event(ev: Event) -> str:
+    """An event as a line a person reads (``check-engine light ON: P0301, P0420``), not a Python repr."""
+    p = ev.payload
+    if ev.type in ("HARD_BRAKE", "HARD_ACCELERATION"):
+        what = "hard brake" if ev.type == "HARD_BRAKE" else "hard acceleration"
+        return (f"EVENT {what}: {_num(p.get('speed_from_kph'))} -> {_num(p.get('speed_to_kph'))} km/h, "
+                f"{_num(p.get('g_force'), '{:.2f}')} g")
+    if ev.type == "SPEEDING":
+        return (f"EVENT speeding: up to {_num(p.get('speed_mph'))} mph over the {_num(p.get('threshold_mph'))} mph "
+                f"threshold for {_num(p.get('duration_s'))} s")
+    if ev.type in ("MIL_ON", "MIL_OFF"):
+        codes = [d.get("code", "?") if isinstance(d, dict) else str(d) for d in p.get("dtcs") or []]
+        state = "ON" if ev.type == "MIL_ON" else "off"
+        extra = " (codes cleared by the technician)" if p.get("user_cleared") else ""
+        return f"EVENT check-engine light {state}: {', '.join(codes) or 'no codes'}{extra}"
+    label = ev.automatic_type.split(":")[-1].replace("_", " ")
+    scalars = [f"{k.replace('_', ' ')} {v}" for k, v in p.items()
+               if isinstance(v, (int, float, str)) and not isinstance(v, bool) and k not in ("trip", "id")]
+    return f"EVENT {ev.automatic_type.split(':')[0]} {label}" + (f": {', '.join(scalars[:4])}" if scalars else "")
+
+
+def describe_trip(trip: TripRecord) -> str:
+    """The ``trip:finished`` summary line: distance, duration, events, idling, fuel."""
+    s = trip.to_dict()
+    minutes = (s.get("duration") or 0) / 60000
+    km = (s.get("distance") or 0) / 1000
+    parts = [f"{km:.2f} km in {minutes:.0f} min"]
+    parts.append(f"{s.get('hard_brakes', 0)} hard brake(s), {s.get('hard_accels', 0)} hard acceleration(s)")
+    if isinstance(s.get("max_speed_kph"), (int, float)):
+        parts.append(f"top speed {s['max_speed_kph']:.0f} km/h")
+    if isinstance(s.get("idling_time_s"), (int, float)):
+        parts.append(f"idle {s['idling_time_s']:.0f} s")
+    if isinstance(s.get("fuel_volume_l"), (int, float)):
+        parts.append(f"fuel {s['fuel_volume_l']:.2f} L")
+    return f"TRIP finished {trip.id}: " + ", ".join(parts)
 
 
 class Daemon:
@@ -242,7 +299,14 @@ class Daemon:
         from gateway.store import Store
 
         secrets.check_config_secrets(self.cfg)  # a world-readable password file stops the start here
-        self.state_dir().mkdir(parents=True, exist_ok=True)
+        for warning in secrets.config_warnings(self.cfg):
+            log.warning("%s", warning)
+        try:
+            self.state_dir().mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a regular file in the way, a read-only parent: one line, exit 2
+            raise ConfigError(
+                f"device.state_dir: cannot use {self.state_dir()} as a directory: {exc.strerror or exc}"
+            ) from None
         adapter = self._adapter_cfg()
         self.poller = Poller(
             adapter,
@@ -395,6 +459,8 @@ class Daemon:
             tcp_port=self.cfg.diag.tcp_port,
             allow_clear_dtc=self.cfg.diag.allow_clear_dtc,
             max_clients=self.cfg.diag.max_clients,
+            max_tcp_clients=self.cfg.diag.max_tcp_clients,
+            idle_timeout_s=self.cfg.diag.idle_timeout_s,
         )
         # The socket first: a second daemon on the same box stops here, before touching the store.
         await self.diag.start()
@@ -567,8 +633,8 @@ class DaemonStatus:
         return self.d.bus.subscribe(name, maxsize=maxsize, kinds=kinds)
 
     def restart(self, component: str) -> dict[str, Any]:
-        """Restart one supervised component as if it had crashed."""
-        self.d.supervisor.kill(component, "restart requested on the diagnostic socket")
+        """Restart one supervised component (not counted as a failure; the store is refused)."""
+        self.d.supervisor.restart(component)
         return {"restarting": component}
 
 

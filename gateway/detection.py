@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from gateway.common.ratelog import RateLimitedLog
 from gateway.config import DetectionConfig
 from gateway.detectors.base import IdFactory, uuid4_str
 from gateway.detectors.harsh import HarshDetector
@@ -73,6 +74,8 @@ class DetectionEngine:
         self._unconfirmed: list[Output] = []
         self.unconfirmed_dropped = 0
         self._drop_warned = False
+        # a full or read-only disk fails the save at every sample: one line, then a count
+        self._errors = RateLimitedLog(log)
         if state_path is not None:
             self._load(state_path)
 
@@ -306,8 +309,9 @@ class DetectionEngine:
             _atomic_write_json(self.state_path, self._state())
         except OSError as exc:
             # Detection must go on with a full or read-only disk; the next save tries again.
-            log.warning("cannot save detection state to %s: %s", self.state_path, exc)
+            self._errors.warning("save", "cannot save detection state to %s: %s", self.state_path, exc)
             return
+        self._errors.clear("save")
         self._dirty = False
         if now_ms is not None:
             self._last_save_ms = now_ms

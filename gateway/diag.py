@@ -58,11 +58,15 @@ from gateway.common.diagwire import (
     decode,
     encode,
 )
+from gateway.common.ratelog import RateLimitedLog
 from gateway.errors import ConfigError, ForbiddenRequest, GatewayError
 from gateway.model import Event, LinkState, Sample, TripRecord, now_ms
 from gateway.secrets import redact, redact_text
 
 log = logging.getLogger("gateway.diag")
+#: client trouble (stuck readers, failing requests) is logged once, then counted: a hostile local user
+#: must not be able to fill the journal
+_errors = RateLimitedLog(log)
 
 _DROP_REPORT_RETRY_S = 0.2
 _MAX_UNIX_PATH = 107  # sun_path is 108 bytes including the terminating NUL
@@ -211,6 +215,9 @@ class _Client:
         self.writer_task: asyncio.Task[None] | None = None
         self.closing = False
         self.kinds: frozenset[str] = frozenset(STREAM_KINDS)
+        #: came over the loopback TCP listener (any local user can reach that one)
+        self.tcp = isinstance(writer.get_extra_info("peername"), tuple)
+        self.logged_internal = False  # at most one log line per client for failing requests
 
     # -- output ----------------------------------------------------------------------------------
     def send(self, obj: dict[str, Any]) -> None:
@@ -221,7 +228,7 @@ class _Client:
             self.out.put_nowait(encode(obj))
         except asyncio.QueueFull:
             self.server.disconnected_stuck += 1
-            log.warning("diagnostic client not reading (output queue full); disconnecting it")
+            _errors.warning("stuck", "diagnostic client not reading (output queue full); disconnecting it")
             self.abort()
 
     def send_stream(self, kind: str, data: Any) -> None:
@@ -246,8 +253,8 @@ class _Client:
                     await asyncio.wait_for(self.writer.drain(), self.server.write_timeout_s)
                 except TimeoutError:
                     self.server.disconnected_stuck += 1
-                    log.warning("diagnostic client did not read for %.0f s; disconnecting it",
-                                self.server.write_timeout_s)
+                    _errors.warning("slow", "diagnostic client did not read for %.0f s; disconnecting it",
+                                    self.server.write_timeout_s)
                     self.abort()
                     return
         except (ConnectionError, OSError):
@@ -300,8 +307,15 @@ class _Client:
         buf = bytearray()
         discarding = False
         limit = self.server.max_line
+        idle = self.server.idle_timeout_s
         while not self.closing:
-            chunk = await self.reader.read(65536)
+            try:
+                # a subscriber may legitimately stay silent; anyone else holding a slot must ask something
+                chunk = await asyncio.wait_for(self.reader.read(65536), None if self.feed is not None else idle)
+            except TimeoutError:
+                self.server.disconnected_idle += 1
+                self.send(_error(None, None, "idle", f"no request for {idle:.0f} s; closing the connection"))
+                return
             if not chunk:
                 return
             buf += chunk
@@ -330,7 +344,19 @@ class _Client:
 
 def _over_tcp(client: _Client) -> bool:
     """Whether the client came over the loopback TCP listener (any local user can reach that one)."""
-    return isinstance(client.writer.get_extra_info("peername"), tuple)
+    return client.tcp
+
+
+def _mask_vin(obj: Any) -> Any:
+    """``obj`` with every ``vin`` value masked but its last 4 characters (for clients over TCP)."""
+    if isinstance(obj, dict):
+        return {
+            k: ("*" * (len(v) - 4) + v[-4:] if k == "vin" and isinstance(v, str) and v else _mask_vin(v))
+            for k, v in obj.items()
+        }
+    if isinstance(obj, list):
+        return [_mask_vin(v) for v in obj]
+    return obj
 
 
 def _error(req_id: Any, cmd: Any, code: str, message: str) -> dict[str, Any]:
@@ -349,6 +375,8 @@ class DiagServer:
         tcp_port: int = 0,
         allow_clear_dtc: bool = False,
         max_clients: int = 32,
+        max_tcp_clients: int = 4,
+        idle_timeout_s: float = 300.0,
         max_line: int = MAX_LINE,
         queue_size: int = 1000,
         write_timeout_s: float = 30.0,
@@ -361,6 +389,8 @@ class DiagServer:
         self.tcp_port = tcp_port
         self.allow_clear_dtc = allow_clear_dtc
         self.max_clients = max_clients
+        self.max_tcp_clients = max_tcp_clients
+        self.idle_timeout_s = idle_timeout_s
         self.max_line = max_line
         self.queue_size = queue_size
         self.write_timeout_s = write_timeout_s
@@ -375,6 +405,7 @@ class DiagServer:
         self.dropped = 0
         self.refused_busy = 0
         self.disconnected_stuck = 0
+        self.disconnected_idle = 0
         self.connections = 0
         self._handlers: dict[str, Callable[[_Client, dict[str, Any]], Awaitable[Any]]] = {
             "ping": self._ping,
@@ -484,13 +515,16 @@ class DiagServer:
             "socket": str(self.socket_path),
             "tcp": f"{self.tcp_address[0]}:{self.tcp_address[1]}" if self.tcp_address else None,
             "clients": len(self._clients),
+            "tcp_clients": sum(1 for c in self._clients if c.tcp),
             "max_clients": self.max_clients,
+            "max_tcp_clients": self.max_tcp_clients,
             "connections": self.connections,
             "requests": self.requests,
             "errors": self.errors,
             "stream_dropped": self.dropped,
             "refused_busy": self.refused_busy,
             "disconnected_stuck": self.disconnected_stuck,
+            "disconnected_idle": self.disconnected_idle,
             "allow_clear_dtc": self.allow_clear_dtc,
         }
 
@@ -502,9 +536,14 @@ class DiagServer:
         self.connections += 1
         client = _Client(self, reader, writer)
         try:
-            if len(self._clients) >= self.max_clients:
+            # Separate budgets: TCP clients (any local user) can never take a Unix socket slot, so the
+            # technician in the socket's group always gets in.
+            same_kind = sum(1 for c in self._clients if c.tcp == client.tcp)
+            limit = self.max_tcp_clients if client.tcp else self.max_clients
+            if same_kind >= limit:
                 self.refused_busy += 1
-                writer.write(encode(_error(None, None, "busy", f"too many clients (max {self.max_clients})")))
+                what = "TCP clients" if client.tcp else "clients on the Unix socket"
+                writer.write(encode(_error(None, None, "busy", f"too many {what} (max {limit})")))
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(writer.drain(), 1.0)
                 return
@@ -568,9 +607,13 @@ class DiagServer:
             self.errors += 1
             client.send(_error(req_id, cmd, "failed", redact_text(str(exc))))
         except Exception as exc:
-            # A bug in a status source must not take the socket down; the log keeps the details.
+            # A bug in a status source must not take the socket down; the log keeps the details, once
+            # per client (a client repeating the request must not fill the journal).
             self.errors += 1
-            log.exception("diagnostic request %r failed", cmd)
+            if not client.logged_internal:
+                client.logged_internal = True
+                if _errors.error("internal", "diagnostic request %r failed: %s", cmd, redact_text(repr(exc))):
+                    log.debug("diagnostic request %r traceback", cmd, exc_info=exc)
             client.send(_error(req_id, cmd, "internal", redact_text(f"{type(exc).__name__}: {exc}")))
 
     # -- commands --------------------------------------------------------------------------------
@@ -583,7 +626,8 @@ class DiagServer:
     async def _status(self, client: _Client, req: dict[str, Any]) -> Any:
         data = dict(self.source.status())
         data["diag"] = self.stats()
-        return redact(data)
+        # the Unix socket is limited to its group; TCP is open to every local user: no VIN there
+        return _mask_vin(redact(data)) if _over_tcp(client) else redact(data)
 
     async def _values(self, client: _Client, req: dict[str, Any]) -> Any:
         return self.source.values()

@@ -125,16 +125,24 @@ def _parse_value(name: str, value: Any) -> Scalar | tuple[str, ...]:
     return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
 
 
+#: Dates a recording may carry: 1970-01-01 up to 9999-12-31 23:59:59.999 UTC (what a datetime can print).
+MAX_DATE_MS = 253_402_300_799_999
+
+
 def _parse_date(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError(f"date: not a timestamp in ms: {value!r}")
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
-    raise ValueError(f"date: not a timestamp in ms: {value!r}")
+        ms = value
+    elif isinstance(value, float) and value.is_integer():
+        ms = int(value)
+    elif isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value.strip()) <= 20:
+        ms = int(value.strip())
+    else:
+        raise ValueError(f"date: not a timestamp in ms: {value!r}")
+    if not 0 <= ms <= MAX_DATE_MS:
+        raise ValueError(f"date: {value!r} ms is outside 1970-01-01 .. 9999-12-31")
+    return ms
 
 
 def _row_items(date: int, fields: Iterable[tuple[str, Any]]) -> list[Sample | LinkState]:
@@ -255,6 +263,8 @@ def read_file(path: str | Path) -> Recording:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ParseError(f"{p}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+        except RecursionError:
+            raise ParseError(f"{p}: not a recording: JSON nested too deeply") from None
         return read_json(data, str(p))
     return read_csv(io.StringIO(text, newline=""), str(p))
 

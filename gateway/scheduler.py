@@ -14,9 +14,16 @@ tested with plain numbers:
 * ``NO DATA`` streaks back a PID off exponentially; an answer resets the streak;
 * a PID that no consumer asked for within ``idle_unrequested_s`` is not polled (``always`` PIDs —
   the daemon's configured set — count as asked for all the time), as the reference adapter does;
-* the achieved rate per PID is measured over a sliding window.
+* the achieved rate per PID is measured over a sliding window;
+* on-demand work (``query`` and other requests a caller waits for, and PIDs polled only because someone
+  asked: ``always=False``) gets a bounded share of the link: while a configured PID is due, at most
+  ``on_demand_share`` of the last ``share_window`` requests carry it (:meth:`SchedulerPolicy.on_demand_allowed`),
+  and at most ``max_on_demand`` asked-for PIDs are kept (the least recently asked one is dropped), so a
+  client querying all 256 PIDs in a loop cannot take the configured PIDs' rates. With the link idle,
+  on-demand work goes at once.
 
-On-demand requests do not pass through the policy: the loop serves them before asking for a batch.
+The loop asks :meth:`SchedulerPolicy.on_demand_allowed` before serving a waiting request and reports it
+with :meth:`SchedulerPolicy.note_request`; :meth:`SchedulerPolicy.next_batch` counts the batches it hands out.
 """
 
 from __future__ import annotations
@@ -82,7 +89,13 @@ class SchedulerPolicy:
         backoff_max_s: float = 60.0,
         piggyback: float = 0.7,
         max_pids: int = MAX_PIDS_PER_REQUEST,
+        on_demand_share: float = 0.2,
+        share_window: int = 20,
+        max_on_demand: int = 8,
+        idle_guard_s: float = 0.1,
     ) -> None:
+        if not 0 < on_demand_share <= 1 or share_window < 1 or max_on_demand < 0:
+            raise ValueError("need 0 < on_demand_share <= 1, share_window >= 1, max_on_demand >= 0")
         self.idle_unrequested_s = idle_unrequested_s
         self.window_s = window_s
         self.nodata_threshold = nodata_threshold
@@ -94,6 +107,11 @@ class SchedulerPolicy:
         #: ECU → PIDs per request in the request form the session keeps for it (1 when unknown)
         self.pids_per_request: dict[int, int] = {}
         self.started: float | None = None
+        self.on_demand_share = on_demand_share
+        self.max_on_demand = max_on_demand
+        self.idle_guard_s = idle_guard_s
+        #: the last requests on the link: True for on-demand work, False for configured polling
+        self._recent: deque[bool] = deque(maxlen=share_window)
 
     # -- plan -------------------------------------------------------------------------------------
     def set_pid(
@@ -113,12 +131,41 @@ class SchedulerPolicy:
         entry = self.entries.get((ecu, pid))
         if entry is None:
             entry = PidEntry(pid, ecu, target_hz, priority, always, name, supported)
+            if not always:
+                self._make_room_for_on_demand()
             self.entries[(ecu, pid)] = entry
         else:
             entry.target_hz, entry.priority, entry.always = target_hz, priority, always
             entry.supported = supported
             entry.name = name or entry.name
         return entry
+
+    def _make_room_for_on_demand(self) -> None:
+        """Drop the least recently asked-for on-demand PIDs so one more fits under ``max_on_demand``."""
+        asked = sorted((e for e in self.entries.values() if not e.always), key=lambda e: e.last_requested)
+        for entry in asked[: max(0, len(asked) - self.max_on_demand + 1)]:
+            del self.entries[(entry.ecu, entry.pid)]
+
+    def on_demand_allowed(self, now: float) -> bool:
+        """Whether on-demand work may use the link now: it is idle, or on-demand work is under its share."""
+        if not self._recent or self._on_demand_used() < self.on_demand_share:
+            return True
+        # over the share: only into a gap, when no configured PID falls due within one more round trip
+        soon = now + self.idle_guard_s
+        return not any(
+            e.always and self.active(e, now) and self._due_ratio(e, soon) >= DUE for e in self.entries.values()
+        )
+
+    def _on_demand_used(self) -> float:
+        return sum(self._recent) / len(self._recent) if self._recent else 0.0
+
+    def _count_sent(self, batch: Batch) -> None:
+        entries = [self.entries.get((batch.ecu, pid)) for pid in batch.pids]
+        self._recent.append(any(e is not None and not e.always for e in entries))
+
+    def note_request(self, *, on_demand: bool) -> None:
+        """The loop sent a request outside :meth:`next_batch` (a query, a DTC read): count it."""
+        self._recent.append(on_demand)
 
     def remove(self, pid: int, ecu: int) -> None:
         """Stop scheduling a PID."""
@@ -156,7 +203,13 @@ class SchedulerPolicy:
         """The next request to send, or None when nothing is due."""
         if self.started is None:
             self.started = now
-        due = [e for e in self.entries.values() if self.active(e, now) and self._due_ratio(e, now) >= DUE]
+        # asked-for PIDs join only while on-demand work is under its share (or nothing configured is due)
+        extra_ok = self.on_demand_allowed(now)
+        due = [
+            e
+            for e in self.entries.values()
+            if (e.always or extra_ok) and self.active(e, now) and self._due_ratio(e, now) >= DUE
+        ]
         if not due:
             return None
         due.sort(key=lambda e: (-self.urgency(e, now), -e.priority, e.pid))
@@ -169,6 +222,7 @@ class SchedulerPolicy:
                 for e in self.entries.values()
                 if e.ecu == ecu
                 and e not in chosen
+                and (e.always or extra_ok)
                 and self.active(e, now)
                 and self.piggyback <= self._due_ratio(e, now) < DUE
             ]
@@ -193,8 +247,11 @@ class SchedulerPolicy:
 
     # -- feedback ---------------------------------------------------------------------------------
     def record(self, batch: Batch, now: float, answered: Iterable[int]) -> None:
-        """The answer to ``batch`` arrived: PIDs in ``answered`` had values, the others NO DATA."""
+        """The answer to ``batch`` arrived: PIDs in ``answered`` had values, the others NO DATA.
+
+        Counts the request toward the on-demand share when it carried an asked-for PID."""
         got = set(answered)
+        self._count_sent(batch)
         for pid in batch.pids:
             entry = self.entries.get((batch.ecu, pid))
             if entry is None:
@@ -209,6 +266,7 @@ class SchedulerPolicy:
 
     def record_failure(self, batch: Batch, now: float) -> None:
         """The request failed as a whole (bus error, garbage): poll again soon, no backoff."""
+        self._count_sent(batch)
         for pid in batch.pids:
             entry = self.entries.get((batch.ecu, pid))
             if entry is not None:

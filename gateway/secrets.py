@@ -161,6 +161,36 @@ def check_config_secrets(cfg: Any) -> list[str]:
     return warnings
 
 
+def config_warnings(cfg: Any) -> list[str]:
+    """Settings that work but expose the box, one line each: shown by ``check-config`` and logged at start.
+
+    A password sent over an unencrypted MQTT connection, and certificate verification turned off.
+    """
+    warnings: list[str] = []
+    mqtt = getattr(cfg, "mqtt", None)
+    if mqtt is not None and mqtt.enabled:
+        if not mqtt.tls and mqtt.password_file:
+            warnings.append(
+                "mqtt.tls = false with mqtt.password_file set: the MQTT password crosses the network in clear "
+                "(set mqtt.tls = true)"
+            )
+        if mqtt.tls and mqtt.tls_insecure_skip_verify:
+            warnings.append(
+                "mqtt.tls_insecure_skip_verify = true: the broker's certificate is not checked, anyone on the "
+                "network path can read and alter the traffic (bench use only)"
+            )
+    https = getattr(cfg, "https", None)
+    if https is not None and https.enabled:
+        if https.tls_insecure_skip_verify:
+            warnings.append(
+                "https.tls_insecure_skip_verify = true: the server's certificate is not checked, anyone on the "
+                "network path can read and alter the traffic (bench use only)"
+            )
+        if _URL_CREDENTIALS.search(https.base_url):
+            warnings.append("https.base_url carries a password; use https.username and https.password_file")
+    return warnings
+
+
 def redact(obj: Any, extra: Iterable[str] = ()) -> Any:
     """A copy of a JSON-like tree with secret values masked (by key name, registered value, or URL)."""
     extra_keys = {k.lower() for k in extra}

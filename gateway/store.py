@@ -51,12 +51,30 @@ from typing import Any
 import aiosqlite
 import msgpack
 
+from gateway.common.ratelog import RateLimitedLog
 from gateway.common.samplebatch import pack_samples
 from gateway.config import StoreConfig
 from gateway.errors import StoreError
 from gateway.model import Event, RecordKind, Sample, TripRecord, now_ms
 
 log = logging.getLogger("gateway.store")
+
+#: The buffer holds the car's position history and VIN-linked data: owner read/write, group read, no one else.
+#: SQLite gives its -wal and -shm files the mode of the database file, so creating that one suffices.
+DB_MODE = 0o640
+
+
+def _private_file(path: Path, mode: int = DB_MODE) -> None:
+    """Create ``path`` with ``mode`` if missing; take group write and all other access from an existing one."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    except FileExistsError:
+        current = os.stat(path).st_mode & 0o777
+        if current & ~mode:
+            os.chmod(path, current & mode)
+        return
+    os.close(fd)
+    os.chmod(path, mode)  # os.open's mode passes through the umask; this one is exact
 
 #: The ``kind`` column: the on-disk code of each record kind (fixed: stored files depend on it).
 KIND_CODES: dict[RecordKind, int] = {"timeseries": 0, "event": 1, "trip": 2}
@@ -168,6 +186,8 @@ class Store:
         self._corrupt_moved: list[str] = []
         self._db_bytes = 0
         self._watches: list[tuple[set[str], asyncio.Future[None]]] = []
+        # a full or read-only disk fails every commit: one line, then a count (gateway.common.ratelog)
+        self._errors = RateLimitedLog(log)
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -193,6 +213,8 @@ class Store:
         self._commit_task = asyncio.create_task(self._commit_loop(), name="store-commit")
 
     async def _connect(self) -> None:
+        with contextlib.suppress(OSError):  # a read-only directory: sqlite3 says why in one line below
+            _private_file(self.path)
         db = await aiosqlite.connect(str(self.path), isolation_level=None)
         try:
             await self._prepare(db)
@@ -362,7 +384,9 @@ class Store:
                 await self._commit()
             except Exception as exc:  # the group commit must outlive any one failure
                 self._last_error = str(exc)
-                log.exception("store: group commit failed; retrying at the next interval")
+                self._errors.error("commit-bug", "store: group commit failed (%s); retrying at the next interval",
+                                   self._last_error)
+                log.debug("store: group commit failure", exc_info=exc)
 
     async def _commit(self) -> None:
         """One transaction: new rows, cursor moves, dead letters, garbage collection, counters."""
@@ -384,6 +408,7 @@ class Store:
             if self._disk_full:
                 log.warning("store: writing again after a full disk")
             self._disk_full = False
+            self._errors.clear("commit")
             self._commits += 1
             if inserted:
                 for u in self.uplinks:
@@ -459,10 +484,10 @@ class Store:
             try:
                 await self._connect()
             except (sqlite3.Error, StoreError) as exc2:
-                log.error("store: cannot start a fresh buffer: %s", exc2)
+                self._errors.error("fresh", "store: cannot start a fresh buffer: %s", exc2)
                 self._last_error = str(exc2)
             return
-        log.error("store: commit failed (%s); retrying at the next interval", exc)
+        self._errors.error("commit", "store: commit failed (%s); retrying at the next interval", exc)
 
     async def _used_bytes(self, db: aiosqlite.Connection) -> int:
         pages = (await (await db.execute("PRAGMA page_count")).fetchone() or (0,))[0]
@@ -502,7 +527,8 @@ class Store:
             self._counters = counters
             self._forget_depths(victims)
             self._db_bytes = await self._used_bytes(db)
-            log.warning("store: over %.0f MB, evicted %d oldest records", self.cfg.max_mb, len(victims))
+            self._errors.warning("evict", "store: over %.0f MB, evicted %d oldest records",
+                                 self.cfg.max_mb, len(victims))
 
     async def _oldest(self, db: aiosqlite.Connection, excess: float) -> list[tuple[int, int, int]]:
         """(seq, kind, count) of the oldest records whose bodies free ``excess`` bytes: timeseries first,
@@ -570,7 +596,7 @@ class Store:
                 rows = [StoredRow(r[0], r[1], r[2], r[3], r[4], r[5], gen) for r in await cur.fetchall()]
             except sqlite3.Error as exc:
                 self._last_error = str(exc)
-                log.error("store: reading the outbox failed: %s", exc)
+                self._errors.error("read", "store: reading the outbox failed: %s", exc)
                 return []
         if not rows:
             self._new_data.setdefault(uplink, asyncio.Event()).clear()

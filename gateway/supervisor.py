@@ -20,7 +20,8 @@ Public API (used by :mod:`gateway.daemon`)::
 
     sup.status()         # {"uplink:mqtt": {"state": "restarting", "restarts": 2, "last_error": "...", ...}}
     sup.summary()        # one line for sd_notify STATUS=
-    sup.kill("uplink:mqtt")   # fail a component on purpose (operator / tests): restarted like a crash
+    sup.kill("uplink:mqtt")   # fail a component on purpose (tests): restarted like a crash
+    sup.restart("uplink:mqtt")   # an operator's restart: not a failure, never for a critical component
 
 Restart policy: the n-th consecutive failure waits what :class:`gateway.common.backoff.Backoff` gives for n
 failures (a delay drawn from ``[cap/2, cap]`` with ``cap = min(backoff_max_s, backoff_initial_s * 2**(n-1))``,
@@ -45,7 +46,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from gateway.common.backoff import Backoff
-from gateway.errors import GatewayError
+from gateway.errors import ForbiddenRequest, GatewayError
 from gateway.model import now_ms
 from gateway.secrets import redact_text
 
@@ -108,6 +109,8 @@ class _Component:
     task: asyncio.Task[None] | None = None
     run_task: asyncio.Task[Any] | None = None
     kill_reason: str | None = None
+    requested: bool = False  # the kill is an operator's restart, not a failure
+    last_requested: float = -1e18  # time.monotonic() of the last requested restart
     killed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -197,6 +200,7 @@ class Supervisor:
         """One run of the component, interruptible by :meth:`kill` (which turns into a failure)."""
         comp.killed.clear()
         comp.kill_reason = None
+        comp.requested = False
         comp.run_task = asyncio.ensure_future(comp.fn())
         killer = asyncio.ensure_future(comp.killed.wait())
         try:
@@ -230,35 +234,22 @@ class Supervisor:
             except asyncio.CancelledError:
                 st.state = STOPPED
                 raise
+            except ComponentKilled as exc:
+                if comp.requested:
+                    # An operator's restart is not a failure: it never counts toward a give-up or
+                    # systemd's start limit, and it does not lengthen the next crash's backoff.
+                    st.restarts += 1
+                    st.state = RESTARTING
+                    log.info("component %s restarting on request", st.name)
+                    await asyncio.sleep(self.backoff_initial_s)
+                    continue
+                if await self._failed(comp, exc, began):
+                    continue
+                return
             except Exception as exc:
-                if time.monotonic() - began >= self.healthy_after_s:
-                    st.consecutive_failures = 0
-                st.failures += 1
-                st.consecutive_failures += 1
-                st.last_error = _describe(exc)
-                st.last_error_ms = now_ms()
-                if comp.max_failures is not None and st.consecutive_failures >= comp.max_failures:
-                    st.state = FAILED
-                    log.error(
-                        "component %s failed %d times in a row (%s)%s",
-                        st.name,
-                        st.consecutive_failures,
-                        st.last_error,
-                        "; stopping the daemon" if st.critical else "; giving up on it",
-                    )
-                    if st.critical:
-                        self.exit_code = 1
-                        self.request_stop(f"critical component {st.name} failed")
-                    return
-                delay = self.backoff.delay(st.consecutive_failures)
-                st.state = RESTARTING
-                st.next_restart_in_s = round(delay, 3)
-                # The traceback goes to the debug log; one line per failure keeps journald readable.
-                log.error("component %s failed: %s; restarting in %.1f s", st.name, st.last_error, delay)
-                log.debug("component %s traceback", st.name, exc_info=exc)
-                await asyncio.sleep(delay)
-                st.restarts += 1
-                continue
+                if await self._failed(comp, exc, began):
+                    continue
+                return
             if comp.restart_on_exit:
                 st.restarts += 1
                 log.warning("component %s returned; restarting", st.name)
@@ -267,12 +258,64 @@ class Supervisor:
             st.state = FINISHED
             return
 
+    async def _failed(self, comp: _Component, exc: BaseException, began: float) -> bool:
+        """Count a failure; wait the backoff and return True to restart, or False after giving up."""
+        st = comp.state
+        if time.monotonic() - began >= self.healthy_after_s:
+            st.consecutive_failures = 0
+        st.failures += 1
+        st.consecutive_failures += 1
+        st.last_error = _describe(exc)
+        st.last_error_ms = now_ms()
+        if comp.max_failures is not None and st.consecutive_failures >= comp.max_failures:
+            st.state = FAILED
+            log.error(
+                "component %s failed %d times in a row (%s)%s",
+                st.name,
+                st.consecutive_failures,
+                st.last_error,
+                "; stopping the daemon" if st.critical else "; giving up on it",
+            )
+            if st.critical:
+                self.exit_code = 1
+                self.request_stop(f"critical component {st.name} failed")
+            return False
+        delay = self.backoff.delay(st.consecutive_failures)
+        st.state = RESTARTING
+        st.next_restart_in_s = round(delay, 3)
+        # The traceback goes to the debug log; one line per failure keeps journald readable.
+        log.error("component %s failed: %s; restarting in %.1f s", st.name, st.last_error, delay)
+        log.debug("component %s traceback", st.name, exc_info=exc)
+        await asyncio.sleep(delay)
+        st.restarts += 1
+        return True
+
     def kill(self, name: str, reason: str = "killed on request") -> None:
         """Make a running component fail now (it is then restarted like any crash)."""
         comp = self._components.get(name)
         if comp is None:
             raise KeyError(name)
         comp.kill_reason = reason
+        comp.killed.set()
+
+    def restart(self, name: str, *, min_interval_s: float = 5.0) -> None:
+        """An operator's restart of one component: not counted as a failure.
+
+        KeyError for an unknown name; :class:`~gateway.errors.ForbiddenRequest` for a critical component
+        (the store: restarting it on request would risk what it holds in memory) and for a component
+        restarted on request less than ``min_interval_s`` ago (a loop of requests must not keep it down).
+        """
+        comp = self._components.get(name)
+        if comp is None:
+            raise KeyError(name)
+        if comp.state.critical:
+            raise ForbiddenRequest(f"{name} is critical to the daemon and cannot be restarted on request")
+        now = time.monotonic()
+        if now - comp.last_requested < min_interval_s:
+            raise ForbiddenRequest(f"{name} was restarted less than {min_interval_s:g} s ago; try again later")
+        comp.last_requested = now
+        comp.kill_reason = "restart requested"
+        comp.requested = True
         comp.killed.set()
 
     def request_stop(self, reason: str = "stop requested") -> None:

@@ -25,7 +25,10 @@ def register(sub: Any) -> None:
     p.add_argument("--sim-args", default="", help="with --sim: extra arguments for obd-gateway-sim")
     p.set_defaults(handler=_run)
 
-    p = sub.add_parser("check-config", help="validate a configuration file and exit")
+    p = sub.add_parser(
+        "check-config",
+        help="validate a configuration file and print the effective values (defaults included, secrets masked)",
+    )
     p.add_argument("file", metavar="FILE")
     p.add_argument("--json", action="store_true", help="print the effective configuration as JSON")
     p.set_defaults(handler=_check_config)
@@ -54,12 +57,20 @@ def _check_config(args: argparse.Namespace) -> int:
     from gateway import secrets
 
     cfg = config.load(args.file)
-    for warning in secrets.check_config_secrets(cfg):  # the daemon refuses what this refuses
+    warnings = secrets.check_config_secrets(cfg)  # the daemon refuses what this refuses
+    warnings += secrets.config_warnings(cfg)
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    # secrets by key name and user:password@ in URLs are masked in both forms
+    effective = secrets.redact(dataclasses.asdict(cfg))
     if args.json:
-        print(jsonout.dumps(dataclasses.asdict(cfg), indent=2))
-    else:
-        print(f"{args.file}: configuration is valid")
+        print(jsonout.dumps(effective, indent=2))
+        return 0
+    print(f"# {args.file}: configuration is valid; effective values (defaults included):")
+    for section, values in effective.items():
+        print(f"[{section}]")
+        for key, value in values.items():
+            print(f"{key} = {jsonout.dumps(value)}")
     return 0
 
 

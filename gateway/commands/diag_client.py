@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import io
 import os
+import shutil
 import socket
 import sys
 import time
@@ -218,8 +219,29 @@ def render_status(data: dict[str, Any], out: TextIO, verbose: bool = False) -> N
 VALUE_COLUMNS = ["name", "value", "unit", "pid", "ecu", "age_s"]
 
 
+def is_readiness(name: str) -> bool:
+    """A PID 01 readiness flag (``*_monitor_available`` / ``*_monitor_incomplete``): 26 rows of yes/no."""
+    return "_monitor_" in name and name.endswith(("_available", "_incomplete"))
+
+
+def readiness_line(rows: Sequence[dict[str, Any]]) -> str | None:
+    """The readiness flags folded into one line: how many monitors exist, which are incomplete."""
+    flags = {str(r.get("name")): r.get("value") for r in rows if is_readiness(str(r.get("name")))}
+    if not flags:
+        return None
+    available = sorted(n.removesuffix("_monitor_available") for n, v in flags.items()
+                       if n.endswith("_available") and v)
+    incomplete = sorted(n.removesuffix("_monitor_incomplete") for n, v in flags.items()
+                        if n.endswith("_incomplete") and v and n.removesuffix("_incomplete") + "_available" in flags
+                        and flags[n.removesuffix("_incomplete") + "_available"])
+    text = f"readiness: {len(available)} monitors supported, {len(incomplete)} incomplete"
+    return text + (f" ({', '.join(incomplete)})" if incomplete else "") + f" [{len(flags)} flags, --json for all]"
+
+
 def render_values(rows: list[dict[str, Any]], out: TextIO) -> None:
-    """The cache as a table (PIDs and ECUs in hex)."""
+    """The cache as a table (PIDs and ECUs in hex); readiness flags folded into one line."""
+    folded = readiness_line(rows)
+    rows = [r for r in rows if not is_readiness(str(r.get("name")))]
     shown = []
     for row in rows:
         r = dict(row)
@@ -229,6 +251,31 @@ def render_values(rows: list[dict[str, Any]], out: TextIO) -> None:
             r["ecu"] = f"{r['ecu']:X}" if r["ecu"] else "-"
         shown.append(r)
     table(shown, VALUE_COLUMNS, out)
+    if folded:
+        print(folded, file=out)
+
+
+def _period(hz: Any) -> str | None:
+    """A target rate as a period a person reads: ``0.2 s``, ``5 min``; None when unknown."""
+    if not isinstance(hz, (int, float)) or hz <= 0:
+        return None
+    seconds = 1.0 / hz
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.3g} min"
+    return f"{seconds / 3600:.3g} h"
+
+
+def render_pids(rows: list[dict[str, Any]], out: TextIO) -> None:
+    """PIDs with their target as a period; slow ones (below once a minute) explained under the table."""
+    shown = [dict(r, every=_period(r.get("target_hz"))) for r in rows]
+    table(shown, ["pid", "name", "supported", "polled", "target_hz", "every", "achieved_hz"], out)
+    slow = [r for r in rows if isinstance(r.get("target_hz"), (int, float)) and 0 < r["target_hz"] < 1 / 60]
+    if slow:
+        print(f"{len(slow)} PID(s) are read less than once a minute on purpose: values that change slowly "
+              "(VIN-era data, distances since codes were cleared, ...) at the reference refresh-rate table's "
+              "rate; polling.rates overrides it", file=out)
 
 
 def render_dtc(data: dict[str, Any], out: TextIO) -> None:
@@ -361,7 +408,7 @@ def cmd_pids(args: argparse.Namespace) -> int:
         if args.json:
             _print_json(data)
         else:
-            table(data, ["pid", "name", "supported", "polled", "target_hz", "achieved_hz"], sys.stdout)
+            render_pids(data, sys.stdout)
     return code
 
 
@@ -446,9 +493,14 @@ class WatchView:
         elif msg.get("cmd") == "status" and msg.get("ok") and isinstance(data, dict):
             self.status = data
 
-    def render(self, title: str, width: int = 100) -> str:
-        """The whole screen as text (without the ANSI clear sequence)."""
-        lines = [f"{title}  {time.strftime('%H:%M:%S')}  (Ctrl-C to quit)"]
+    def render(self, title: str, width: int = 100, height: int = 44) -> str:
+        """The whole screen as text (without the ANSI clear sequence), fitted to ``width`` × ``height``.
+
+        The header's fields wrap instead of being cut; readiness flags are folded into one line; when the
+        values do not fit, the table is cut with a ``… N more`` line and recent events keep their rows."""
+        width = max(20, width)
+        height = max(8, height)
+        head = [f"{title}  {time.strftime('%H:%M:%S')}  (Ctrl-C to quit)"]
         if self.status:
             shown: dict[str, Any] = {}
             for label, path in self.STATUS_FIELDS:
@@ -457,7 +509,7 @@ class WatchView:
                     value = value.get(part) if isinstance(value, dict) else None
                 if value not in (None, "") and label not in shown:
                     shown[label] = value
-            lines.append("  ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
+            head += _wrap([f"{k}={_fmt(v)}" for k, v in shown.items()], width)
             comps = self.status.get("components")
             if isinstance(comps, dict):
                 bad = [
@@ -465,24 +517,52 @@ class WatchView:
                     for n, c in comps.items()
                     if isinstance(c, dict) and c.get("state") not in ("running", "finished")
                 ]
-                lines.append("components: " + (", ".join(bad) if bad else "all running"))
-        lines.append("")
+                items = bad or ["all running"]
+                head += _wrap([f"components: {items[0]}", *items[1:]], width)
         now_ms = model.now_ms()
         rows = []
         for name in sorted(self.values):
+            if is_readiness(name):
+                continue
             v = self.values[name]
             ts = v.get("ts_ms")
             age = (now_ms - ts) / 1000 if isinstance(ts, (int, float)) else None
             rows.append({"name": name, "value": v.get("value"), "unit": v.get("unit"), "age_s": age})
+        folded = readiness_line([{"name": n, "value": v.get("value")} for n, v in self.values.items()])
+        tail = ["", "recent events:" + ("" if self.events else " none")]
+        tail += [f"  {e}" for e in self.events]
+        if self.dropped:
+            tail.append(f"(this view missed {self.dropped} updates: the terminal is slower than the car)")
+        if folded:
+            tail.insert(0, folded)
         buf = io.StringIO()
         table(rows, ["name", "value", "unit", "age_s"], buf)
-        lines += buf.getvalue().splitlines()
-        lines.append("")
-        lines.append("recent events:" + ("" if self.events else " none"))
-        lines += [f"  {e}" for e in self.events]
-        if self.dropped:
-            lines.append(f"(this view missed {self.dropped} updates: the terminal is slower than the car)")
+        body = buf.getvalue().splitlines()
+        room = height - len(head) - 1 - len(tail)
+        if room < 3:  # a tiny terminal: fewer events, the values first
+            keep = max(0, len(tail) - (3 - room))
+            tail = tail[:keep]
+            room = height - len(head) - 1 - len(tail)
+        if len(body) > room:
+            cut = max(1, room - 1)
+            body = [*body[:cut], f"… {len(body) - cut} more (a taller terminal, or `obd-gateway values`)"]
+        lines = [*head, "", *body, *tail][:height]
         return "\n".join(line[:width] for line in lines)
+
+
+def _wrap(fields: Sequence[str], width: int) -> list[str]:
+    """Space-separated fields on as many lines as ``width`` needs (a field is never split)."""
+    lines: list[str] = []
+    current = ""
+    for f in fields:
+        if current and len(current) + 2 + len(f) > width:
+            lines.append(current)
+            current = f
+        else:
+            current = f"{current}  {f}" if current else f
+    if current:
+        lines.append(current)
+    return lines
 
 
 def _watch_message(msg: dict[str, Any], view: WatchView, *, as_json: bool) -> bool:
@@ -520,7 +600,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 client.send({"cmd": "status", "id": "status"})
                 next_status = now + 2.0
             if not args.json and now >= next_draw:
-                screen = view.render(f"obd-gateway watch {address}")
+                size = shutil.get_terminal_size((100, 44)) if tty else os.terminal_size((100, 44))
+                screen = view.render(f"obd-gateway watch {address}", width=size.columns, height=size.lines - 1)
                 if tty:
                     sys.stdout.write("\x1b[H\x1b[2J" + screen + "\n")
                 else:

@@ -42,3 +42,6 @@ def decode(line: bytes) -> Any:
         return json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        # 60,000 '[' fit in one 64 KiB line and exhaust the parser's recursion limit
+        raise ValueError("not valid JSON: nested too deeply") from None

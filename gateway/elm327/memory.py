@@ -12,7 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from gateway.common.ratelog import RateLimitedLog
+
 log = logging.getLogger("gateway.elm327")
+_errors = RateLimitedLog(log)  # a read-only state directory fails every remember(): one line, then a count
 
 
 class ProtocolMemory:
@@ -50,4 +53,4 @@ class ProtocolMemory:
                 f.write(json.dumps(data))
             tmp.replace(self.path)
         except OSError as exc:
-            log.warning("cannot remember the protocol in %s: %s", self.path, exc)
+            _errors.warning(str(self.path), "cannot remember the protocol in %s: %s", self.path, exc)

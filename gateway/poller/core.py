@@ -468,8 +468,10 @@ class Poller:
     async def _serve_requests(self) -> bool:
         """Serve every waiting request; whether there was one."""
         served = False
-        while (req := self.requests.next()) is not None:
+        # on-demand work takes a bounded share of the link while configured PIDs are due (gateway.scheduler)
+        while self.policy.on_demand_allowed(time.monotonic()) and (req := self.requests.next()) is not None:
             served = True
+            self.policy.note_request(on_demand=True)
             session = self._session()
             try:
                 result = await req.run(session, req)

@@ -17,6 +17,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from gateway.common.backoff import Backoff
+from gateway.common.ratelog import RateLimitedLog
 from gateway.errors import RejectedBatch, UplinkError
 from gateway.uplink.base import Record, RetryLater, Uplink
 from gateway.uplink.drust import record_body
@@ -39,6 +40,7 @@ class Forwarder:
         self.backoff = Backoff(first_s=min(0.5, max_backoff_s), max_s=max_backoff_s)
         self.sent_records = 0
         self.sent_samples = 0
+        self._errors = RateLimitedLog(log)  # an unreachable back-end fails every retry: one line, then a count
 
     def _lease_rows(self) -> int:
         per_row = max(1, self.store.cfg.batch_samples)
@@ -52,10 +54,12 @@ class Forwarder:
                     try:
                         await self.uplink.connect()
                         log.info("uplink %s connected", self.name)
+                        self._errors.clear("connect")
                         self.backoff.reset()
                     except UplinkError as exc:
                         delay = self.backoff.next()
-                        log.warning("uplink %s: cannot connect (%s); retrying in %.1f s", self.name, exc, delay)
+                        self._errors.warning("connect", "uplink %s: cannot connect (%s); retrying in %.1f s",
+                                             self.name, exc, delay)
                         await asyncio.sleep(delay)
                         continue
                 await self.drain_once()
@@ -77,11 +81,11 @@ class Forwarder:
         except RetryLater as exc:
             # at least what the server asked for, and growing while it keeps refusing
             delay = max(exc.retry_after_s or 0.0, self.backoff.next())
-            log.warning("uplink %s: %s; waiting %.1f s", self.name, exc, delay)
+            self._errors.warning("later", "uplink %s: %s; waiting %.1f s", self.name, exc, delay)
             await asyncio.sleep(delay)
         except UplinkError as exc:
             delay = self.backoff.next()
-            log.warning("uplink %s: send failed (%s); reconnecting in %.1f s", self.name, exc, delay)
+            self._errors.warning("send", "uplink %s: send failed (%s); reconnecting in %.1f s", self.name, exc, delay)
             await self.uplink.close()
             await asyncio.sleep(delay)
         return 0
@@ -117,4 +121,4 @@ class Forwarder:
         if self.store.reject(self.name, row, str(exc)):
             self.store.ack(self.name, [row], {row.id})
         else:
-            log.warning("uplink %s rejected %s (%s); will retry", self.name, row.id, exc)
+            self._errors.warning("rejected", "uplink %s rejected %s (%s); will retry", self.name, row.id, exc)

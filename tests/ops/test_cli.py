@@ -67,7 +67,7 @@ async def test_values_pids_trips_dtc_query(server: DiagServer, capsys: pytest.Ca
 
     assert await run_cli("pids", "--socket", sock) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[1].split() == ["0C", "engine_rpm", "yes", "yes", "5", "4.8"]
+    assert out[1].split() == ["0C", "engine_rpm", "yes", "yes", "5", "0.2", "s", "4.8"]  # every: the period
 
     assert await run_cli("trips", "--socket", sock, "--limit", "2", "--json") == 0
     assert [t["id"] for t in json.loads(capsys.readouterr().out)] == ["trip-1", "trip-2"]
