@@ -48,36 +48,10 @@ class IgnitionDetector:
         """Events completed by ``item``: a confirmed off (time passed) and/or an ignition on."""
         now = item.ts_ms
         out = self.tick(now)
-        woke = False
-        fresh = False  # does this very item show the engine running (not just leave an old reading)?
-        if isinstance(item, LinkState):
-            ok = item.adapter_connected and item.ecu_responding
-            woke = ok and self.ecu_ok is False
-            self.ecu_ok = ok
-            if not ok:
-                # A silent ECU reports nothing: what we knew of RPM and motion is no longer current, and
-                # a voltage read while the engine ran must not hold the ignition on after it stopped
-                # (the poller reads ATRV only now and then): only a fresh reading counts from here.
-                self.rpm = None
-                self.moving = False
-                self.volt = None
-            trigger = "ecu_responding"
-        else:
-            value = as_float(item.value)
-            if value is None:
-                return out
-            if item.name == "engine_rpm":
-                self.rpm = value
-                fresh = value > 0
-            elif item.name == "battery_voltage":
-                self.volt = value
-                fresh = self.rpm is None and value >= self.charging_v
-            elif item.name == "speed":
-                self.moving = value > 0
-                fresh = self.moving
-            else:
-                return out
-            trigger = item.name
+        seen = self._observe(item)
+        if seen is None:
+            return out
+        fresh, woke, trigger = seen
         running = self.running()
         if running and fresh:
             self.last_running_ms = now
@@ -94,6 +68,35 @@ class IgnitionDetector:
             last = self.last_running_ms
             self.off_since = last if last is not None and last <= now else now
         return out
+
+    def _observe(self, item: Sample | LinkState) -> tuple[bool, bool, str] | None:
+        """Take what ``item`` says of the engine: (does it show the engine running right now, did the ECU
+        just wake, the trigger name); None for an item that says nothing about it."""
+        if isinstance(item, LinkState):
+            ok = item.adapter_connected and item.ecu_responding
+            woke = ok and self.ecu_ok is False
+            self.ecu_ok = ok
+            if not ok:
+                # A silent ECU reports nothing: what we knew of RPM and motion is no longer current, and
+                # a voltage read while the engine ran must not hold the ignition on after it stopped
+                # (the poller reads ATRV only now and then): only a fresh reading counts from here.
+                self.rpm = None
+                self.moving = False
+                self.volt = None
+            return False, woke, "ecu_responding"
+        value = as_float(item.value)
+        if value is None:
+            return None
+        if item.name == "engine_rpm":
+            self.rpm = value
+            return value > 0, False, item.name
+        if item.name == "battery_voltage":
+            self.volt = value
+            return self.rpm is None and value >= self.charging_v, False, item.name
+        if item.name == "speed":
+            self.moving = value > 0
+            return self.moving, False, item.name
+        return None
 
     def tick(self, now_ms: int) -> list[Event]:
         """``IGNITION_OFF`` once the engine has shown no sign of running for ``confirm_s``."""

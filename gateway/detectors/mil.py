@@ -65,29 +65,36 @@ class MilDetector:
             if item.value is True or item.value == 1:
                 self.note_user_cleared_dtcs()
         elif item.name == "dtcs":
-            codes = parse_dtcs(item.value)
-            if codes is None:
-                return out
-            self.codes = {c: self.codes.get(c, item.ts_ms) for c in codes}
-            if self.lit and self.pending_since is not None:
-                if codes:
-                    out.append(self._on(item.ts_ms))
-            elif self.lit and any(c not in self.reported for c in codes):
-                out.append(self._on(item.ts_ms))
+            out += self._codes(item)
         elif item.name == "mil" and isinstance(item.value, (bool, int)):
-            lit = bool(item.value)
-            if lit and not self.lit:
-                self.lit = True
-                self.reported = {}
-                if self.codes:
-                    out.append(self._on(item.ts_ms))
-                else:
-                    self.pending_since = item.ts_ms
-            elif not lit and self.lit:
-                out.append(self._off(item.ts_ms))
-            elif not lit:
-                self.lit = False
+            out += self._lamp(bool(item.value), item.ts_ms)
         return out
+
+    def _codes(self, item: Sample) -> list[Event]:
+        """A DTC read: a mil:on waiting for codes goes out; new codes while lit make another."""
+        codes = parse_dtcs(item.value)
+        if codes is None:
+            return []
+        self.codes = {c: self.codes.get(c, item.ts_ms) for c in codes}
+        if self.lit and self.pending_since is not None:
+            return [self._on(item.ts_ms)] if codes else []
+        if self.lit and any(c not in self.reported for c in codes):
+            return [self._on(item.ts_ms)]
+        return []
+
+    def _lamp(self, lit: bool, ts_ms: int) -> list[Event]:
+        """The lamp's state from PID 01: on (with the codes, or waiting for them) or off."""
+        if lit and not self.lit:
+            self.lit = True
+            self.reported = {}
+            if self.codes:
+                return [self._on(ts_ms)]
+            self.pending_since = ts_ms
+        elif not lit and self.lit:
+            return [self._off(ts_ms)]
+        elif not lit:
+            self.lit = False
+        return []
 
     def tick(self, now_ms: int) -> list[Event]:
         """Send a waiting ``mil:on`` once no code read has come for ``dtc_wait_s``."""

@@ -115,6 +115,23 @@ def parse_custom(raw: Mapping[str, Any], where: str) -> CustomPid:
     unknown = set(raw) - _KEYS
     if unknown:
         raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(_KEYS))})")
+    service, header, response, extended, pid = _address(where, raw)
+    text = raw.get("formula")
+    if not isinstance(text, str):
+        raise ConfigError(f"{where}.formula: expected a string, got {type(text).__name__}")
+    try:
+        formula = compile_formula(text)
+    except FormulaError as exc:
+        raise ConfigError(f"{where}.formula {text!r}: {exc}") from None
+    rate, prio, low, high = _schedule(where, raw)
+    unit, source, title = (_text(where, raw, key) for key in ("unit", "source", "title"))
+    return CustomPid(
+        name, unit, header, response, extended, service, pid, formula, rate, prio, low, high, source, title,
+    )
+
+
+def _address(where: str, raw: Mapping[str, Any]) -> tuple[int, int, int, bool, int]:
+    """(service, request header, response id, 29-bit, PID or DID); only read services pass."""
     service = _hex_field(where, "service", raw, digits=(2,))
     if service not in READ_SERVICES:
         raise ConfigError(
@@ -131,13 +148,11 @@ def parse_custom(raw: Mapping[str, Any], where: str) -> CustomPid:
     if "response" in raw and (len(str(raw["response"])) == 8) != extended:
         raise ConfigError(f"{where}.response: must have as many bits as the header (3 or 8 hex digits)")
     pid = _hex_field(where, "pid", raw, digits=(4,) if service == 0x22 else (2,))
-    text = raw.get("formula")
-    if not isinstance(text, str):
-        raise ConfigError(f"{where}.formula: expected a string, got {type(text).__name__}")
-    try:
-        formula = compile_formula(text)
-    except FormulaError as exc:
-        raise ConfigError(f"{where}.formula {text!r}: {exc}") from None
+    return service, header, response, extended, pid
+
+
+def _schedule(where: str, raw: Mapping[str, Any]) -> tuple[float, int, float | None, float | None]:
+    """(rate, priority, min, max) with their ranges checked."""
     rate = raw.get("rate_hz", 1.0)
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 100:
         raise ConfigError(f"{where}.rate_hz: must be a number above 0 and at most 100 (got {rate!r})")
@@ -152,16 +167,14 @@ def parse_custom(raw: Mapping[str, Any], where: str) -> CustomPid:
         bounds.append(float(v) if v is not None else None)
     if bounds[0] is not None and bounds[1] is not None and bounds[0] > bounds[1]:
         raise ConfigError(f"{where}: min {bounds[0]} is above max {bounds[1]}")
-    unit = raw.get("unit", "")
-    source = raw.get("source", "")
-    title = raw.get("title", "")
-    for key, v in (("unit", unit), ("source", source), ("title", title)):
-        if not isinstance(v, str) or len(v) > 400:
-            raise ConfigError(f"{where}.{key}: expected a string (≤ 400 characters)")
-    return CustomPid(
-        name, str(unit), header, response, extended, service, pid, formula, float(rate), prio,
-        bounds[0], bounds[1], str(source), str(title),
-    )
+    return float(rate), prio, bounds[0], bounds[1]
+
+
+def _text(where: str, raw: Mapping[str, Any], key: str) -> str:
+    value = raw.get(key, "")
+    if not isinstance(value, str) or len(value) > 400:
+        raise ConfigError(f"{where}.{key}: expected a string (≤ 400 characters)")
+    return value
 
 
 def parse_many(items: Sequence[Any], where: str) -> list[CustomPid]:

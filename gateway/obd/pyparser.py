@@ -376,7 +376,7 @@ def _text(data: bytes) -> str:
 # The parser's innermost loop, kept whole on purpose: it mirrors native/parser.pyx's _pid_values line for
 # line (the differential tests compare the two), and a helper call per decoded field would cost the pure
 # twin on every value. Hence the one exception to the branch limit.
-def _pid_values(out: list[Reading], ecu: int, service: int, data: bytes) -> None:
+def _pid_values(out: list[Reading], ecu: int, service: int, data: bytes) -> None:  # noqa: PLR0912
     """Service 01/02 data: ``PID [frame] bytes PID [frame] bytes ...`` (``data`` starts at a PID)."""
     n = len(data)
     i = 0
@@ -485,6 +485,34 @@ def _seq(chunk: bytes) -> int:
     return chunk[0] if chunk else 0
 
 
+def _run(msgs: list[tuple[int, bytes]], k: int, ecu: int, prefix: bytes) -> int:
+    """The index after the run of messages from ``ecu`` that start like ``prefix`` (legacy protocols spread
+    one answer over several messages)."""
+    n = len(msgs)
+    while k < n and msgs[k][0] == ecu and msgs[k][1][: len(prefix)] == prefix:
+        k += 1
+    return k
+
+
+def _one_message(out: list[Reading], ecu: int, s: int, data: bytes) -> None:
+    """Decode a response that is one message (everything but DTC lists and mode 09)."""
+    if s in (0x41, 0x42):
+        if len(data) < 2:
+            raise ParseError(f"service {s - 0x40:02X} response without a PID")
+        _pid_values(out, ecu, s - 0x40, data[1:])
+    elif s == 0x44:
+        out.append(Reading(ecu, 4, None, "dtcs_cleared", True, ""))
+    elif s == 0x7F:
+        if len(data) < 3:
+            raise ParseError("negative response shorter than 3 bytes")
+        out.append(Reading(ecu, data[1], None, "negative_response", data[2], ""))
+    elif 0x40 <= s < 0x7F:
+        m = _message(ecu, data)
+        out.append(Reading(ecu, m.service, m.pid, "raw", m.payload.hex().upper(), ""))
+    else:
+        raise ParseError(f"not a response: service byte {s:02X}")
+
+
 def _decode_messages(msgs: list[tuple[int, bytes]], is_can: bool) -> list[Reading]:
     out: list[Reading] = []
     k = 0
@@ -495,36 +523,22 @@ def _decode_messages(msgs: list[tuple[int, bytes]], is_can: bool) -> list[Readin
         if not data:
             raise ParseError("empty message")
         s = data[0]
-        if s in (0x41, 0x42):
-            if len(data) < 2:
-                raise ParseError(f"service {s - 0x40:02X} response without a PID")
-            _pid_values(out, ecu, s - 0x40, data[1:])
-        elif s in (0x43, 0x47, 0x4A):
+        if s in (0x43, 0x47, 0x4A):
+            end = _run(msgs, k, ecu, data[:1])
             codes = _dtc_codes(data[1:], is_can)
-            # legacy answers spread the codes over several messages: gather the ECU's run
-            while k < n and msgs[k][0] == ecu and msgs[k][1][:1] == data[:1]:
-                codes += _dtc_codes(msgs[k][1][1:], is_can)
-                k += 1
+            for _, more in msgs[k:end]:
+                codes += _dtc_codes(more[1:], is_can)
+            k = end
             out.append(Reading(ecu, s - 0x40, None, _pids.DTC_SERVICES[s - 0x40], tuple(codes), ""))
         elif s == 0x49:
             if len(data) < 2:
                 raise ParseError("service 09 response without a PID")
-            chunks = [data[2:]]
-            while k < n and msgs[k][0] == ecu and msgs[k][1][:2] == data[:2]:
-                chunks.append(msgs[k][1][2:])
-                k += 1
+            end = _run(msgs, k, ecu, data[:2])
+            chunks = [data[2:]] + [more[2:] for _, more in msgs[k:end]]
+            k = end
             out.append(_mode09(ecu, data[1], chunks, is_can))
-        elif s == 0x44:
-            out.append(Reading(ecu, 4, None, "dtcs_cleared", True, ""))
-        elif s == 0x7F:
-            if len(data) < 3:
-                raise ParseError("negative response shorter than 3 bytes")
-            out.append(Reading(ecu, data[1], None, "negative_response", data[2], ""))
-        elif 0x40 <= s < 0x7F:
-            m = _message(ecu, data)
-            out.append(Reading(ecu, m.service, m.pid, "raw", m.payload.hex().upper(), ""))
         else:
-            raise ParseError(f"not a response: service byte {s:02X}")
+            _one_message(out, ecu, s, data)
     return out
 
 
@@ -586,7 +600,9 @@ def _as_int(v: float) -> int | None:
     return int(v)
 
 
-def eval_formula(ops: tuple[int, ...], args: tuple[float, ...], data: bytes) -> float:
+# An interpreter's dispatch loop, kept whole on purpose: it mirrors native/parser.pyx's eval_formula step for
+# step (the differential tests compare them) and a helper call per opcode would cost every custom value.
+def eval_formula(ops: tuple[int, ...], args: tuple[float, ...], data: bytes) -> float:  # noqa: PLR0912, PLR0915
     """Evaluate a compiled formula (postfix ``ops``/``args``) over the answer's data bytes.
 
     A byte the answer lacks raises ``ParseError``; a division by zero or a bitwise operation on a value
