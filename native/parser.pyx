@@ -425,58 +425,122 @@ cdef inline Py_ssize_t _unhex_nib(const unsigned char* nib, Py_ssize_t digits, u
     return n
 
 
+cdef struct Line:
+    Py_ssize_t L       # hex digit values kept in nib (spaces, NULs, tabs and leading '>' skipped)
+    Py_ssize_t nh2     # non-hex characters after the first two
+    bint has_lt        # a '<' somewhere (<DATA ERROR, <RX ERROR)
+    unsigned char c0   # the first two characters kept, as they were
+    unsigned char c1
+
+
+cdef struct MultiFrame:     # the CAN auto-formatted multi-frame message being assembled (headers off)
+    Py_ssize_t need, off, have
+    int seq
+
+
+cdef inline Py_ssize_t _line(const unsigned char* s, Py_ssize_t n, Py_ssize_t i, unsigned char* nib,
+                             Line* ln) noexcept:
+    """One pass over the line starting at ``i``: the hex digit values of its characters go to ``nib``;
+    returns the index after its end of line."""
+    cdef unsigned char c, cls
+    cdef bint lead = True
+    ln.L = 0
+    ln.nh2 = 0
+    ln.has_lt = False
+    ln.c0 = 0
+    ln.c1 = 0
+    while i < n:
+        c = s[i]
+        i += 1
+        cls = _CLS[c]
+        if cls & C_EOL:
+            break
+        if cls & C_SKIP:
+            continue
+        if lead and (cls & C_GT):
+            continue
+        lead = False
+        if ln.L == 0:
+            ln.c0 = c
+        elif ln.L == 1:
+            ln.c1 = c
+        elif not (cls & C_HEX):
+            ln.nh2 += 1
+        if cls & C_LT:
+            ln.has_lt = True
+        nib[ln.L] = <unsigned char>_HEXV[c]
+        ln.L += 1
+    return i
+
+
+cdef inline int _headerless(Work* w, unsigned char* nib, Py_ssize_t L, bint numbered, MultiFrame* mf) except -1:
+    """A data line with headers off: a numbered frame of a multi-frame message, its byte count line, or a
+    single-frame message."""
+    cdef Py_ssize_t m, off, take
+    cdef int idx
+    if numbered:
+        if not mf.need:
+            raise ParseError("numbered frame line without the byte count line before it")
+        idx = nib[0]
+        if idx != mf.seq:
+            raise ParseError(f"multi-frame line {idx:X}: expected {mf.seq:X}")
+        m = _unhex_nib(nib + 2, L - 2, w.tmp)
+        if mf.have < mf.need:
+            take = m if m < mf.need - mf.have else mf.need - mf.have
+            memcpy(w.pool + mf.off + mf.have, w.tmp, take)
+        mf.have += m
+        mf.seq = (mf.seq + 1) & 0xF
+        if mf.have >= mf.need:
+            _emit(w, 0, mf.off, mf.need)
+            mf.need = 0
+    elif L == 3:
+        if mf.need:
+            raise ParseError("new multi-frame message before the previous one was complete")
+        m = (nib[0] << 8) | (nib[1] << 4) | nib[2]
+        if not m:
+            raise ParseError("multi-frame byte count of 0")
+        mf.off = _reserve(w, m)
+        mf.need = m
+        mf.have = 0
+        mf.seq = 0
+    else:
+        if L % 2:
+            raise ParseError("odd number of hex digits in a data line")
+        off = _reserve(w, L // 2)
+        m = _unhex_nib(nib, L, w.pool + off)
+        _emit(w, 0, off, m)
+    return 0
+
+
 cdef int _scan(const unsigned char* s, Py_ssize_t n, bint headers, bint is_can, int protocol,
                Work* w) except -1:
-    cdef Py_ssize_t i = 0, j, L, m, off, width, nh2
-    cdef unsigned char c, c0, c1, cls
-    cdef bint first = True, lead, has_lt, numbered, h0, h1
-    cdef Py_ssize_t mf_need = 0, mf_off = 0, mf_have = 0, take
-    cdef int mf_seq = 0, idx
+    cdef Py_ssize_t i = 0, j, L, m, width
+    cdef bint first = True, numbered, h0, h1
+    cdef int idx
     cdef long long ecu
     cdef unsigned char* nib = w.nib
+    cdef Line ln
+    cdef MultiFrame mf
+    mf.need = 0
+    mf.off = 0
+    mf.have = 0
+    mf.seq = 0
     while i < n:
-        # one pass over the line: the hex digit values of its characters without spaces, NULs, tabs
-        # and leading '>' go to nib; L counts them; '<' and non-hex characters are noted
-        L = 0
-        lead = True
-        has_lt = False
-        nh2 = 0
-        c0 = 0
-        c1 = 0
-        while i < n:
-            c = s[i]
-            i += 1
-            cls = _CLS[c]
-            if cls & C_EOL:
-                break
-            if cls & C_SKIP:
-                continue
-            if lead and (cls & C_GT):
-                continue
-            lead = False
-            if L == 0:
-                c0 = c
-            elif L == 1:
-                c1 = c
-            elif not (cls & C_HEX):
-                nh2 += 1
-            if cls & C_LT:
-                has_lt = True
-            nib[L] = <unsigned char>_HEXV[c]
-            L += 1
+        i = _line(s, n, i, nib, &ln)
+        L = ln.L
         if L == 0:
             continue
-        if has_lt:
+        if ln.has_lt:
             first = False
             continue
-        h0 = _HEXV[c0] >= 0
-        h1 = L >= 2 and _HEXV[c1] >= 0
-        numbered = L >= 2 and c1 == 58 and h0
+        h0 = _HEXV[ln.c0] >= 0
+        h1 = L >= 2 and _HEXV[ln.c1] >= 0
+        numbered = L >= 2 and ln.c1 == 58 and h0
         if numbered:
-            if L == 2 or nh2:
+            if L == 2 or ln.nh2:
                 first = False
                 continue
-        elif not h0 or (L >= 2 and not h1) or nh2:
+        elif not h0 or (L >= 2 and not h1) or ln.nh2:
             first = False
             continue
         if first and not numbered and L % 2 == 0 and L <= 16:
@@ -487,37 +551,7 @@ cdef int _scan(const unsigned char* s, Py_ssize_t n, bint headers, bint is_can, 
         first = False
         # a data line
         if not headers:
-            if numbered:
-                if not mf_need:
-                    raise ParseError("numbered frame line without the byte count line before it")
-                idx = nib[0]
-                if idx != mf_seq:
-                    raise ParseError(f"multi-frame line {idx:X}: expected {mf_seq:X}")
-                m = _unhex_nib(nib + 2, L - 2, w.tmp)
-                if mf_have < mf_need:
-                    take = m if m < mf_need - mf_have else mf_need - mf_have
-                    memcpy(w.pool + mf_off + mf_have, w.tmp, take)
-                mf_have += m
-                mf_seq = (mf_seq + 1) & 0xF
-                if mf_have >= mf_need:
-                    _emit(w, 0, mf_off, mf_need)
-                    mf_need = 0
-            elif L == 3:
-                if mf_need:
-                    raise ParseError("new multi-frame message before the previous one was complete")
-                m = (nib[0] << 8) | (nib[1] << 4) | nib[2]
-                if not m:
-                    raise ParseError("multi-frame byte count of 0")
-                mf_off = _reserve(w, m)
-                mf_need = m
-                mf_have = 0
-                mf_seq = 0
-            else:
-                if L % 2:
-                    raise ParseError("odd number of hex digits in a data line")
-                off = _reserve(w, L // 2)
-                m = _unhex_nib(nib, L, w.pool + off)
-                _emit(w, 0, off, m)
+            _headerless(w, nib, L, numbered, &mf)
         elif numbered:
             raise ParseError("numbered frame line while headers are on")
         elif is_can:
@@ -532,8 +566,8 @@ cdef int _scan(const unsigned char* s, Py_ssize_t n, bint headers, bint is_can, 
         else:
             m = _unhex_nib(nib, L, w.tmp)
             _legacy(w, w.tmp, m, protocol)
-    if mf_need:
-        raise ParseError(f"multi-frame message incomplete: {mf_have} of {mf_need} bytes")
+    if mf.need:
+        raise ParseError(f"multi-frame message incomplete: {mf.have} of {mf.need} bytes")
     if w.npend:
         raise ParseError("multi-frame message incomplete at the end of the block")
     return 0
