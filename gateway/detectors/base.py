@@ -58,6 +58,7 @@ AUTOMATIC_TYPES: dict[str, str] = {
     "STOPPED": "vehicle:stopped",
     "MOVING": "vehicle:moving",
     "PARKED": "vehicle:parked",
+    "LOW_BATTERY": "vehicle:low_battery",
 }
 
 

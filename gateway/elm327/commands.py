@@ -116,6 +116,11 @@ def can_receive_address(address: int | None) -> bytes:
     return at("CRA" if address is None else f"CRA{address:03X}")
 
 
+def stn_sleep() -> bytes:
+    """STSLEEP: an STN chip's sleep (OBDLink STN11xx reference); UART activity wakes it."""
+    return b"STSLEEP\r"
+
+
 def low_power() -> bytes:
     """ATLP: the chip's low-power mode (ELM327 v2.0 and later); any byte wakes it."""
     return at("LP")

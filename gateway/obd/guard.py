@@ -89,6 +89,8 @@ class ElmWriteGuard:
         #: refusals so far, and the last one's reason (status shows them; any refusal is a bug)
         self.refused = 0
         self.last_refusal = ""
+        #: OBD request lines let through (each one goes on the car's bus); AT/ST lines stay in the adapter
+        self.requests = 0
 
     # -- what the transport tells the guard --------------------------------------------------------
     def saw_input(self, chunk: bytes) -> None:
@@ -119,6 +121,8 @@ class ElmWriteGuard:
             # ATBRD's handshake answer; on a chip at its prompt a bare CR repeats the last command
             if self._last_was_clear:
                 self._refuse("a bare CR would repeat the previous service 04 request")
+            if self._prompt_seen:
+                self.requests += 1  # at a prompt a bare CR repeats the last request (ATBRD's CR comes without one)
             self._prompt_seen = False
             return
         if not data.endswith(b"\r") or b"\r" in data[:-1] or b"\n" in data:
@@ -147,6 +151,7 @@ class ElmWriteGuard:
             self._clear_wanted = None  # one line per permit
         elif service not in READ_SERVICES:
             self._refuse(f"service {service:02X} is not a read service")
+        self.requests += 1
         self._written(clear=clear)
 
     def _written(self, *, clear: bool) -> None:
@@ -167,6 +172,8 @@ class CanWriteGuard:
         self._clear_wanted: Callable[[], bool] | None = None
         self.refused = 0
         self.last_refusal = ""
+        #: request frames let through (flow control not counted: it only continues an answer)
+        self.requests = 0
 
     @contextlib.contextmanager
     def permit_clear(self, still_wanted: Callable[[], bool]) -> Iterator[None]:
@@ -201,6 +208,7 @@ class CanWriteGuard:
             self._clear_wanted = None
         elif service not in READ_SERVICES:
             self._refuse(f"service {service:02X} is not a read service")
+        self.requests += 1
 
     def _refuse(self, why: str) -> NoReturn:
         self.refused += 1
