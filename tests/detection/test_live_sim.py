@@ -83,7 +83,6 @@ async def drive_live(tmp_path: Path) -> tuple[list[Sample | LinkState], list[Eve
             polling = PollingConfig(
                 pids=["0C", "0D", "01", "10"],
                 rates={"0C": 5.0, "0D": 5.0, "01": 2.0, "10": 2.0},
-                parked_interval_s=0.5,
             )
             poller = poller_mod.Poller(
                 adapter,
