@@ -230,6 +230,8 @@ class PowerConfig:
     low_battery_v: float = 12.2
     # ... until the voltage is back above low_battery_v + this
     low_battery_hysteresis_v: float = 0.3
+    # ... for this long (a crank dip lasts a second or two)
+    low_battery_confirm_s: float = 30.0
     # put the adapter to sleep between readings where the chip can (ATLP on ELM327 v2+, STSLEEP on STN)
     adapter_sleep: bool = True
     # command run once (after the store is flushed) on a low battery or after shutdown_after_parked_h parked
@@ -246,6 +248,8 @@ class PowerConfig:
             raise ConfigError(
                 f"power.low_battery_hysteresis_v: must be between 0 and 2 V (got {self.low_battery_hysteresis_v})"
             )
+        if self.low_battery_confirm_s < 0:
+            raise ConfigError("power.low_battery_confirm_s: must not be negative")
         if self.shutdown_after_parked_h < 0:
             raise ConfigError("power.shutdown_after_parked_h: must not be negative")
         if self.shutdown_after_parked_h > 0 and not self.shutdown_command.strip():

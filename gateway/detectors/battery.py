@@ -1,6 +1,6 @@
 """``LOW_BATTERY``: the parked car's battery fell below ``power.low_battery_v``.
 
-The poller's parked plan decides (three readings in a row below the threshold, cleared only above the
+The poller's parked plan decides (readings below the threshold for 30 s, cleared only above the
 threshold plus the hysteresis: :mod:`gateway.poller.parked`) and publishes its decision as a
 ``low_battery`` sample (true / false) that the store records, so a replay sees the same events. This
 detector turns a change to true into one event, carrying the last voltage read; the state survives a

@@ -588,6 +588,7 @@ class Poller:
             charging_v=self.charging_voltage_v,
             low_v=power.low_battery_v,
             hysteresis_v=power.low_battery_hysteresis_v,
+            low_confirm_s=power.low_battery_confirm_s,
         )
         if changed:
             low = self.parked.low_battery
@@ -598,6 +599,8 @@ class Poller:
             marker = Sample(now_ms(), "low_battery", low, "", None, 0)
             self.cache.put(marker)
             await self.publish(marker)
+        if sign is None and self.ecu_responding and not self.parked.low_battery:
+            return "ecu_awake"  # the bus is awake anyway: the check wakes nothing and finds a running engine
         if sign is None and power.adapter_sleep and power.voltage_interval_s >= ADAPTER_SLEEP_MIN_S:
             with contextlib.suppress(AdapterError, TransportTimeout):
                 self.parked.sleeping = await session.low_power()

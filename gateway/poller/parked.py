@@ -13,15 +13,21 @@ the engine) is sent only when :meth:`ParkedPlan.observe` or :meth:`ParkedPlan.wa
   below once.
 * **crank_dip**: a reading at least ``CRANK_DIP_V`` (1.0 V) below the last resting reading — the starter
   draws 100-200 A and pulls a healthy battery to about 9.6-10.5 V (the battery load-test rule: no lower
-  than 9.6 V while cranking) — followed within ``DIP_WINDOW_S`` by a reading back within
-  ``RECOVERED_V`` of rest: the engine caught. This finds a start on cars whose alternator does not
-  charge at idle (smart charging), but only when a reading falls inside the crank (about 1-2 s).
+  than 9.6 V while cranking); nothing else in a parked car draws that much. The check goes out at the
+  dip itself: the key is on, the ECUs are powered, so the request wakes nothing and the trip starts
+  about a second earlier than the charging sign would give (the recovery that follows shows as
+  charging). Only when a reading falls inside the crank (about 1-2 s); one sign per dip.
+* **ecu_awake** (decided by the poller): the ECU still answered the last request — the plan started
+  while the car was awake (the box started in a running car before detection saw it run, a car whose
+  ECUs answer for a while after the key is off). A request then wakes nothing; one per reading goes
+  on until the ECU falls silent.
 * **wake_check**: ``power.wake_check`` on, every ``power.wake_check_interval_s``; the only way to find a
   start on a car whose voltage shows none (some hybrids and start-stop cars), and the fallback where the
   voltage cannot be read (raw CAN, a clone without ATRV), whatever the switch says.
 
-**Battery guard**: ``LOW_CONFIRM`` readings in a row below ``power.low_battery_v`` (a crank dip is one
-reading, not three) make the battery low: no request at all, not even the wake check, until a reading
+**Battery guard**: readings below ``power.low_battery_v`` for ``power.low_battery_confirm_s`` (30 s)
+make the battery low — a crank dip lasts a second or two, a flat battery stays flat: no request at
+all, not even the wake check, until a reading
 at or above ``low_battery_v + low_battery_hysteresis_v``. Reported once per change.
 """
 
@@ -31,12 +37,9 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-Sign = Literal["charging", "crank_dip", "wake_check"]
+Sign = Literal["charging", "crank_dip", "wake_check", "ecu_awake"]
 
 CRANK_DIP_V = 1.0
-DIP_WINDOW_S = 30.0
-RECOVERED_V = 0.3
-LOW_CONFIRM = 3
 REARM_BELOW_V = 0.2  # the charging sign re-arms once the voltage is this far below charging_voltage_v
 ADAPTER_SLEEP_MIN_S = 30.0  # sleeping the chip between readings only pays off at long intervals (ATLP: 1 s delay)
 
@@ -53,7 +56,7 @@ class ParkedPlan:
     since: float | None = None
     rest_v: float | None = None
     dip_at: float | None = None
-    below: int = 0
+    below_since: float | None = None
     charging_armed: bool = False
     last_volts: float | None = None
     wake_checks: int = 0
@@ -97,11 +100,18 @@ class ParkedPlan:
         return True
 
     def observe(
-        self, now: float, volts: float, *, charging_v: float, low_v: float, hysteresis_v: float
+        self,
+        now: float,
+        volts: float,
+        *,
+        charging_v: float,
+        low_v: float,
+        hysteresis_v: float,
+        low_confirm_s: float = 30.0,
     ) -> tuple[Sign | None, bool]:
         """Record a voltage reading: (a sign that the engine started or None, whether ``low_battery`` changed)."""
         self.last_volts = volts
-        changed = self._guard(volts, low_v, hysteresis_v)
+        changed = self._guard(now, volts, low_v, hysteresis_v, low_confirm_s)
         sign: Sign | None = None
         if volts >= charging_v:
             if self.charging_armed:
@@ -111,11 +121,9 @@ class ParkedPlan:
             self.charging_armed = True
         rest = self.rest_v
         if rest is not None and volts <= rest - CRANK_DIP_V:
-            self.dip_at = now  # the starter is drawing: wait for the recovery
-        elif self.dip_at is not None and now - self.dip_at <= DIP_WINDOW_S and rest is not None:
-            if volts >= rest - RECOVERED_V:
+            if self.dip_at is None:
                 sign = sign or "crank_dip"
-                self.dip_at = None
+            self.dip_at = now  # readings during the dip do not move the resting level
         else:
             self.dip_at = None
             if volts < charging_v:
@@ -124,12 +132,12 @@ class ParkedPlan:
             sign = None  # the guard stops every request; a charging alternator clears it first
         return sign, changed
 
-    def _guard(self, volts: float, low_v: float, hysteresis_v: float) -> bool:
-        if volts < low_v:
-            self.below += 1
-        else:
-            self.below = 0
-        if not self.low_battery and self.below >= LOW_CONFIRM:
+    def _guard(self, now: float, volts: float, low_v: float, hysteresis_v: float, confirm_s: float) -> bool:
+        if volts >= low_v:
+            self.below_since = None
+        elif self.below_since is None:
+            self.below_since = now
+        if not self.low_battery and self.below_since is not None and now - self.below_since >= confirm_s:
             self.low_battery = True
             return True
         if self.low_battery and volts >= low_v + hysteresis_v:

@@ -19,7 +19,7 @@ import pytest
 
 from firmware_sim import simulator
 from gateway import poller as poller_mod
-from gateway.config import AdapterConfig, DetectionConfig, PollingConfig
+from gateway.config import AdapterConfig, DetectionConfig, PollingConfig, PowerConfig
 from gateway.detection import DetectionEngine
 from gateway.model import Event, LinkState, Sample, TripRecord
 from gateway.replay import read_csv, replay, write_csv
@@ -90,6 +90,7 @@ async def drive_live(tmp_path: Path) -> tuple[list[Sample | LinkState], list[Eve
                 sessions=session_factory(adapter, polling, tmp_path),
                 publish=publish,
                 allow_clear_dtc=True,
+                power_cfg=PowerConfig(voltage_interval_s=0.5),
             )
             task = asyncio.create_task(poller.run())
             try:

@@ -45,6 +45,7 @@ commit_interval_s = 30.0
 
 [power]
 voltage_interval_s = 0.2
+low_battery_confirm_s = 1.0
 shutdown_command = "{python} {d}/record.py {d}/buffer.sqlite {d}/shutdown.txt"
 
 [diag]
