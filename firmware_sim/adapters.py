@@ -127,7 +127,7 @@ PERSONALITIES: dict[str, Personality] = {p.name: p for p in (
                 "power-up, STOPPED like the ELM327",
         version="ELM327 v1.3a",
         st_commands=(("I", "STN1130 v4.0.1"), ("DI", "OBDLink SX r4.2"), ("MFR", "ScanTool.net LLC"),
-                     ("SN", "113010745724")),
+                     ("SN", "113010745724"), ("SLEEP", "OK")),
         stsbr=True,
         baud=115200,
         sources=("OBDLink FRPM (STN11xx reference manual): STI, STDI, STMFR, STSN, STSBR",

@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", default="genuine", metavar="NAME", choices=sorted(PERSONALITIES),
                    help="adapter personality: " + "; ".join(f"{p.name}: {p.summary}" for p in PERSONALITIES.values())
                    + " (default genuine; see docs/simulator.md)")
+    p.add_argument("--hybrid", action="store_true",
+                   help="a car whose 12 V does not rise when the engine starts (no charging voltage, no crank dip)")
     p.add_argument("--pipelining", action="store_true",
                    help="a line-buffering adapter (Automatic adapter, STN-style) that answers requests written "
                         "back to back in order; default: a genuine ELM327, which answers STOPPED to them")
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                         protocol=args.protocol.upper(), truth_path=args.truth, baud=args.baud,
                         linefeeds_default=args.linefeeds, strict_baud=args.strict_baud,
                         elm_version=args.elm_version, pipelining=args.pipelining, adapter=args.adapter,
-                        ecus=_ecus(args.ev))
+                        ecus=_ecus(args.ev), hybrid=args.hybrid)
     except DriveError as exc:
         print(f"obd-gateway-sim: {exc}", file=sys.stderr)
         return 2

@@ -115,6 +115,18 @@ class CarBus:
         self.ecus = ecus
         self.protocol = protocol
         self.sync = sync or (lambda: None)
+        #: simulated times (ms) of the OBD requests that reached the bus while the car slept (bounded)
+        self.wakeups: deque[float] = deque(maxlen=100_000)
+
+    def note_request(self) -> None:
+        """An OBD request reaches the bus: while the car sleeps (ignition off) it is a bus wake-up.
+
+        On a real car every such request wakes the CAN bus and its gateway modules again (owners report
+        about 2 A instead of 150 mA while "asleep"); the gateway must send none once parked."""
+        self.sync()
+        with self.vehicle.lock:
+            if not self.vehicle.state.ignition:
+                self.wakeups.append(self.vehicle.sim_ms)
 
     def alive(self) -> bool:
         """Whether the ECUs are on the bus (ignition on)."""
@@ -500,6 +512,7 @@ class Elm327:
         request = payload if self.settings.caf else payload[1:]
         if request and not p.accepts(request[0], len(request) - 1, len(text) % 2 == 1):
             return self._simple("?", delay=t_in, echo=echo)
+        self.bus.note_request()
         if not p.count_usable:
             count = None  # a clone that ignores the digit waits as if it were absent
         reply = Reply(interruptible=True)

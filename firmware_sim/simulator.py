@@ -48,7 +48,7 @@ class Simulator:
                  baud: int | None = None, clock: str = "wall", start_ms: int | None = None,
                  linefeeds_default: bool = False, timing: TimingModel | None = None,
                  ecus: list[Ecu] | None = None, strict_baud: bool = False, elm_version: str | None = None,
-                 pipelining: bool = False, adapter: str | Personality = "genuine") -> None:
+                 pipelining: bool = False, adapter: str | Personality = "genuine", hybrid: bool = False) -> None:
         if time_scale <= 0:
             raise ValueError(f"time_scale must be > 0, got {time_scale}")
         if clock not in {"wall", "manual"}:
@@ -66,6 +66,9 @@ class Simulator:
         self.truth = Truth(truth_path)
         start = int(time.time() * 1000) if start_ms is None else start_ms
         self.vehicle = Vehicle(self.drive, seed=seed, start_ms=start, truth=self.truth)
+        if hybrid:  # the 12 V system does not rise when the engine starts (and no crank dip)
+            self.vehicle.state.alternator = False
+            self.vehicle.set_ignition(self.vehicle.state.ignition)  # re-derive the voltage
         self.ecus = ecus if ecus is not None else default_ecus()
         self.faults = Faults(random.Random(seed + 7919))
         self.timing = timing or TimingModel(baud=baud or adapter_p.baud)
@@ -179,7 +182,8 @@ class Simulator:
             raise ValueError("a command is a non-empty JSON object")
         out: dict[str, Any] = {"ok": True}
         known = {"fault", "on", "rate", "ignition", "set_dtcs", "mil", "pending", "clear_dtcs", "clear_faults",
-                 "hold_speed", "release", "advance", "close_port", "reopen_port", "state", "truth", "log"}
+                 "hold_speed", "release", "advance", "close_port", "reopen_port", "state", "truth", "log",
+                 "battery_rest_v", "parasitic_ma", "alternator"}
         unknown = set(cmd) - known
         if unknown:
             raise ValueError(f"unknown command key(s): {sorted(unknown)}")
@@ -187,6 +191,17 @@ class Simulator:
             self.faults.set(str(cmd["fault"]), bool(cmd.get("on", True)), rate=float(cmd.get("rate", 1.0)))
         if cmd.get("clear_faults"):
             self.faults.clear()
+        if any(k in cmd for k in ("battery_rest_v", "parasitic_ma", "alternator")):
+            self.sync()
+            with self.vehicle.lock:
+                st = self.vehicle.state
+                if "battery_rest_v" in cmd:
+                    st.battery_rest_v = float(cmd["battery_rest_v"])
+                if "parasitic_ma" in cmd:
+                    st.parasitic_ma = max(0.0, float(cmd["parasitic_ma"]))
+                if "alternator" in cmd:
+                    st.alternator = bool(cmd["alternator"])
+                self.vehicle.set_ignition(st.ignition)  # re-derive the voltage now
         if "ignition" in cmd:
             self.sync()
             self.vehicle.set_ignition(bool(cmd["ignition"]))
@@ -214,6 +229,8 @@ class Simulator:
             self.sync()
             with self.vehicle.lock:
                 out["state"] = self.vehicle.sample()
+            out["bus_wakeups"] = len(self.bus.wakeups)
+            out["battery_rest_v"] = round(self.vehicle.state.battery_rest_v, 3)
             out["faults"] = self.faults.active()
             out["fault_hits"] = self.faults.hit_counts()
         if cmd.get("truth"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shlex
 import tomllib
 import types
 import typing
@@ -39,8 +40,12 @@ RANGES: dict[str, tuple[float, float]] = {
     "polling.rates": (0.001, 100.0),  # at least once in ~17 min, at most 100 Hz
     "polling.priorities": (-8, 8),
     "polling.idle_unrequested_s": (1.0, 86_400.0),
-    "polling.parked_interval_s": (0.1, 3600.0),
-    "polling.parked_min_battery_v": (0.0, 16.0),
+    "power.voltage_interval_s": (0.1, 3600.0),
+    "power.wake_check_interval_s": (10.0, 86_400.0),  # not more often than a wake every 10 s
+    "power.low_battery_v": (0.0, 16.0),
+    "power.low_battery_hysteresis_v": (0.0, 2.0),
+    "power.low_battery_confirm_s": (0.0, 3600.0),
+    "power.shutdown_after_parked_h": (0.0, 8760.0),  # 0 = never; at most a year
     "detection.hard_brake_kmh_per_s": (0.1, 100.0),
     "detection.hard_accel_kmh_per_s": (0.1, 100.0),
     "detection.refractory_s": (0.0, 3600.0),
@@ -207,8 +212,6 @@ class PollingConfig:
     rates: dict[str, float] = field(default_factory=dict)
     priorities: dict[str, int] = field(default_factory=dict)
     idle_unrequested_s: float = 60.0
-    parked_interval_s: float = 5.0
-    parked_min_battery_v: float = 11.8
     multi_pid: bool = True
 
     def __post_init__(self) -> None:
@@ -228,11 +231,6 @@ class PollingConfig:
             if hz <= 0 or hz > 100:
                 raise ConfigError(f"polling.rates.{pid}: must be between 0 and 100 Hz (got {hz})")
         _positive("polling", "idle_unrequested_s", self.idle_unrequested_s)
-        _positive("polling", "parked_interval_s", self.parked_interval_s)
-        if not 0 <= self.parked_min_battery_v <= 16:
-            raise ConfigError(
-                f"polling.parked_min_battery_v: must be between 0 and 16 V (got {self.parked_min_battery_v})"
-            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +293,53 @@ class DetectionConfig:
             raise ConfigError(
                 f"detection.charging_voltage_v: must be between 8 and 16 V (got {self.charging_voltage_v})"
             )
+
+
+@dataclass(frozen=True, slots=True)
+class PowerConfig:
+    """The box in a parked car: what it reads, when it may touch the bus, when it gives up (docs/operations.md).
+
+    ``low_battery_v`` 12.2 V: a lead-acid battery at rest at about 50 % state of charge (the usual
+    open-circuit voltage charts: 12.6-12.7 V full, 12.4 V about 75 %, 12.2 V about 50 %, 12.0 V about 25 %).
+    """
+
+    # seconds between ATRV readings while parked (an adapter command: nothing goes on the bus)
+    voltage_interval_s: float = 2.0
+    # optional bus wake check (one mode 01 request) while parked, for cars whose voltage does not show a start
+    wake_check: bool = False
+    wake_check_interval_s: float = 900.0
+    # below this resting voltage every request stops and LOW_BATTERY is reported once
+    low_battery_v: float = 12.2
+    # ... until the voltage is back above low_battery_v + this
+    low_battery_hysteresis_v: float = 0.3
+    # ... for this long (a crank dip lasts a second or two)
+    low_battery_confirm_s: float = 30.0
+    # put the adapter to sleep between readings where the chip can (ATLP on ELM327 v2+, STSLEEP on STN)
+    adapter_sleep: bool = True
+    # command run once (after the store is flushed) on a low battery or after shutdown_after_parked_h parked
+    shutdown_command: str = ""
+    # hours parked before shutdown_command runs (0: only on a low battery)
+    shutdown_after_parked_h: float = 0.0
+
+    def validate(self) -> None:
+        _positive("power", "voltage_interval_s", self.voltage_interval_s)
+        _positive("power", "wake_check_interval_s", self.wake_check_interval_s)
+        if not 0 <= self.low_battery_v <= 16:
+            raise ConfigError(f"power.low_battery_v: must be between 0 and 16 V (got {self.low_battery_v})")
+        if not 0 <= self.low_battery_hysteresis_v <= 2:
+            raise ConfigError(
+                f"power.low_battery_hysteresis_v: must be between 0 and 2 V (got {self.low_battery_hysteresis_v})"
+            )
+        if self.low_battery_confirm_s < 0:
+            raise ConfigError("power.low_battery_confirm_s: must not be negative")
+        if self.shutdown_after_parked_h < 0:
+            raise ConfigError("power.shutdown_after_parked_h: must not be negative")
+        if self.shutdown_after_parked_h > 0 and not self.shutdown_command.strip():
+            raise ConfigError("power.shutdown_after_parked_h: needs power.shutdown_command")
+        try:
+            shlex.split(self.shutdown_command)
+        except ValueError as exc:
+            raise ConfigError(f"power.shutdown_command: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,6 +501,7 @@ class Config:
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     polling: PollingConfig = field(default_factory=PollingConfig)
     detection: DetectionConfig = field(default_factory=DetectionConfig)
+    power: PowerConfig = field(default_factory=PowerConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     https: HttpsConfig = field(default_factory=HttpsConfig)

@@ -7,6 +7,10 @@ Only this module wires things together (see DESIGN.md). The flow::
                          ├────► console printer (``run --sim``)
                          └────► diagnostic server (subscribe)
 
+Parked (``[power]``): the poller starts in the parked plan when the detection state says the ignition is
+off; a low battery, or ``power.shutdown_after_parked_h`` parked, runs ``power.shutdown_command`` once,
+after the store has committed what is queued (:meth:`Daemon.power_loop`).
+
 Shutdown (SIGTERM, SIGINT): stop polling, hand the last items to the store, flush it, close the
 uplinks, exit 0 — within 5 s. SIGHUP reloads the configuration file; an invalid file is refused
 and the running configuration kept.
@@ -32,6 +36,7 @@ from gateway.bus import Bus, Subscription
 from gateway.errors import ConfigError, GatewayError, TransportError
 from gateway.model import Event, LinkState, Sample, TripRecord, now_ms
 from gateway.obd.custom import resolve
+from gateway.poller import parked as parked_policy
 
 if TYPE_CHECKING:
     from gateway.link.base import Session
@@ -39,6 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.daemon")
 
 SHUTDOWN_DEADLINE_S = 4.0
+#: the shutdown command gets this long before it is reported as hanging (it is not killed: it may be powering off)
+SHUTDOWN_COMMAND_WAIT_S = 60.0
 #: Output groups watched for their commit at most (the rest stay unconfirmed: re-published at the next start).
 MAX_DURABLE_WAITS = 256
 
@@ -279,6 +286,10 @@ class Daemon:
         self.diag: Any = None
         self.recent_trips: collections.deque[dict[str, Any]] = collections.deque(maxlen=50)
         self._last_dtc_read = 0.0
+        self._store_sub: Subscription | None = None
+        self._detect_sub: Subscription | None = None
+        self._parked_since_ms: int | None = None
+        self.shutdown_ran: str | None = None  # why power.shutdown_command ran (it runs once per start)
         # engine outputs published, with the store's future for their commit
         self._durable_waits: collections.deque[tuple[asyncio.Future[None], list[str]]] = collections.deque()
 
@@ -316,6 +327,8 @@ class Daemon:
             allow_clear_dtc=self.cfg.diag.allow_clear_dtc,
             custom=resolve(self.cfg.vehicle.profile, self.cfg.pids.custom),
             auto_profile=self.cfg.vehicle.auto_profile and not self.cfg.vehicle.profile,
+            power_cfg=self.cfg.power,
+            charging_voltage_v=self.cfg.detection.charging_voltage_v,
         )
         self.poller.profile = self.cfg.vehicle.profile
         self.engine = DetectionEngine(
@@ -324,6 +337,10 @@ class Daemon:
             car_id=self.cfg.device.car_id,
             state_path=self.state_dir() / "trip-state.json",
         )
+        if not self.engine.ignition_on_at(now_ms()):
+            # a restart in a parked car: quiet from the first byte (no protocol search while the engine is off)
+            self.poller.set_plan("parked")
+            self._note_plan("parked")
         enabled = [name for name in ("mqtt", "https") if getattr(self.cfg, name).enabled]
         self.store = Store(self.cfg.store, uplinks=enabled)
         for name in enabled:
@@ -352,7 +369,6 @@ class Daemon:
         Outputs stay in the engine's state until the store has committed them (docs/uplinks.md,
         "What a crash can cost"): those a crash left unconfirmed are published again first, same ids.
         """
-        was_on = self.engine.ignition_on
         await self._publish_outputs(self.engine.unconfirmed(), again=True)
         while True:
             try:
@@ -362,9 +378,10 @@ class Daemon:
                 outputs = self.engine.tick(now_ms())
             await self._publish_outputs(outputs)
             self._confirm_durable()
-            if self.engine.ignition_on != was_on:
-                was_on = self.engine.ignition_on
-                self.poller.set_plan("driving" if was_on else "parked")
+            want = "driving" if self.engine.ignition_on else "parked"
+            if self.poller.plan != want:
+                self.poller.set_plan(want)
+                self._note_plan(want)
             if self.engine.dtc_read_wanted and self.poller.connected:
                 await self._feed_dtcs()
 
@@ -397,6 +414,58 @@ class Daemon:
         self._durable_waits = pending
         if done:
             self.engine.confirm_durable(done)
+
+    def _note_plan(self, plan: str) -> None:
+        if plan == "driving":
+            self._parked_since_ms = None
+            return
+        # parked since the engine last ran (kept in the detection state, so a restart does not reset it)
+        last = self.engine.ignition.last_running_ms
+        self._parked_since_ms = int(last) if last is not None else now_ms()
+
+    async def power_loop(self) -> None:
+        """Run ``power.shutdown_command`` once when the battery is low or the car has been parked long enough.
+
+        What is queued for the store is committed first (the ``LOW_BATTERY`` event included), so a box
+        that powers off loses nothing."""
+        while self.shutdown_ran is None:
+            await asyncio.sleep(1.0)
+            power = self.cfg.power
+            parked = self.poller.plan == "parked" and self._parked_since_ms is not None
+            why = parked_policy.shutdown_due(
+                low_battery=parked and self.poller.parked.low_battery,
+                parked_for_s=(now_ms() - self._parked_since_ms) / 1000 if parked and self._parked_since_ms else None,
+                command=power.shutdown_command,
+                after_parked_h=power.shutdown_after_parked_h,
+            )
+            if why is None:
+                continue
+            self.shutdown_ran = why
+            await self._flush_for_shutdown()
+            log.warning("%s: running the shutdown command: %s", why, power.shutdown_command)
+            try:
+                proc = await asyncio.create_subprocess_exec(*shlex.split(power.shutdown_command))
+                code = await asyncio.wait_for(proc.wait(), SHUTDOWN_COMMAND_WAIT_S)
+            except (OSError, ValueError) as exc:
+                log.error("the shutdown command could not run: %s", exc)
+                continue
+            except TimeoutError:
+                log.error("the shutdown command did not finish within %.0f s", SHUTDOWN_COMMAND_WAIT_S)
+                continue
+            (log.info if code == 0 else log.error)("the shutdown command exited with %s", code)
+
+    async def _flush_for_shutdown(self) -> None:
+        """Let detection and the store take what is queued (bounded), then commit the store."""
+        subs = [s for s in (self._detect_sub, self._store_sub) if s is not None]
+        for _ in range(100):  # bounded: at most about 5 s
+            if not any(not s.queue.empty() for s in subs):
+                break
+            await asyncio.sleep(0.05)  # two queues drained by other tasks: nothing to wait on
+        await asyncio.sleep(0.1)  # the store loop appends what it took last
+        try:
+            await self.store.flush()
+        except Exception as exc:  # the command still runs: the battery matters more than the queue
+            log.error("store flush before the shutdown command failed: %s", exc)
 
     async def _feed_dtcs(self) -> None:
         """The MIL came on: read the codes so the ``mil:on`` event can carry them."""
@@ -433,6 +502,12 @@ class Daemon:
         poll = self.poller.status()
         adapter = "adapter connected" if poll.get("connected") else "adapter retrying"
         ignition = "ignition on" if self.engine.ignition_on else "ignition off"
+        parked = poll.get("parked")
+        if isinstance(parked, dict):
+            volts = parked.get("last_voltage_v")
+            ignition += f", parked ({parked.get('bus_requests', 0)} bus requests" + (
+                f", {volts:.1f} V)" if isinstance(volts, (int, float)) else ")"
+            )
         depth: dict[str, dict[str, int]] = self.store.stats()["queue"] if self.store else {}
         queues = ", ".join(f"{k} queue {v['records']} records ({v['samples']} samples)" for k, v in depth.items())
         parts = [adapter, poll.get("protocol") or "", ignition, queues, self.supervisor.summary()]
@@ -450,8 +525,10 @@ class Daemon:
         sup = self.supervisor = Supervisor()
         sup.install_signal_handlers(reload=self.reload)
 
-        store_sub = self.bus.subscribe("store", maxsize=20_000, lossless=True)
-        detect_sub = self.bus.subscribe("detection", maxsize=5_000, lossless=True, kinds=(Sample, LinkState))
+        store_sub = self._store_sub = self.bus.subscribe("store", maxsize=20_000, lossless=True)
+        detect_sub = self._detect_sub = self.bus.subscribe(
+            "detection", maxsize=5_000, lossless=True, kinds=(Sample, LinkState)
+        )
         self.diag = DiagServer(
             DaemonStatus(self),
             socket_path=self.cfg.diag.socket,
@@ -481,6 +558,7 @@ class Daemon:
         sup.add("diag", self._diag_forever)
         sup.add("watchdog", self.notifier.watchdog_loop)
         sup.add("status", self.status_loop)
+        sup.add("power", self.power_loop)
         if self.console:
             printer = ConsolePrinter(self.bus.subscribe("console", maxsize=1000))
             sup.add("console", printer.run)
@@ -554,14 +632,14 @@ class Daemon:
                 if getattr(before, f.name) == getattr(after, f.name):
                     continue
                 key = f"{section.name}.{f.name}"
-                live = section.name in ("log", "polling") or key == "diag.allow_clear_dtc"
+                live = section.name in ("log", "polling", "power") or key == "diag.allow_clear_dtc"
                 (applied if live else later).append(key)
         logging.getLogger().setLevel(new.log.level.upper())
-        self.poller.reconfigure(new.polling, allow_clear_dtc=new.diag.allow_clear_dtc)
+        self.poller.reconfigure(new.polling, allow_clear_dtc=new.diag.allow_clear_dtc, power_cfg=new.power)
         if self.diag is not None:
             self.diag.allow_clear_dtc = new.diag.allow_clear_dtc
         diag = dataclasses.replace(old.diag, allow_clear_dtc=new.diag.allow_clear_dtc)
-        self.cfg = dataclasses.replace(old, log=new.log, polling=new.polling, diag=diag)
+        self.cfg = dataclasses.replace(old, log=new.log, polling=new.polling, power=new.power, diag=diag)
         log.info("SIGHUP: configuration reloaded; applied: %s", ", ".join(applied) or "nothing changed")
         if later:
             log.warning("SIGHUP: these changes take effect after a restart: %s", ", ".join(later))
@@ -592,6 +670,7 @@ class DaemonStatus:
             "parser": PARSER_BUILD,
             "adapter": d.poller.status(),
             "ignition": d.engine.ignition_on,
+            "shutdown_command_ran": d.shutdown_ran,
             "current_trip": d.engine.current_trip_id,
             "store": store,
             "uplinks": {name: {"connected": bool(getattr(u, "connected", False))} for name, u in d.uplinks.items()},

@@ -30,6 +30,7 @@ from typing import Any
 from gateway.common.ratelog import RateLimitedLog
 from gateway.config import DetectionConfig
 from gateway.detectors.base import IdFactory, uuid4_str
+from gateway.detectors.battery import LowBatteryDetector
 from gateway.detectors.harsh import HarshDetector
 from gateway.detectors.ignition import IgnitionDetector
 from gateway.detectors.mil import MilDetector
@@ -86,6 +87,14 @@ class DetectionEngine:
         """Whether the ignition is on (a trip is open)."""
         return self.ignition.on
 
+    def ignition_on_at(self, now_ms: int) -> bool:
+        """Whether the ignition is still on at ``now_ms`` (a pending off already confirmed by then counts
+        as off); nothing changes. The daemon starts the poller in the parked plan when this is false."""
+        ign = self.ignition
+        if not ign.on:
+            return False
+        return ign.off_since is None or now_ms - ign.off_since < ign.confirm_ms
+
     @property
     def current_trip_id(self) -> str | None:
         """The UUID of the open trip, ``None`` while parked."""
@@ -117,7 +126,7 @@ class DetectionEngine:
             self._trip_at_off = None
         elif off_before is None and self._trip is not None:
             self._trip_at_off = self._trip.copy()
-        for detector in (self.motion, self.harsh, self.speeding, self.mil):
+        for detector in (self.motion, self.harsh, self.speeding, self.mil, self.battery):
             out.extend(self._stamp(detector.feed(item)))
         self._hold(out)
         self._maybe_save(now, force=bool(out) or self._harsh_changed())
@@ -210,6 +219,7 @@ class DetectionEngine:
         )
         self.motion = MotionDetector(new_id=new_id)
         self.mil = MilDetector(dtc_wait_s=cfg.mil_dtc_wait_s, new_id=new_id)
+        self.battery = LowBatteryDetector(new_id=new_id)
         self._trip = None
         self._trip_at_off = None
 
@@ -290,6 +300,7 @@ class DetectionEngine:
             "speeding": self.speeding.to_state(),
             "motion": self.motion.to_state(),
             "mil": self.mil.to_state(),
+            "battery": self.battery.to_state(),
             "unconfirmed": [_output_to_state(o) for o in self._unconfirmed],
         }
 
@@ -333,6 +344,7 @@ class DetectionEngine:
             self.speeding.load_state(state["speeding"])
             self.motion.load_state(state["motion"])
             self.mil.load_state(state["mil"])
+            self.battery.load_state(state.get("battery") or {})  # absent in files from before LOW_BATTERY
             self._trip = TripAccumulator.from_state(state["trip"]) if state.get("trip") else None
             at_off = state.get("trip_at_off")
             self._trip_at_off = TripAccumulator.from_state(at_off) if at_off else None

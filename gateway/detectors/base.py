@@ -60,6 +60,7 @@ AUTOMATIC_TYPES: dict[str, str] = {
     "PARKED": "vehicle:parked",
     # neither names data faults; ours, in each one's style (docs/events-and-trips.md)
     "DATA_QUALITY": "gateway:data_quality",
+    "LOW_BATTERY": "vehicle:low_battery",
 }
 
 

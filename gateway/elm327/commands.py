@@ -131,6 +131,11 @@ def flow_control_data(stmin_ms: int = 0, block_size: int = 0) -> bytes:
     return at(f"FCSD30{block_size:02X}{stmin_ms:02X}")
 
 
+def stn_sleep() -> bytes:
+    """STSLEEP: an STN chip's sleep (OBDLink STN11xx reference); UART activity wakes it."""
+    return b"STSLEEP\r"
+
+
 def low_power() -> bytes:
     """ATLP: the chip's low-power mode (ELM327 v2.0 and later); any byte wakes it."""
     return at("LP")

@@ -164,6 +164,37 @@ class Elm327Session(Session):
         await self._go_fast()
         return self.info
 
+    async def prepare(self) -> None:
+        """Reset and set the adapter up without a request on the car's bus; :meth:`resume` finds the car.
+
+        A restart in a parked car must not search for the protocol (seconds of requests that wake the
+        car's modules): the poller reads the voltage first and resumes only when the engine runs."""
+        for attempt in range(1, INIT_ATTEMPTS + 1):
+            self.info = LinkInfo(kind="elm327", baud=self.transport.baud)
+            self.forms = FormKeeper()
+            self._header = None
+            self.headers = False
+            try:
+                await self._reset()
+                await self._setup_format()
+                await self._probe_identity()
+                return
+            except (AdapterError, ParseError, TransportTimeout) as exc:
+                if attempt == INIT_ATTEMPTS:
+                    raise
+                log.info("initialisation attempt %d failed (%s); starting over", attempt, exc)
+                await self.transport.drain_input(0.05, 0.5)
+
+    @property
+    def remembered_protocol(self) -> str:
+        """The protocol remembered in the state file ('' when none)."""
+        return self.memory.protocol
+
+    @property
+    def bus_requests(self) -> int:
+        """OBD request lines the write guard let through (each one goes on the car's bus)."""
+        return int(self.transport.guard.requests)
+
     async def resume(self) -> LinkInfo:
         """Look for the car again without resetting the adapter (after ProtocolNotFound: the
         ignition was off). A faulty line is retried; a reset adapter needs :meth:`initialize`."""
@@ -641,7 +672,15 @@ class Elm327Session(Session):
         return volts
 
     async def low_power(self) -> bool:
-        """ATLP where the chip has it (v2.0 and later); returns whether it went to sleep."""
+        """Put the chip to sleep where it can; returns whether it did.
+
+        STN chips: ``STSLEEP`` (OBDLink STN11xx reference; the chip wakes on UART activity by default).
+        ELM327 v2.0 and later: ``ATLP`` (datasheet, "Power Control": low power after a 1 s delay; a byte on
+        its RS232 input wakes it with a warm start). Older chips and clones have neither: they stay awake
+        (the caller keeps them quiet instead: ATRV only)."""
+        if self.info.stn:
+            answer = await self.exchange(cmd.stn_sleep())
+            return answer.kind is Kind.OK
         try:
             major = float(self.info.version or "0")
         except ValueError:

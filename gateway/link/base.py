@@ -210,6 +210,22 @@ class Session(abc.ABC):
         """Put the adapter to sleep where it can; whether it did."""
         return False
 
+    async def prepare(self) -> None:
+        """Set the adapter up without a single request on the car's bus (ELM327: reset, format, identity);
+        :meth:`resume` then finds the car. A no-op where setting up cannot be split from finding the car
+        (raw CAN: :meth:`resume` initialises)."""
+        return
+
+    @property
+    def remembered_protocol(self) -> str:
+        """The protocol that worked last time ('' when none is remembered)."""
+        return ""
+
+    @property
+    def bus_requests(self) -> int:
+        """Requests the write guard let onto the car's bus so far (adapter commands not counted)."""
+        return 0
+
     @property
     @abc.abstractmethod
     def latency_ms(self) -> float:

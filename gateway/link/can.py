@@ -73,6 +73,11 @@ class CanSession(Session):
         """The transport guard's one-shot permit for service 04."""
         return self.transport.guard.permit_clear(still_wanted)
 
+    @property
+    def bus_requests(self) -> int:
+        """Request frames the write guard let onto the bus so far."""
+        return int(self.transport.guard.requests)
+
     async def request(
         self, payload: bytes, ecu: int | None = None, *, extended: bool | None = None, expect: int | None = None
     ) -> list[tuple[int, bytes]]:

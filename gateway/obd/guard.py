@@ -89,6 +89,8 @@ class ElmWriteGuard:
         #: refusals so far, and the last one's reason (status shows them; any refusal is a bug)
         self.refused = 0
         self.last_refusal = ""
+        #: OBD request lines let through (each one goes on the car's bus); AT/ST lines stay in the adapter
+        self.requests = 0
 
     # -- what the transport tells the guard --------------------------------------------------------
     def saw_input(self, chunk: bytes) -> None:
@@ -116,10 +118,7 @@ class ElmWriteGuard:
     def check(self, data: bytes) -> None:
         """Raise DisallowedRequest unless ``data`` may be written now; note it as written otherwise."""
         if data == b"\r":
-            # ATBRD's handshake answer; on a chip at its prompt a bare CR repeats the last command
-            if self._last_was_clear:
-                self._refuse("a bare CR would repeat the previous service 04 request")
-            self._prompt_seen = False
+            self._bare_cr()
             return
         if not data.endswith(b"\r") or b"\r" in data[:-1] or b"\n" in data:
             self._refuse(f"one command line ending in CR per write, got {data[:MAX_LINE_CHARS]!r}")
@@ -131,6 +130,20 @@ class ElmWriteGuard:
                 self._refuse(f"{body!r} is not an allowed adapter command")
             self._written(clear=False)
             return
+        clear = self._request(body)
+        self.requests += 1
+        self._written(clear=clear)
+
+    def _bare_cr(self) -> None:
+        # ATBRD's handshake answer; on a chip at its prompt a bare CR repeats the last command
+        if self._last_was_clear:
+            self._refuse("a bare CR would repeat the previous service 04 request")
+        if self._prompt_seen:
+            self.requests += 1  # at a prompt a bare CR repeats the last request (ATBRD's CR comes without one)
+        self._prompt_seen = False
+
+    def _request(self, body: str) -> bool:
+        """Check an OBD request line; whether it is the (permitted) clear."""
         parsed = request_service(body)
         if parsed is None:
             self._refuse(f"{body!r} is neither an adapter command nor a hex OBD request")
@@ -139,15 +152,15 @@ class ElmWriteGuard:
             self._refuse(f"{body!r}: an OBD request is at most {MAX_REQUEST_BYTES} bytes")
         if self._prompt_seen is not True:
             self._refuse(f"{body!r} written before the adapter's prompt: a busy ELM327 would run it shortened")
-        clear = service == CLEAR_DTCS
-        if clear:
+        if service == CLEAR_DTCS:
             wanted = self._clear_wanted
             if wanted is None or not wanted():
                 self._refuse("service 04 (clear DTCs) without a confirmed request whose caller is still waiting")
             self._clear_wanted = None  # one line per permit
-        elif service not in READ_SERVICES:
+            return True
+        if service not in READ_SERVICES:
             self._refuse(f"service {service:02X} is not a read service")
-        self._written(clear=clear)
+        return False
 
     def _written(self, *, clear: bool) -> None:
         self._prompt_seen = False
@@ -167,6 +180,8 @@ class CanWriteGuard:
         self._clear_wanted: Callable[[], bool] | None = None
         self.refused = 0
         self.last_refusal = ""
+        #: request frames let through (flow control not counted: it only continues an answer)
+        self.requests = 0
 
     @contextlib.contextmanager
     def permit_clear(self, still_wanted: Callable[[], bool]) -> Iterator[None]:
@@ -201,6 +216,7 @@ class CanWriteGuard:
             self._clear_wanted = None
         elif service not in READ_SERVICES:
             self._refuse(f"service {service:02X} is not a read service")
+        self.requests += 1
 
     def _refuse(self, why: str) -> NoReturn:
         self.refused += 1

@@ -14,8 +14,10 @@ adapter that reset itself is initialised again, garbage or a lost prompt gets a 
 connection — including a bug — closes the session's transport first. :class:`~gateway.model.LinkState` is
 published on every change and at least every 5 s, samples as they are read.
 
-Plans: ``driving`` polls the configured PIDs at their rates; ``parked`` reads only the battery voltage
-and checks whether the ECU wakes (:mod:`gateway.poller.parked`). Requests a caller waits for (query, DTCs,
+Plans: ``driving`` polls the configured PIDs at their rates; ``parked`` reads only the adapter's voltage
+(ATRV, nothing on the car's bus) and sends one request only when the voltage shows the engine started, or
+on the optional wake-check timer (:mod:`gateway.poller.parked`). A start in a parked car with a remembered
+protocol does not search for the car until then. Requests a caller waits for (query, DTCs,
 clear) are served between polls and dropped when their caller gave up (:mod:`gateway.poller.requests`).
 """
 
@@ -31,7 +33,7 @@ from typing import Any, Literal
 
 from gateway.cache import Cache
 from gateway.common.backoff import Backoff
-from gateway.config import AdapterConfig, PollingConfig
+from gateway.config import AdapterConfig, PollingConfig, PowerConfig
 from gateway.errors import (
     AdapterError,
     AdapterReset,
@@ -53,7 +55,7 @@ from gateway.obd.custom import VIRTUAL_BASE, CustomPid, profile_for_vin, shipped
 from gateway.obd.protocols import ENGINE_ECU
 from gateway.obd.types import Reading
 from gateway.poller.custom import CustomPids
-from gateway.poller.parked import ParkedPlan
+from gateway.poller.parked import ADAPTER_SLEEP_MIN_S, ParkedPlan, Sign
 from gateway.poller.requests import Request, RequestQueue
 from gateway.scheduler import Batch, SchedulerPolicy
 
@@ -108,9 +110,18 @@ class Poller:
         as_fast_as_possible: bool = False,
         custom: Sequence[CustomPid] = (),
         auto_profile: bool = False,
+        power_cfg: PowerConfig | None = None,
+        charging_voltage_v: float = 13.2,
+        time_scale: float = 1.0,
     ) -> None:
         self.adapter_cfg = adapter_cfg
         self.polling_cfg = polling_cfg
+        self.power_cfg = power_cfg if power_cfg is not None else PowerConfig()
+        self.charging_voltage_v = charging_voltage_v
+        # Simulation only (tests, bench): the poller's clock runs this many times faster than the wall
+        # clock, to match a simulator started with the same time scale (an 8 h park in 30 s).
+        self.time_scale = time_scale
+        self._t0 = time.monotonic()
         self.publish = publish
         self.allow_clear_dtc = allow_clear_dtc
         self.as_fast_as_possible = as_fast_as_possible
@@ -141,17 +152,40 @@ class Poller:
         #: pick a profile by the car's VIN when none was configured (and no custom PID either)
         self.auto_profile = auto_profile and not custom
         self.profile = ""
+        self._bus_closed = 0  # bus requests of the sessions already closed
+
+    def _now(self) -> float:
+        """The poller's clock (monotonic seconds; scaled by ``time_scale`` under a fast simulator)."""
+        now = time.monotonic()
+        return self._t0 + (now - self._t0) * self.time_scale if self.time_scale != 1.0 else now
 
     # -- public API -------------------------------------------------------------------------------
     def set_plan(self, plan: Literal["driving", "parked"]) -> None:
         """Switch between full polling (``driving``) and the battery-sparing ``parked`` plan."""
         if plan not in ("driving", "parked"):
             raise ValueError(f"unknown plan {plan!r}")
-        if plan != self.plan:
-            log.info("polling plan: %s", plan)
+        if plan == self.plan:
+            return
+        log.info("polling plan: %s", plan)
         self.plan = plan
-        self.parked.restart()
+        if plan == "parked":
+            self._enter_parked()
+        else:
+            self.parked.leave()
         self._wake.set()
+
+    def _enter_parked(self) -> None:
+        power = self.power_cfg
+        timed = power.wake_check or not self._battery_ok  # no voltage to watch: the timer is all there is
+        self.parked.enter(
+            self._now(), wake_interval_s=power.wake_check_interval_s if timed else None, bus_requests=self.bus_requests
+        )
+
+    @property
+    def bus_requests(self) -> int:
+        """Requests sent onto the car's bus by this poller so far (every connection)."""
+        current = self.session.bus_requests if self.session is not None and self.connected else 0
+        return self._bus_closed + current
 
     async def query(self, pid: int) -> list[Sample]:
         """Read mode 01 ``pid`` now (ahead of polling); the PID is then polled while asked for."""
@@ -195,8 +229,15 @@ class Poller:
         self.vin = vin
         return vin
 
-    def reconfigure(self, polling_cfg: PollingConfig, *, allow_clear_dtc: bool) -> None:
-        """Apply a reloaded ``[polling]`` section and the clear-DTC switch (SIGHUP) without reconnecting."""
+    def reconfigure(
+        self, polling_cfg: PollingConfig, *, allow_clear_dtc: bool, power_cfg: PowerConfig | None = None
+    ) -> None:
+        """Apply reloaded ``[polling]`` and ``[power]`` sections and the clear-DTC switch (SIGHUP) without
+        reconnecting."""
+        if power_cfg is not None and power_cfg != self.power_cfg:
+            self.power_cfg = power_cfg
+            if self.plan == "parked":
+                self._enter_parked()  # the new intervals count from now
         self.polling_cfg = polling_cfg
         self.allow_clear_dtc = allow_clear_dtc
         self.policy.idle_unrequested_s = polling_cfg.idle_unrequested_s
@@ -217,6 +258,8 @@ class Poller:
             "vin": self.vin,
             "plan": self.plan,
             "battery_v": self.battery_v,
+            "parked": self._parked_status(),
+            "bus_requests": self.bus_requests,
             "reconnects": self.reconnects,
             "values": self.values,
             "requests": session.requests if session is not None else 0,
@@ -227,9 +270,23 @@ class Poller:
             "custom": self.custom.status(),
         }
 
+    def _parked_status(self) -> dict[str, Any] | None:
+        p = self.parked
+        if self.plan != "parked" or p.since is None:
+            return None
+        return {
+            "since_s": round((self._now() - p.since) / self.time_scale, 1),
+            "bus_requests": self.bus_requests - p.requests_at_entry,
+            "wake_checks": p.wake_checks,
+            "last_voltage_v": p.last_volts,
+            "low_battery": p.low_battery,
+            "adapter_sleeping": p.sleeping,
+            "waiting_for_engine": not self.ecu_responding,
+        }
+
     def pid_stats(self) -> list[dict[str, Any]]:
         """pid, name, supported, polled, target_hz, achieved_hz per PID (and ecu, priority, counts)."""
-        return self.policy.stats(time.monotonic())
+        return self.policy.stats(self._now())
 
     # -- the connection loop ----------------------------------------------------------------------
     async def run(self) -> None:
@@ -250,6 +307,8 @@ class Poller:
                 log.warning("%s: %s", "adapter link lost" if self.connected else "adapter not reachable", exc)
             finally:
                 # whatever ended this connection (even a bug): release the port and answer the waiting callers
+                self._bus_closed += session.bus_requests
+                self.connected = False
                 await session.close()
                 self.connected = False
                 self.requests.fail_all(TransportError(f"the adapter ({self.adapter_cfg.port}) is not connected"))
@@ -262,20 +321,23 @@ class Poller:
         first = True
         while True:
             try:
-                await (session.initialize() if first else session.resume())
+                if first:
+                    await session.prepare()  # no request on the car's bus yet
+                    first = False
+                    if await self._car_parked(session):
+                        await self._wait_for_engine()
+                await session.resume()
                 break
             except ProtocolNotFound as exc:
-                # the adapter is fine, the car is asleep: keep the link, try again later
-                first = False
+                # the adapter is fine, the car is asleep: keep the link, try again when the engine may run
                 self.ecu_responding = False
                 await self._publish_link()
-                log.info("%s", exc)
-                await self._serve_requests()
-                await self._parked_step_without_ecu()
+                (log.debug if self.plan == "parked" else log.info)("%s", exc)
+                await self._wait_for_engine()
             except AdapterReset:
                 first = True
         self.ecu_responding = True
-        self._last_answer = time.monotonic()
+        self._last_answer = self._now()
         self._build_plan()
         await self._publish_link(force=True)
         with contextlib.suppress(GatewayError):
@@ -321,9 +383,11 @@ class Poller:
             if await self._serve_requests():
                 continue
             if self.plan == "parked":
-                await self._parked_step()
+                sign = await self._parked_step()
+                if sign is not None:
+                    await self._wake_check(sign)
                 continue
-            now = time.monotonic()
+            now = self._now()
             if self._battery_ok and now - self._battery_at >= BATTERY_EVERY_S:
                 # detectors use the charging voltage as an engine-running hint: read it while driving too
                 self._battery_at = now
@@ -337,11 +401,12 @@ class Poller:
             await self._poll_batch(batch)
 
     async def _sleep_or_wake(self, seconds: float) -> None:
+        """Wait ``seconds`` of the poller's clock, or less when something wakes the loop."""
         if seconds <= 0:
             return
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+            await asyncio.wait_for(self._wake.wait(), seconds / self.time_scale)
 
     async def _poll_batch(self, batch: Batch) -> None:
         custom = tuple(p for p in batch.pids if p >= VIRTUAL_BASE)
@@ -376,22 +441,22 @@ class Poller:
         try:
             readings = await session.read_pids(batch.ecu, batch.pids)
         except NoDataError:
-            if time.monotonic() - self._last_answer > SILENT_AFTER_S:
+            if self._now() - self._last_answer > SILENT_AFTER_S:
                 # nothing answers at all: the ECU sleeps (ignition off), not a PID problem
-                self.policy.record_failure(batch, time.monotonic())
+                self.policy.record_failure(batch, self._now())
                 await self._set_ecu_responding(False)
                 await self._sleep_or_wake(SILENT_RETRY_S)
             else:
-                self.policy.record(batch, time.monotonic(), ())
+                self.policy.record(batch, self._now(), ())
             return
         except (AdapterError, ParseError, TransportTimeout) as exc:
-            self.policy.record_failure(batch, time.monotonic())
+            self.policy.record_failure(batch, self._now())
             await self._recover(exc)
             return
         finally:
             # the session may have demoted (or promoted) this ECU's request form
             self.policy.set_max_pids(batch.ecu, session.info.max_pids(batch.ecu))
-        done = time.monotonic()
+        done = self._now()
         samples = self._samples(readings)
         self.policy.record(batch, done, {s.pid for s in samples if s.pid is not None})
         self._last_answer = done
@@ -487,7 +552,7 @@ class Poller:
         return served
 
     async def _read_on_demand(self, session: Session, pid: int) -> list[Sample]:
-        now = time.monotonic()
+        now = self._now()
         if not any(e.pid == pid for e in self.policy.entries.values()):
             self._plan_pid(pid, always=False)
         self.policy.note_interest(pid, now)
@@ -497,7 +562,7 @@ class Poller:
         except NoDataError:
             return []
         samples = self._samples(readings)
-        self.policy.record(Batch(ecu, (pid,)), time.monotonic(), {s.pid for s in samples if s.pid is not None})
+        self.policy.record(Batch(ecu, (pid,)), self._now(), {s.pid for s in samples if s.pid is not None})
         await self._emit(samples)
         return samples
 
@@ -517,32 +582,86 @@ class Poller:
         await self.publish(sample)
         return volts
 
-    async def _parked_step_without_ecu(self) -> None:
-        with contextlib.suppress(AdapterError, ParseError):
-            await self._read_battery()
-        await self._sleep_or_wake(self.polling_cfg.parked_interval_s if self.plan == "parked" else SILENT_RETRY_S)
+    async def _car_parked(self, session: Session) -> bool:
+        """At start-up: a remembered protocol and a voltage below charging mean a parked car: no search."""
+        if not session.remembered_protocol or self.plan != "parked":
+            return False
+        volts = await self._read_battery()
+        return volts is not None and volts < self.charging_voltage_v
 
-    async def _parked_step(self) -> None:
+    async def _wait_for_engine(self) -> None:
+        """No ECU answers: wait quietly until the car may answer (returns to try the bus again).
+
+        Parked: voltage readings only, until a sign of a start (:mod:`gateway.poller.parked`). Otherwise
+        (the ignition is not known to be off) the battery is read and the bus tried again after a second."""
+        while True:
+            await self._serve_requests()
+            if self.plan != "parked":
+                with contextlib.suppress(AdapterError, ParseError):
+                    await self._read_battery()
+                await self._sleep_or_wake(SILENT_RETRY_S)
+                return
+            if not self.parked.announced:
+                self.parked.announced = True
+                volts = f"{self.battery_v:.1f} V" if self.battery_v is not None else "voltage unknown"
+                log.info("parked, waiting for the engine (battery %s)", volts)
+            sign = await self._parked_step()
+            if sign is not None:
+                log.info("looking for the car (%s)", sign.replace("_", " "))
+                if sign != "wake_check":
+                    self.parked.announced = False
+                return
+
+    async def _parked_step(self) -> Sign | None:
+        """One step of the quiet plan: wait for the next reading, read ATRV; a sign to try the bus, or None."""
         session = self._session()
-        now = time.monotonic()
-        if not self.parked.due(now, self.polling_cfg.parked_interval_s):
+        power = self.power_cfg
+        now = self._now()
+        if self.parked.wake_check_due(now, power.wake_check_interval_s):
+            await self._wake_chip(session)
+            return "wake_check"
+        if not self.parked.reading_due(now, power.voltage_interval_s):
             await self._publish_link()
             await self._sleep_or_wake(self.parked.wait_s(now))
-            return
+            return None
+        await self._wake_chip(session)
+        volts = await self._read_battery()
+        if volts is None:
+            if not self._battery_ok and self.parked.next_wake_at == math.inf:
+                self._enter_parked()  # no voltage on this link: fall back to the timed wake check
+            return None
+        sign, changed = self.parked.observe(
+            now,
+            volts,
+            charging_v=self.charging_voltage_v,
+            low_v=power.low_battery_v,
+            hysteresis_v=power.low_battery_hysteresis_v,
+            low_confirm_s=power.low_battery_confirm_s,
+        )
+        if changed:
+            low = self.parked.low_battery
+            if low:
+                log.warning("battery low (%.1f V < %.1f V): every request stopped", volts, power.low_battery_v)
+            else:
+                log.warning("battery recovered (%.1f V)", volts)
+            marker = Sample(now_ms(), "low_battery", low, "", None, 0)
+            self.cache.put(marker)
+            await self.publish(marker)
+        if sign is None and self.ecu_responding and not self.parked.low_battery:
+            return "ecu_awake"  # the bus is awake anyway: the check wakes nothing and finds a running engine
+        if sign is None and power.adapter_sleep and power.voltage_interval_s >= ADAPTER_SLEEP_MIN_S:
+            with contextlib.suppress(AdapterError, TransportTimeout):
+                self.parked.sleeping = await session.low_power()
+        return sign
+
+    async def _wake_chip(self, session: Session) -> None:
         if self.parked.sleeping:
             await session.resync()  # any byte wakes a sleeping chip; resync gets the prompt back
             self.parked.sleeping = False
-        volts = await self._read_battery()
-        if self.parked.battery(volts, self.polling_cfg.parked_min_battery_v):
-            low = self.parked.low_battery
-            log.warning("battery %s: %s", f"{volts:.1f} V" if volts else "?", "polling paused" if low else "recovered")
-        if not self.parked.low_battery:
-            await self._wake_check()
-        with contextlib.suppress(AdapterError, TransportTimeout):
-            self.parked.sleeping = await session.low_power()
 
-    async def _wake_check(self) -> None:
+    async def _wake_check(self, why: Sign) -> None:
         """One cheap request: does the ECU answer (the engine is on again)?"""
+        log.info("wake check (%s)", why.replace("_", " "))
         try:
             readings = await self._session().read_pids(ENGINE_ECU, [0x0C])
         except (NoDataError, BusError):
@@ -551,7 +670,7 @@ class Poller:
         except (AdapterError, ParseError, TransportTimeout) as exc:
             await self._recover(exc)
             return
-        self._last_answer = time.monotonic()
+        self._last_answer = self._now()
         await self._set_ecu_responding(True)
         await self._emit(self._samples(readings))
 
@@ -568,7 +687,7 @@ class Poller:
         info = self.session.info if self.session is not None else None
         protocol = (info.protocol_name or info.protocol) if info else ""
         state = (self.connected, self.ecu_responding and self.connected, protocol)
-        now = time.monotonic()
+        now = self._now()
         if force or state != self._link_published or now - self._link_published_at >= LINK_STATE_EVERY_S:
             self._link_published = state
             self._link_published_at = now

@@ -19,7 +19,7 @@ import pytest
 
 from firmware_sim import simulator
 from gateway import poller as poller_mod
-from gateway.config import AdapterConfig, DetectionConfig, PollingConfig
+from gateway.config import AdapterConfig, DetectionConfig, PollingConfig, PowerConfig
 from gateway.detection import DetectionEngine
 from gateway.model import Event, LinkState, Sample, TripRecord
 from gateway.replay import read_csv, replay, write_csv
@@ -83,7 +83,6 @@ async def drive_live(tmp_path: Path) -> tuple[list[Sample | LinkState], list[Eve
             polling = PollingConfig(
                 pids=["0C", "0D", "01", "10"],
                 rates={"0C": 5.0, "0D": 5.0, "01": 2.0, "10": 2.0},
-                parked_interval_s=0.5,
             )
             poller = poller_mod.Poller(
                 adapter,
@@ -91,6 +90,7 @@ async def drive_live(tmp_path: Path) -> tuple[list[Sample | LinkState], list[Eve
                 sessions=session_factory(adapter, polling, tmp_path),
                 publish=publish,
                 allow_clear_dtc=True,
+                power_cfg=PowerConfig(voltage_interval_s=0.5),
             )
             task = asyncio.create_task(poller.run())
             try:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.config import AdapterConfig, PollingConfig
+from gateway.config import AdapterConfig, PollingConfig, PowerConfig
 from gateway.daemon import session_factory
 from gateway.model import LinkState, Sample
 from gateway.poller import Poller
@@ -37,10 +37,15 @@ def make_poller(
     port: str, state_dir: Path | None = None, *, pids: list[str] | None = None, fast: bool = False, **adapter: Any
 ) -> tuple[Poller, Collected]:
     got = Collected()
+    power = adapter.pop("power", None) or PowerConfig(voltage_interval_s=0.2)
+    time_scale = adapter.pop("time_scale", 1.0)
     cfg = AdapterConfig(port=port, timeout_s=adapter.pop("timeout_s", 2.0), reconnect_max_s=1.0, **adapter)
-    polling = PollingConfig(pids=pids or ["0C", "0D", "05", "04", "10", "11"], parked_interval_s=0.2)
+    polling = PollingConfig(pids=pids or ["0C", "0D", "05", "04", "10", "11"])
     sessions = session_factory(cfg, polling, state_dir)
-    poller = Poller(cfg, polling, sessions=sessions, publish=got.publish, as_fast_as_possible=fast)
+    poller = Poller(
+        cfg, polling, sessions=sessions, publish=got.publish, as_fast_as_possible=fast, power_cfg=power,
+        time_scale=time_scale,
+    )
     return poller, got
 
 

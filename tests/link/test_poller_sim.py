@@ -8,11 +8,14 @@ import json
 import math
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from firmware_sim import Simulator
+from gateway.config import PowerConfig
 from gateway.elm327.session import Elm327Session
 from gateway.errors import ForbiddenRequest
 from gateway.transport.serial import SerialTransport
@@ -94,27 +97,55 @@ async def test_clear_dtcs_when_allowed(sim: Simulator, sim_pty: str) -> None:
             await task
 
 
-async def test_parked_plan_reads_battery_and_stops_below_threshold(sim: Simulator, sim_pty: str) -> None:
-    poller, got = make_poller(sim_pty)
-    assert await run_until(poller, lambda: len(got.named("engine_rpm")) >= 2, 20)
-    poller.set_plan("parked")
-    n_rpm = len(got.named("engine_rpm"))
-    assert await run_until(poller, lambda: len(got.named("battery_voltage")) >= 3, 10)
-    volts = got.named("battery_voltage")[-1]
-    assert volts.unit == "V" and volts.pid is None
-    assert abs(volts.value - (sim.command({"state": True})["state"]["battery_voltage"] - 0.1)) < 0.3
-    # parked: one wake check per interval, not the full plan
-    assert len(got.named("engine_rpm")) - n_rpm <= len(got.named("battery_voltage")) + 2
-    # a weak battery: even the wake check stops
-    poller.polling_cfg = type(poller.polling_cfg)(parked_min_battery_v=20.0, parked_interval_s=0.2)
-    n_rpm = len(got.named("engine_rpm"))
-    n_v = len(got.named("battery_voltage"))
-    assert await run_until(poller, lambda: len(got.named("battery_voltage")) >= n_v + 3, 10)
-    assert len(got.named("engine_rpm")) <= n_rpm + 2  # the first check may predate the threshold
-    # driving again: the plan comes back at once
-    poller.set_plan("driving")
-    n_rpm = len(got.named("engine_rpm"))
-    assert await run_until(poller, lambda: len(got.named("engine_rpm")) >= n_rpm + 5, 10)
+async def test_parked_plan_reads_only_the_battery_and_stops_below_threshold(sim: Simulator, sim_pty: str) -> None:
+    poller, got = make_poller(sim_pty, power=PowerConfig(voltage_interval_s=0.2, low_battery_confirm_s=0.5))
+    task = asyncio.create_task(poller.run())
+
+    async def until(cond: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not cond():
+            assert not task.done(), task
+            await asyncio.sleep(0.02)
+        return cond()
+
+    try:
+        assert await until(lambda: len(got.named("engine_rpm")) >= 2, 20)
+        poller.set_plan("parked")
+        await asyncio.sleep(0.1)  # the batch in flight finishes
+        n_rpm = len(got.named("engine_rpm"))
+        n_v = len(got.named("battery_voltage"))
+        assert await until(lambda: len(got.named("battery_voltage")) >= n_v + 3, 10)
+        volts = got.named("battery_voltage")[-1]
+        assert volts.unit == "V" and volts.pid is None
+        assert abs(volts.value - (sim.command({"state": True})["state"]["battery_voltage"] - 0.1)) < 0.3
+        # parked with the engine still running (the ECU answers): one check per reading, nothing more
+        assert 1 <= len(got.named("engine_rpm")) - n_rpm <= len(got.named("battery_voltage")) - n_v + 1
+        sim.command({"ignition": False})
+        assert await until(lambda: not poller.ecu_responding, 10)
+        await asyncio.sleep(0.1)
+        requests = poller.bus_requests
+        n_v = len(got.named("battery_voltage"))
+        assert await until(lambda: len(got.named("battery_voltage")) >= n_v + 3, 10)
+        assert poller.bus_requests == requests  # the ECU fell silent: nothing on the bus any more
+        # a weak battery: the low_battery marker once, in the cache too (the MQTT state topic)
+        sim.command({"battery_rest_v": 11.9})
+        assert await until(lambda: bool(got.named("low_battery")), 10)
+        assert [s.value for s in got.named("low_battery")] == [True]
+        cached = poller.cache.get("low_battery")
+        assert cached is not None and cached.sample.value is True
+        sim.command({"battery_rest_v": 12.6})
+        assert await until(lambda: len(got.named("low_battery")) == 2, 10)
+        assert [s.value for s in got.named("low_battery")] == [True, False]
+        assert poller.bus_requests == requests
+        # driving again: the plan comes back at once
+        sim.command({"ignition": True})
+        poller.set_plan("driving")
+        n_rpm = len(got.named("engine_rpm"))
+        assert await until(lambda: len(got.named("engine_rpm")) >= n_rpm + 5, 10)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def test_ignition_off_marks_ecu_silent(sim: Simulator, sim_pty: str) -> None:
