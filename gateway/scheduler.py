@@ -35,6 +35,9 @@ from dataclasses import dataclass, field
 
 from gateway.obd.protocols import MAX_PIDS_PER_REQUEST
 
+# what one request in the share window carried
+_CONFIGURED, _ASKED, _EXPLICIT = 0, 1, 2
+
 FAST_HZ = 1e6  # "as fast as possible": due again within 1 µs, i.e. at once after any round trip
 DUE = 1.0 - 1e-6  # float rounding must not keep a PID short of due by a hair
 
@@ -111,7 +114,7 @@ class SchedulerPolicy:
         self.max_on_demand = max_on_demand
         self.idle_guard_s = idle_guard_s
         #: the last requests on the link: True for on-demand work, False for configured polling
-        self._recent: deque[bool] = deque(maxlen=share_window)
+        self._recent: deque[int] = deque(maxlen=share_window)  # _CONFIGURED, _ASKED or _EXPLICIT per request
 
     # -- plan -------------------------------------------------------------------------------------
     def set_pid(
@@ -146,9 +149,14 @@ class SchedulerPolicy:
         for entry in asked[: max(0, len(asked) - self.max_on_demand + 1)]:
             del self.entries[(entry.ecu, entry.pid)]
 
-    def on_demand_allowed(self, now: float) -> bool:
-        """Whether on-demand work may use the link now: it is idle, or on-demand work is under its share."""
-        if not self._recent or self._on_demand_used() < self.on_demand_share:
+    def on_demand_allowed(self, now: float, *, explicit: bool = False) -> bool:
+        """Whether on-demand work may use the link now: it is idle, or on-demand work is under its share.
+
+        ``explicit``: a request a caller waits for (a technician's query, a DTC read) is weighed against the
+        share of such requests only, so one query still goes out at once while asked-for PIDs ride along in
+        the polling batches; a flood of them is what the share bounds."""
+        used = self._explicit_used() if explicit else self._on_demand_used()
+        if not self._recent or used < self.on_demand_share:
             return True
         # over the share: only into a gap, when no configured PID falls due within one more round trip
         soon = now + self.idle_guard_s
@@ -157,15 +165,18 @@ class SchedulerPolicy:
         )
 
     def _on_demand_used(self) -> float:
-        return sum(self._recent) / len(self._recent) if self._recent else 0.0
+        return sum(1 for r in self._recent if r) / len(self._recent) if self._recent else 0.0
+
+    def _explicit_used(self) -> float:
+        return sum(1 for r in self._recent if r == _EXPLICIT) / len(self._recent) if self._recent else 0.0
 
     def _count_sent(self, batch: Batch) -> None:
         entries = [self.entries.get((batch.ecu, pid)) for pid in batch.pids]
-        self._recent.append(any(e is not None and not e.always for e in entries))
+        self._recent.append(_ASKED if any(e is not None and not e.always for e in entries) else _CONFIGURED)
 
     def note_request(self, *, on_demand: bool) -> None:
         """The loop sent a request outside :meth:`next_batch` (a query, a DTC read): count it."""
-        self._recent.append(on_demand)
+        self._recent.append(_EXPLICIT if on_demand else _CONFIGURED)
 
     def remove(self, pid: int, ecu: int) -> None:
         """Stop scheduling a PID."""

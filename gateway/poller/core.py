@@ -534,7 +534,7 @@ class Poller:
         """Serve every waiting request; whether there was one."""
         served = False
         # on-demand work takes a bounded share of the link while configured PIDs are due (gateway.scheduler)
-        while self.policy.on_demand_allowed(time.monotonic()) and (req := self.requests.next()) is not None:
+        while self.policy.on_demand_allowed(time.monotonic(), explicit=True) and (req := self.requests.next()):
             served = True
             self.policy.note_request(on_demand=True)
             session = self._session()
