@@ -52,7 +52,7 @@ async def test_unsupported_bounds_and_shared_requests(tmp_path: Path) -> None:
 
     try:
         cfg = AdapterConfig(port=sim.serve_pty().path, timeout_s=2.0, reconnect_max_s=1.0, fast_baud=0)
-        polling = PollingConfig(pids=["0D"], parked_interval_s=0.2)
+        polling = PollingConfig(pids=["0D"])
         poller = Poller(cfg, polling, sessions=session_factory(cfg, polling, tmp_path), publish=publish, custom=PIDS)
         assert await run_until(poller, lambda: poller.custom.counts["missing"].unsupported and len(got) >= 10, 20)
         asked = sum(e.command == "220202" for e in sim.log)

@@ -51,7 +51,7 @@ async def test_soc_agrees_over_a_drive(profile: str, kind: str, tmp_path: Path) 
         else:
             port = sim.serve_pty().path
         cfg = AdapterConfig(port=port, timeout_s=2.0, reconnect_max_s=1.0, fast_baud=0)
-        polling = PollingConfig(pids=["0D"], parked_interval_s=0.2)
+        polling = PollingConfig(pids=["0D"])
         soc = next(p for p in shipped_profiles()[profile].pids if p.name == "battery_soc")
         custom = [dataclasses.replace(soc, rate_hz=5.0)]  # the profile's 0.2 Hz, faster for the test
         poller = Poller(cfg, polling, sessions=session_factory(cfg, polling, tmp_path), publish=publish,
