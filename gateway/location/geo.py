@@ -19,6 +19,8 @@ from collections.abc import Sequence
 
 import polyline as _polyline
 
+from gateway.model import Position
+
 EARTH_RADIUS_M = 6_371_008.8
 
 Point = tuple[float, float]  # (lat, lon) in degrees
@@ -123,3 +125,26 @@ def zone_of(p: Point, zones: Sequence[dict[str, float]]) -> dict[str, float] | N
         if distance_m(p, (z["lat"], z["lon"])) <= z["radius_m"]:
             return z
     return None
+
+
+def private(pos: Position, zones: Sequence[dict[str, float]]) -> Position:
+    """``pos`` unchanged outside every privacy zone; inside one, the zone's centre with the zone's radius
+    as its accuracy and no course or speed (so nothing inside the zone can be reconstructed)."""
+    if not zones:
+        return pos
+    z = zone_of((pos.lat, pos.lon), zones)
+    if z is None:
+        return pos
+    return Position(
+        ts_ms=pos.ts_ms,
+        lat=z["lat"],
+        lon=z["lon"],
+        mode=pos.mode,
+        accuracy_m=z["radius_m"],
+        gps_ms=pos.gps_ms,
+    )
+
+
+def is_private(pos: Position, zones: Sequence[dict[str, float]]) -> bool:
+    """Whether ``pos`` lies in a privacy zone."""
+    return bool(zones) and zone_of((pos.lat, pos.lon), zones) is not None
