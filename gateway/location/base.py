@@ -7,7 +7,8 @@ A source turns receiver output into :class:`~gateway.model.Position` and hands e
 * HDOP above ``location.max_hdop`` → dropped (a bad fix must not draw a path or fake a turn;
   MiX Telematics' note on GPS-derived cornering recommends exactly these HDOP/satellite filters);
 * latitude/longitude out of range, not finite, or 0/0 → dropped;
-* more often than ``location.rate_hz`` → dropped (the receiver may run at 5–10 Hz).
+* more often than ``location.rate_hz`` → dropped (the receiver may run at 5–10 Hz);
+* inside a ``location.privacy_zones`` entry → replaced by the zone's centre (nothing precise is stored).
 
 Every drop is counted by reason (:attr:`FixFilter.counts`); a reason is logged the first time and
 then at most once a minute, so a receiver spewing garbage cannot fill the journal.
@@ -21,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from gateway.config import LocationConfig
-from gateway.location.geo import valid_lat_lon
+from gateway.location.geo import private, valid_lat_lon
 from gateway.model import Position
 
 log = logging.getLogger("gateway.location")
@@ -70,25 +71,26 @@ class FixFilter:
         self._last_ms: int | None = None
         self.latest: Position | None = None
 
-    def accept(self, pos: Position) -> bool:
-        """Whether ``pos`` should be published (counts the reason when not)."""
+    def accept(self, pos: Position) -> Position | None:
+        """The fix to publish (moved to a privacy zone's centre when inside one), or None (reason counted)."""
         c = self.counters
         if pos.mode < 2:
             c.count("no_fix")
-            return False
+            return None
         if not valid_lat_lon(pos.lat, pos.lon):
             c.count("out_of_range", f"lat {pos.lat} lon {pos.lon}")
-            return False
+            return None
         if pos.mode < self.cfg.min_mode:
             c.count("below_min_mode")
-            return False
+            return None
         if pos.hdop is not None and pos.hdop > self.cfg.max_hdop:
             c.count("hdop_too_high")
-            return False
+            return None
         if self._last_ms is not None and 0 <= pos.ts_ms - self._last_ms < self._min_interval_ms - 1:
             c.count("rate")
-            return False
+            return None
         self._last_ms = pos.ts_ms
+        pos = private(pos, self.cfg.privacy_zones)
         self.latest = pos
         c.count("published")
-        return True
+        return pos

@@ -213,8 +213,9 @@ class GpsdSource:
                 start = nl + 1
 
     async def _handle(self, line: bytes) -> None:
-        pos = self.decoder.line(line)
-        if pos is not None and self.filter.accept(pos):
+        raw = self.decoder.line(line)
+        pos = None if raw is None else self.filter.accept(raw)
+        if pos is not None:
             self.backoff.reset()
             await self.publish(pos)
 

@@ -50,6 +50,7 @@ class NmeaDecoder:
         self._mode_gsa: int | None = None
         self._hdop_gsa: float | None = None
         self._in_view: int | None = None
+        self._emitted = False  # the current epoch went out already (GGA + RMC seen): its VTG is late
 
     def feed(self, data: bytes) -> list[Position]:
         """Bytes from the receiver → the positions they complete (bounded memory whatever arrives)."""
@@ -116,6 +117,8 @@ class NmeaDecoder:
             self._in_view = int(msg.num_sv_in_view) if msg.num_sv_in_view else None
             return None
         if kind == "VTG":
+            if self._emitted:
+                return None
             if msg.true_track not in (None, ""):
                 self._epoch.setdefault("cog", float(msg.true_track))
             if msg.spd_over_grnd_kmph not in (None, ""):
@@ -126,7 +129,13 @@ class NmeaDecoder:
         t = msg.timestamp
         emitted = None
         if self._epoch_time is not None and t != self._epoch_time:
-            emitted = self._emit()
+            emitted = None if self._emitted else self._emit()
+            self._epoch = {}
+            self._emitted = False
+        elif self._emitted:
+            # a second GGA/RMC for an epoch that went out (a repeat): start afresh
+            self._emitted = False
+            self._epoch = {}
         self._epoch_time = t
         if kind == "GGA":
             quality = int(msg.gps_qual or 0)
@@ -152,6 +161,7 @@ class NmeaDecoder:
         if self._epoch.get("gga") and self._epoch.get("rmc"):
             pos = self._emit()
             self._epoch_time = t  # VTG after RMC of the same epoch must not leak into the next
+            self._emitted = True
             return pos or emitted
         return emitted
 
@@ -238,8 +248,9 @@ class NmeaSource:
                 data = await data_q.get()
                 if data is None:
                     raise LocationError(f"{self.device}: receiver gone (end of file)")
-                for pos in decoder.feed(data):
-                    if self.filter.accept(pos):
+                for raw in decoder.feed(data):
+                    pos = self.filter.accept(raw)
+                    if pos is not None:
                         self.backoff.reset()
                         await self.publish(pos)
         finally:
