@@ -204,10 +204,11 @@ class GpsTrack:
 
 
 def write_nmea_log(drive: str | Path | None, path: str | Path, *, seed: int = 1, start_ms: int = 1_700_000_000_000,
-                   seconds: float | None = None) -> list[Fix]:
+                   seconds: float | None = None, lead_s: int = 0) -> list[Fix]:
     """Drive the whole script on a manual clock and write one NMEA epoch per second to ``path``.
 
-    Returns the fixes written (the truth). ``seconds`` bounds a repeating drive.
+    Returns the fixes written (the truth). ``seconds`` bounds a repeating drive. ``lead_s`` epochs of
+    the car standing at the start come first (time for a client to connect to gpsfake's gpsd).
     """
     from firmware_sim.drive import load_drive
     from firmware_sim.vehicle import Vehicle
@@ -220,6 +221,9 @@ def write_nmea_log(drive: str | Path | None, path: str | Path, *, seed: int = 1,
     fixes: list[Fix] = []
     t = 0
     with open(path, "w", encoding="ascii", newline="") as out:
+        lat, lon, heading = route.at(0.0)
+        for i in range(lead_s, 0, -1):
+            out.write(nmea_epoch(Fix(start_ms - i * 1000, lat, lon, heading, 0.0, 0.0)))
         while True:
             ms = start_ms + t * 1000
             vehicle.advance_to(ms)
