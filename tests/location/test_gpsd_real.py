@@ -99,7 +99,7 @@ async def test_trip_places_path_and_distance_from_real_gpsd(tmp_path: Path) -> N
     assert geo.distance_m((start["lat"], start["lon"]), (truth[0].lat, truth[0].lon)) < 10
     assert geo.distance_m((end["lat"], end["lon"]), (truth[-1].lat, truth[-1].lon)) < 10
     route = load_route("city_route")
-    dense = [route.at(s)[:2] for s in range(0, int(truth[-1].distance_m) + 2)]
+    dense = [route.at(s)[:2] for s in range(int(truth[-1].distance_m) + 2)]
     path = geo.decode(trip["path"])
     assert len(path) >= 4
     for pt in path:
