@@ -14,7 +14,7 @@ from gateway.cli import main
 from gateway.config import DetectionConfig
 from gateway.detection import DetectionEngine
 from gateway.errors import ParseError
-from gateway.model import Event, LinkState, Sample, TripRecord
+from gateway.model import Event, LinkState, Position, Sample, TripRecord
 from gateway.replay import read_csv, read_file, read_json, replay, write_csv
 from tests.detection.helpers import T0, counter_ids, link, ms, s
 
