@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                 sim.sync()
                 return sim.now_ms()
 
-            gps = GpsPty(GpsTrack(sim.vehicle, load_route(args.drive)), clock)
+            gps = sim.gps = GpsPty(GpsTrack(sim.vehicle, load_route(args.drive)), clock)
             sys.stdout.write(f"gps:{gps.path}\n")
         sys.stdout.flush()
         while not done.wait(0.5):

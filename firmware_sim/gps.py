@@ -237,42 +237,121 @@ def write_nmea_log(drive: str | Path | None, path: str | Path, *, seed: int = 1,
     return fixes
 
 
-class GpsPty:
-    """The simulated receiver on a pseudo-terminal: one NMEA epoch per simulated second.
+def nmea_no_fix(ms: int, *, in_view: int = 3) -> str:
+    """One epoch of a receiver that has lost its fix (a tunnel, a car park, an antenna unplugged).
 
-    ``clock()`` returns the simulation's time in ms and brings the vehicle up to it. ``close()`` closes
-    the pty (the receiver unplugged: the reader sees end of file / EIO).
+    Receivers keep talking without a fix: GGA with quality 0 and empty position fields, GSA fix type 1,
+    RMC status ``V`` (void), VTG with empty fields (gpsd's "NMEA 0183 Revealed", GGA/GSA/RMC field lists).
+    """
+    t = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+    hms = t.strftime("%H%M%S") + f".{t.microsecond // 10000:02d}"
+    return "".join((
+        sentence(f"GPGGA,{hms},,,,,0,00,99.9,,M,,M,,"),
+        sentence("GPGSA,A,1,,,,,,,,,,,,,99.9,99.9,99.9"),
+        sentence(f"GPGSV,1,1,{in_view:02d}"),
+        sentence(f"GPRMC,{hms},V,,,,,,,{t.strftime('%d%m%y')},,,N"),
+        sentence("GPVTG,,T,,M,,N,,K,N"),
+    ))
+
+
+class GpsPty:
+    """The simulated receiver on a pseudo-terminal: one NMEA epoch per ``interval_s`` of wall time.
+
+    ``clock()`` returns the simulation's time in ms and brings the vehicle up to it. ``path`` is a stable
+    symlink to the current pty slave (like the adapter's, firmware_sim/server.py). Faults, also reachable
+    through the simulator's control socket (``{"gps": "nofix" | "fix" | "unplug" | "replug"}``):
+
+    * :meth:`set_fix` ``(False)``: the receiver keeps talking but has no fix (:func:`nmea_no_fix`);
+    * :meth:`unplug`: the pty is closed and the symlink removed (a reader sees end of file / EIO, a reopen
+      fails); :meth:`replug` brings a fresh pty back at the same path.
+
+    ``close()`` stops for good. Writes never block: with nobody reading, epochs are dropped as a real
+    receiver's are (the master is non-blocking).
     """
 
     def __init__(self, track: GpsTrack, clock: Callable[[], float], *, interval_s: float = 1.0) -> None:
+        import tempfile
+
         self.track = track
         self.clock = clock
         self.interval_s = interval_s
-        master, slave = os.openpty()
-        tty.setraw(slave, termios.TCSANOW)
-        self._master: int | None = master
-        self._slave: int | None = slave
-        self.path = os.ttyname(slave)
+        self._lock = threading.Lock()
+        self._master: int | None = None
+        self._slave: int | None = None
+        self.device = ""
+        self.has_fix = True
+        self.epochs = 0
+        self._dir = tempfile.mkdtemp(prefix="obd-sim-gps-")
+        self.path = os.path.join(self._dir, "gps")
+        self._open()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sim-gps", daemon=True)
         self._thread.start()
 
+    def _open(self) -> None:
+        master, slave = os.openpty()
+        tty.setraw(slave, termios.TCSANOW)
+        os.set_blocking(master, False)
+        with self._lock:
+            self._master, self._slave = master, slave
+            self.device = os.ttyname(slave)
+        tmp = self.path + ".new"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        os.symlink(self.device, tmp)
+        os.replace(tmp, self.path)
+
+    def _close_fds(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        with self._lock:
+            fds, self._master, self._slave = (self._master, self._slave), None, None
+        for fd in fds:
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             ms = int(self.clock())
-            data = nmea_epoch(self.track.fix(ms)).encode("ascii")
-            fd = self._master
-            if fd is None:
-                return
-            with contextlib.suppress(OSError):
-                os.write(fd, data)
+            text = nmea_epoch(self.track.fix(ms)) if self.has_fix else nmea_no_fix(ms)
+            with self._lock:
+                fd = self._master
+                if fd is None:  # unplugged: nothing to write to
+                    continue
+                with contextlib.suppress(OSError):  # BlockingIOError: nobody reads, the epoch is lost
+                    os.write(fd, text.encode("ascii"))
+                    self.epochs += 1
+
+    def set_fix(self, on: bool) -> None:
+        """The receiver has (True) or has lost (False) its fix; it keeps sending sentences either way."""
+        self.has_fix = on
+
+    def unplug(self) -> None:
+        """The receiver is pulled out: the pty closes and its path disappears (idempotent)."""
+        self._close_fds()
+
+    def replug(self) -> None:
+        """The receiver comes back at the same path (a new pty behind the symlink)."""
+        if self._master is None and not self._stop.is_set():
+            self._open()
+
+    def command(self, what: str) -> None:
+        """A control-socket command: ``nofix``, ``fix``, ``unplug`` or ``replug`` (ValueError otherwise)."""
+        actions: dict[str, Callable[[], None]] = {
+            "nofix": lambda: self.set_fix(False),
+            "fix": lambda: self.set_fix(True),
+            "unplug": self.unplug,
+            "replug": self.replug,
+        }
+        if what not in actions:
+            raise ValueError(f"gps: expected one of {sorted(actions)}, got {what!r}")
+        actions[what]()
 
     def close(self) -> None:
         """Stop writing and close both ends (idempotent)."""
         self._stop.set()
         self._thread.join(timeout=2)
-        for fd in (self._master, self._slave):
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self._master = self._slave = None
+        self._close_fds()
+        with contextlib.suppress(OSError):
+            os.rmdir(self._dir)
