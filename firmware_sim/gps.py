@@ -19,7 +19,8 @@ and projected equirectangularly (well under a metre of error over a few km).
 NMEA sentences follow NMEA 0183 as documented publicly (gpsd's "NMEA 0183 Revealed",
 https://gpsd.gitlab.io/gpsd/NMEA.html): ``$GPGGA`` (time, lat ddmm.mmmmm, N/S, lon dddmm.mmmmm, E/W,
 quality 1, satellites, HDOP, altitude M, geoid separation M), ``$GPGSA`` (A, fix type 3, PRNs, PDOP,
-HDOP, VDOP), ``$GPRMC`` (time, A, position, speed in knots, course, ddmmyy, magnetic variation),
+HDOP, VDOP), ``$GPGSV`` (satellites in view, four per message), ``$GPRMC`` (time, A, position, speed in
+knots, course, ddmmyy, magnetic variation),
 ``$GPVTG`` (course T, M, speed N, K), each with ``*hh``, the XOR of the characters between ``$`` and ``*``.
 This module does not import ``gateway`` (the tests must not check the code against itself).
 """
@@ -172,8 +173,21 @@ class Fix:
     distance_m: float
 
 
-def nmea_epoch(fix: Fix, *, satellites: int = 9, hdop: float = 0.9, altitude: float = 35.0) -> str:
-    """The sentences of one epoch: GGA, GSA, RMC, VTG."""
+def gsv(in_view: int) -> str:
+    """``$GPGSV`` messages for ``in_view`` satellites, four per message (PRN, elevation, azimuth, SNR)."""
+    total = max(1, -(-in_view // 4))
+    out = []
+    for i in range(total):
+        sats = "".join(f",{p:02d},{20 + 5 * (p % 12):02d},{(37 * p) % 360:03d},{30 + p % 15:02d}"
+                       for p in range(1 + 4 * i, min(in_view, 4 * i + 4) + 1))
+        out.append(sentence(f"GPGSV,{total},{i + 1},{in_view:02d}{sats}"))
+    return "".join(out)
+
+
+def nmea_epoch(fix: Fix, *, satellites: int = 9, hdop: float = 0.9, altitude: float = 35.0,
+               in_view: int | None = None) -> str:
+    """The sentences of one epoch: GGA, GSA, GSV when ``in_view`` is given (the pty receiver; the logs for
+    gpsfake leave it out, keeping their replay short), RMC, VTG."""
     t = dt.datetime.fromtimestamp(fix.ms / 1000, dt.UTC)
     hms = t.strftime("%H%M%S") + f".{t.microsecond // 10000:02d}"
     lat, ns = _lat(fix.lat)
@@ -183,6 +197,7 @@ def nmea_epoch(fix: Fix, *, satellites: int = 9, hdop: float = 0.9, altitude: fl
     return "".join((
         sentence(f"GPGGA,{hms},{lat},{ns},{lon},{ew},1,{satellites:02d},{hdop:.1f},{altitude:.1f},M,47.0,M,,"),
         sentence(f"GPGSA,A,3,{prns}{hdop + 0.6:.1f},{hdop:.1f},{hdop + 0.4:.1f}"),
+        gsv(max(in_view, satellites)) if in_view is not None else "",
         sentence(f"GPRMC,{hms},A,{lat},{ns},{lon},{ew},{knots:.2f},{fix.cog:.1f},{t.strftime('%d%m%y')},,,A"),
         sentence(f"GPVTG,{fix.cog:.1f},T,,M,{knots:.2f},N,{fix.speed_kmh:.2f},K,A"),
     ))
@@ -248,7 +263,7 @@ def nmea_no_fix(ms: int, *, in_view: int = 3) -> str:
     return "".join((
         sentence(f"GPGGA,{hms},,,,,0,00,99.9,,M,,M,,"),
         sentence("GPGSA,A,1,,,,,,,,,,,,,99.9,99.9,99.9"),
-        sentence(f"GPGSV,1,1,{in_view:02d}"),
+        gsv(in_view),
         sentence(f"GPRMC,{hms},V,,,,,,,{t.strftime('%d%m%y')},,,N"),
         sentence("GPVTG,,T,,M,,N,,K,N"),
     ))
@@ -314,7 +329,7 @@ class GpsPty:
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             ms = int(self.clock())
-            text = nmea_epoch(self.track.fix(ms)) if self.has_fix else nmea_no_fix(ms)
+            text = nmea_epoch(self.track.fix(ms), in_view=12) if self.has_fix else nmea_no_fix(ms)
             with self._lock:
                 fd = self._master
                 if fd is None:  # unplugged: nothing to write to

@@ -132,7 +132,7 @@ async def test_no_fix_for_minutes_samples_continue_and_trip_keeps_last_good_end(
             st = vehicle.state
             fix = truth[t] = track.fix(ms)
             if has_fix[t]:
-                write_all(master, nmea_epoch(fix).encode())
+                write_all(master, nmea_epoch(fix, in_view=12).encode())
                 pos = await asyncio.wait_for(got.get(), 5.0)
                 assert pos.gps_ms == ms
                 out += engine.feed(dataclasses.replace(pos, ts_ms=pos.gps_ms))  # simulated time
