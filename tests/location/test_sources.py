@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -85,6 +86,8 @@ async def test_gpsd_source_survives_garbage_from_a_real_socket() -> None:
             break
         await asyncio.sleep(0.05)
     task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task  # its finally blocks run now, not in a garbage collection later
     server.close()
     assert len(got) == 1
     assert src.counters.counts["oversize_line"] == 1 and src.counters.counts["bad_json"] >= 2
@@ -127,6 +130,8 @@ async def test_nmea_receiver_on_a_pty_then_unplugged() -> None:
         assert task.done() is False  # keeps retrying, never crashes
     finally:
         task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
         gps.close()
 
 
@@ -179,3 +184,34 @@ def test_nmea_epoch_checksums_parse() -> None:
     for line in nmea_epoch(Fix(1_700_000_000_000, -33.9, -70.6, 359.9, 12.0, 0.0)).split("\r\n")[:-1]:
         pynmea2.parse(line, check=True)
     assert os.environ is not None
+
+
+def test_sim_gps_control_unplug_replug_same_path_and_refused_without_gps() -> None:
+    import serial
+
+    from firmware_sim.drive import load_drive
+    from firmware_sim.simulator import Simulator
+    from firmware_sim.vehicle import Vehicle
+
+    with pytest.raises(ValueError, match="--gps-pty"):
+        Simulator(clock="manual").command({"gps": "nofix"})
+    v = Vehicle(load_drive("city_route"), seed=1, start_ms=1_700_000_000_000)
+    gps = GpsPty(GpsTrack(v, load_route("city_route")), lambda: 1_700_000_000_000, interval_s=0.02)
+    try:
+        with pytest.raises(ValueError, match="expected one of"):
+            gps.command("explode")
+        gps.command("unplug")
+        assert not os.path.exists(gps.path)
+        with pytest.raises(serial.SerialException):
+            serial.Serial(gps.path, timeout=1)
+        gps.command("replug")
+        with serial.Serial(gps.path, timeout=2) as port:
+            assert port.read_until(b"$GPRMC")[-6:] == b"$GPRMC"
+            gps.command("nofix")
+            port.reset_input_buffer()
+            port.read_until(b"\n")  # the rest of a sentence in flight
+            lines = [port.read_until(b"\n") for _ in range(16)]  # an epoch computed before may still come
+        assert any(ln.startswith(b"$GPRMC") and b",V," in ln for ln in lines), lines
+        assert any(ln.startswith(b"$GPGGA") and b",,,,,0,00," in ln for ln in lines), lines
+    finally:
+        gps.close()
