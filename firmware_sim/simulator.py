@@ -89,6 +89,8 @@ class Simulator:
         self._stop = threading.Event()
         self._servers: list[Any] = []
         self._lock = threading.Lock()
+        #: the simulated GPS receiver (firmware_sim.gps.GpsPty) when one is served: the ``gps`` command steers it
+        self.gps: Any = None
 
     # ------------------------------------------------------------------ clock
     def now_ms(self) -> float:
@@ -183,7 +185,7 @@ class Simulator:
         out: dict[str, Any] = {"ok": True}
         known = {"fault", "on", "rate", "ignition", "set_dtcs", "mil", "pending", "clear_dtcs", "clear_faults",
                  "hold_speed", "release", "advance", "close_port", "reopen_port", "state", "truth", "log",
-                 "battery_rest_v", "parasitic_ma", "alternator"}
+                 "battery_rest_v", "parasitic_ma", "alternator", "gps"}
         unknown = set(cmd) - known
         if unknown:
             raise ValueError(f"unknown command key(s): {sorted(unknown)}")
@@ -221,6 +223,10 @@ class Simulator:
             self.vehicle.release()
         if "advance" in cmd:
             self.advance(float(cmd["advance"]))
+        if "gps" in cmd:
+            if self.gps is None:
+                raise ValueError("gps: this simulator serves no GPS (start it with --gps-pty)")
+            self.gps.command(str(cmd["gps"]))
         if cmd.get("close_port"):
             self.close_port()
         if cmd.get("reopen_port"):
