@@ -550,6 +550,9 @@ class DiagServer:
             self._clients.add(client)
             client.writer_task = asyncio.create_task(client.write_loop())
             await client.read_loop()
+            # The slot is free as soon as the client is done asking (idle, gone, half-closed), not after
+            # its last answers have drained: a waiting technician must not be refused meanwhile.
+            self._clients.discard(client)
             # Let answers to the last requests go out before closing (a client may half-close).
             if not client.closing:
                 if not client.out.full():

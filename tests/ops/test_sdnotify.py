@@ -131,7 +131,7 @@ async def test_daemon_status_line_shows_the_queue_depth(tmp_path: Path, dgram: t
     cfg = config.from_dict({
         "device": {"id": "box", "state_dir": str(tmp_path / "state")},
         "adapter": {"port": str(tmp_path / "no-adapter")},
-        "store": {"path": str(tmp_path / "buf.sqlite"), "batch_samples": 10, "commit_interval_s": 3600.0},
+        "store": {"path": str(tmp_path / "buf.sqlite"), "batch_samples": 10, "commit_interval_s": 60.0},
         "mqtt": {"enabled": True, "host": "127.0.0.1", "port": 1},
     })
     d = Daemon(cfg)
