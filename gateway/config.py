@@ -40,6 +40,18 @@ RANGES: dict[str, tuple[float, float]] = {
     "polling.rates": (0.001, 100.0),  # at least once in ~17 min, at most 100 Hz
     "polling.priorities": (-8, 8),
     "polling.idle_unrequested_s": (1.0, 86_400.0),
+    "location.nmea_baud": (4800, 230_400),
+    "location.rate_hz": (0.01, 20.0),
+    "location.min_mode": (2, 3),
+    "location.max_hdop": (0.1, 100.0),
+    "location.event_max_age_s": (0.1, 3600.0),
+    "location.update_interval_s": (0.0, 86_400.0),  # 0 = never
+    "location.path_tolerance_m": (0.1, 10_000.0),
+    "location.path_max_points": (10, 100_000),
+    "location.hard_turn_g": (0.05, 2.0),
+    "location.hard_turn_min_speed_kmh": (0.0, 300.0),
+    "location.hard_turn_refractory_s": (0.0, 3600.0),
+    "location.hard_turn_max_gap_s": (0.1, 60.0),
     "power.voltage_interval_s": (0.1, 3600.0),
     "power.wake_check_interval_s": (10.0, 86_400.0),  # not more often than a wake every 10 s
     "power.low_battery_v": (0.0, 16.0),

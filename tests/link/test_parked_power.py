@@ -112,6 +112,10 @@ async def drive_then_park(sim: Simulator, poller: Poller, got: Collected) -> Non
     sim.command({"ignition": False})
     assert await run_while(poller, lambda: not poller.ecu_responding, 20), "the ECU never fell silent"
     poller.set_plan("parked")
+    # a request already on its way when the plan changed is the driving plan's: count from the parked
+    # plan's first voltage reading (under load, the poller's answer to that request lands after set_plan)
+    n = len(got.named("battery_voltage"))
+    assert await run_while(poller, lambda: len(got.named("battery_voltage")) > n, 20), "no parked voltage read"
 
 
 def wakeups_since(sim: Simulator, t_ms: float) -> int:
