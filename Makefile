@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= gateway.sim.toml
 
-.PHONY: run test lint typecheck pytest pytest-native pytest-python mosquitto bench fuzz verify-systemd clean
+.PHONY: run test lint typecheck pytest pytest-native pytest-python mosquitto gpsd bench fuzz verify-systemd clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,18 @@ mosquitto:
 		echo "make test needs the mosquitto broker: install it with 'apt-get install mosquitto' (Debian) and run again" >&2; exit 1; \
 	fi
 
+# The location tests start their own gpsd (never the system's) fed by gpsfake (package gpsd-clients).
+gpsd:
+	@if command -v gpsfake >/dev/null 2>&1 && { command -v gpsd >/dev/null 2>&1 || [ -x /usr/sbin/gpsd ]; }; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing gpsd and gpsd-clients (the location tests start their own gpsd fed by gpsfake)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gpsd gpsd-clients; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gpsd gpsd-clients; \
+	else \
+		echo "make test needs gpsd and gpsfake: install them with 'apt-get install gpsd gpsd-clients' (Debian) and run again" >&2; exit 1; \
+	fi
+
 lint: $(STAMP)
 	$(BIN)/ruff check gateway firmware_sim tests bench setup.py
 
@@ -43,11 +55,11 @@ typecheck: $(STAMP)
 verify-systemd:
 	@sh systemd/verify.sh
 
-pytest-native: $(STAMP) mosquitto
+pytest-native: $(STAMP) mosquitto gpsd
 	OBD_GATEWAY_PURE=0 $(BIN)/python -c "from gateway.obd import PARSER_BUILD as b; assert b == 'native', b"
 	OBD_GATEWAY_PURE=0 $(BIN)/python -m pytest -q -p no:cacheprovider
 
-pytest-python: $(STAMP) mosquitto
+pytest-python: $(STAMP) mosquitto gpsd
 	OBD_GATEWAY_PURE=1 $(BIN)/python -m pytest -q -p no:cacheprovider
 
 test: lint typecheck verify-systemd pytest-native pytest-python

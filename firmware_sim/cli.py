@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add an EV battery ECU answering its profile's reads (firmware_sim.ev); repeatable")
     p.add_argument("--strict-baud", action="store_true",
                    help="the host must open the pty at the chip's baud rate (and follow ATBRD), else garbage")
+    p.add_argument("--gps-pty", action="store_true",
+                   help="also serve the car's position as NMEA 0183 on a second pty (its path printed as "
+                        "'gps:PATH' on the second line); the route comes from the drive's [route]")
+    p.add_argument("--nmea-log", metavar="FILE",
+                   help="write the whole drive's NMEA (one epoch per simulated second) to FILE and exit "
+                        "(for gpsfake)")
     return p
 
 
@@ -91,6 +97,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.protocol.upper() not in set("123456789"):
         print("obd-gateway-sim: --protocol must be one of 1-9", file=sys.stderr)
         return 2
+    if args.nmea_log:
+        from firmware_sim.gps import write_nmea_log
+
+        try:
+            fixes = write_nmea_log(args.drive, args.nmea_log, seed=args.seed)
+        except (DriveError, ValueError, OSError) as exc:
+            print(f"obd-gateway-sim: --nmea-log: {exc}", file=sys.stderr)
+            return 2
+        print(f"{args.nmea_log}: {len(fixes)} epochs, {fixes[-1].distance_m:.1f} m")
+        return 0
     from firmware_sim.simulator import Simulator
 
     try:
@@ -113,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     control = None
+    gps: Any = None
     try:
         if args.slcan:
             where = "can:slcan:" + sim.serve_slcan().path  # pasteable into obd-gateway poll --port
@@ -129,6 +146,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"obd-gateway-sim: --control {args.control}: {exc.strerror or exc}", file=sys.stderr)
                 return 1
         sys.stdout.write(where + "\n")
+        if args.gps_pty:
+            from firmware_sim.gps import GpsPty, GpsTrack, load_route
+
+            def clock() -> float:
+                sim.sync()
+                return sim.now_ms()
+
+            gps = GpsPty(GpsTrack(sim.vehicle, load_route(args.drive)), clock)
+            sys.stdout.write(f"gps:{gps.path}\n")
         sys.stdout.flush()
         while not done.wait(0.5):
             pass
@@ -139,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if control is not None:
             control.stop()
+        if gps is not None:
+            gps.close()
         sim.stop()
     return 0
 

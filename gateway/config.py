@@ -376,6 +376,71 @@ class PidsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LocationConfig:
+    """The GPS: where positions come from, which fixes count, trip paths, hard turns, privacy zones.
+
+    ``source``: ``none``, ``gpsd`` (localhost:2947), ``gpsd:HOST:PORT``, or ``nmea:/dev/ttyACM0`` (a
+    receiver on a serial port, read directly). ``privacy_zones``: tables ``{lat, lon, radius_m}``.
+    """
+
+    source: str = "none"
+    nmea_baud: int = 9600
+    rate_hz: float = 1.0
+    min_mode: int = 2
+    max_hdop: float = 5.0
+    event_max_age_s: float = 5.0
+    update_interval_s: float = 30.0
+    path_tolerance_m: float = 5.0
+    path_max_points: int = 500
+    hard_turn_g: float = 0.42
+    hard_turn_min_speed_kmh: float = 20.0
+    hard_turn_refractory_s: float = 5.0
+    hard_turn_max_gap_s: float = 2.5
+    privacy_zones: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def source_spec(self) -> tuple[str, str, int]:
+        """``(kind, target, port)``: ``("gpsd", host, port)``, ``("nmea", device, 0)`` or ``("none", "", 0)``."""
+        src = self.source.strip()
+        low = src.lower()
+        if low == "none":
+            return ("none", "", 0)
+        if low == "gpsd":
+            return ("gpsd", "127.0.0.1", 2947)
+        if low.startswith("gpsd:"):
+            host, sep, num = src[5:].rpartition(":")
+            if not sep or not num.isdigit() or not 0 < int(num) < 65536:
+                raise ConfigError(f"location.source: {src!r}: expected gpsd:HOST:PORT")
+            return ("gpsd", host.strip("[]") or "127.0.0.1", int(num))
+        if low.startswith("nmea:") and len(src) > 5:
+            return ("nmea", src[5:], 0)
+        raise ConfigError(f"location.source: must be 'none', 'gpsd', 'gpsd:HOST:PORT' or 'nmea:/dev/...' (got {src!r})")
+
+    def validate(self) -> None:
+        _ = self.source_spec
+        if self.nmea_baud not in (4800, 9600, 19200, 38400, 57600, 115200, 230400):
+            raise ConfigError(f"location.nmea_baud: unsupported baud rate {self.nmea_baud}")
+        if not 0 < self.rate_hz <= 20:
+            raise ConfigError(f"location.rate_hz: must be between 0 and 20 Hz (got {self.rate_hz})")
+        if self.min_mode not in (2, 3):
+            raise ConfigError(f"location.min_mode: 2 (2D fix) or 3 (3D fix) (got {self.min_mode})")
+        for name in ("max_hdop", "event_max_age_s", "path_tolerance_m", "hard_turn_g", "hard_turn_max_gap_s"):
+            _positive("location", name, getattr(self, name))
+        for name in ("update_interval_s", "hard_turn_min_speed_kmh", "hard_turn_refractory_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"location.{name}: must not be negative")
+        if not 10 <= self.path_max_points <= 100_000:
+            raise ConfigError(f"location.path_max_points: must be between 10 and 100000 (got {self.path_max_points})")
+        for i, zone in enumerate(self.privacy_zones):
+            if set(zone) != {"lat", "lon", "radius_m"}:
+                raise ConfigError(
+                    f"location.privacy_zones[{i}]: needs exactly lat, lon and radius_m (got {sorted(zone)})"
+                )
+            if not -90 <= zone["lat"] <= 90 or not -180 <= zone["lon"] <= 180 or zone["radius_m"] <= 0:
+                raise ConfigError(f"location.privacy_zones[{i}]: lat -90..90, lon -180..180, radius_m > 0")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration."""
 
@@ -390,6 +455,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     vehicle: VehicleConfig = field(default_factory=VehicleConfig)
     pids: PidsConfig = field(default_factory=PidsConfig)
+    location: LocationConfig = field(default_factory=LocationConfig)
 
 
 def _type_name(tp: Any) -> str:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from gateway import __version__, config, secrets
 from gateway.bus import Bus, Subscription
 from gateway.errors import GatewayError, TransportError
-from gateway.model import Event, LinkState, Sample, TripRecord, now_ms
+from gateway.model import Event, LinkState, Position, Sample, TripRecord, now_ms
 from gateway.obd.custom import resolve
 
 if TYPE_CHECKING:
@@ -41,6 +41,8 @@ log = logging.getLogger("gateway.daemon")
 SHUTDOWN_DEADLINE_S = 4.0
 #: Output groups watched for their commit at most (the rest stay unconfirmed: re-published at the next start).
 MAX_DURABLE_WAITS = 256
+#: the retained state shows a position only while it is this fresh (a stale one would mislead a map)
+STATE_FIX_MAX_AGE_MS = 60_000
 
 
 def session_factory(
@@ -101,9 +103,11 @@ def setup_logging(cfg: config.LogConfig, stream: TextIO = sys.stderr) -> None:
 class SimProcess:
     """``obd-gateway-sim`` as a child process: the simulated adapter and vehicle for ``run --sim``."""
 
-    def __init__(self, drive: str | None, extra: str) -> None:
+    def __init__(self, drive: str | None, extra: str, *, gps: bool = False) -> None:
         self.drive = drive
         self.extra = extra
+        self.gps = gps
+        self.gps_port: str | None = None
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> str:
@@ -112,6 +116,8 @@ class SimProcess:
         argv = [exe] if exe else [sys.executable, "-m", "firmware_sim.cli"]
         if self.drive:
             argv += ["--drive", self.drive]
+        if self.gps:
+            argv += ["--gps-pty"]  # a second pty serving the car's position as NMEA (firmware_sim/gps.py)
         argv += shlex.split(self.extra)
         self.proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE)
         assert self.proc.stdout is not None
@@ -124,6 +130,13 @@ class SimProcess:
         if not port:
             await self.stop()
             raise TransportError(f"the simulator exited without a port (exit code {self.proc.returncode})")
+        if self.gps:
+            try:
+                gps_line = await asyncio.wait_for(self.proc.stdout.readline(), 15)
+            except TimeoutError:
+                gps_line = b""
+            text = gps_line.decode(errors="replace").strip()
+            self.gps_port = text.removeprefix("gps:") if text.startswith("gps:") else None
         return port
 
     async def stop(self) -> None:
@@ -167,6 +180,8 @@ class ConsolePrinter:
                 item = None
             if isinstance(item, Sample):
                 self.latest[item.name] = item.value
+            elif isinstance(item, Position):
+                self.latest["position"] = f"{item.lat:.5f},{item.lon:.5f}"
             elif isinstance(item, Event):
                 self._print(f"EVENT {item.automatic_type} {_short(item.payload)}")
             elif isinstance(item, TripRecord):
@@ -184,6 +199,8 @@ class ConsolePrinter:
             value = self.latest.get(name)
             if isinstance(value, (int, float)):
                 parts.append(f"{fmt.format(value)} {unit}")
+        if "position" in self.latest:
+            parts.append(f"at {self.latest['position']}")
         return "values: " + "  ".join(parts)
 
     def _print(self, line: str) -> None:
@@ -205,11 +222,14 @@ class Daemon:
         config_path: str | None = None,
         console: bool = False,
         port_override: str | None = None,
+        gps_override: str | None = None,
     ) -> None:
         self.cfg = cfg
         self.config_path = config_path
         self.console = console
         self.port_override = port_override
+        self.gps_override = gps_override
+        self.location: Any = None
         self.bus = Bus()
         self.started_ms = now_ms()
         self.poller: Any = None
@@ -259,7 +279,15 @@ class Daemon:
             device_id=self.cfg.device.id,
             car_id=self.cfg.device.car_id,
             state_path=self.state_dir() / "trip-state.json",
+            location=self.cfg.location,
         )
+        from gateway import location
+
+        loc_cfg = self.cfg.location
+        if self.gps_override is not None and loc_cfg.source_spec[0] == "nmea":
+            loc_cfg = config.replace(self.cfg, "location", source=f"nmea:{self.gps_override}").location
+        # beside the poller, feeding the same bus (docs/location.md)
+        self.location = location.create(loc_cfg, self.bus.publish)
         enabled = [name for name in ("mqtt", "https") if getattr(self.cfg, name).enabled]
         self.store = Store(self.cfg.store, uplinks=enabled)
         for name in enabled:
@@ -278,7 +306,10 @@ class Daemon:
         """Latest values from the cache, for the retained MQTT state topic."""
         if self.poller is None:
             return {}
-        values = {s.name: s.value for s in self.poller.cache.latest()}
+        values: dict[str, Any] = {s.name: s.value for s in self.poller.cache.latest()}
+        fix = self.engine.last_fix if self.engine is not None else None
+        if fix is not None and now_ms() - fix.ts_ms <= STATE_FIX_MAX_AGE_MS:
+            values["location"] = {"lat": fix.lat, "lon": fix.lon, "accuracy_m": fix.accuracy()}
         return values | {"recordUpdatedAt": now_ms()}
 
     # -- loops ----------------------------------------------------------------------------------
@@ -387,7 +418,7 @@ class Daemon:
         sup.install_signal_handlers(reload=self.reload)
 
         store_sub = self.bus.subscribe("store", maxsize=20_000, lossless=True)
-        detect_sub = self.bus.subscribe("detection", maxsize=5_000, lossless=True, kinds=(Sample, LinkState))
+        detect_sub = self.bus.subscribe("detection", maxsize=5_000, lossless=True, kinds=(Sample, LinkState, Position))
         self.diag = DiagServer(
             DaemonStatus(self),
             socket_path=self.cfg.diag.socket,
@@ -405,6 +436,8 @@ class Daemon:
             raise
         sup.add("store", lambda: self.store_loop(store_sub), critical=True)
         sup.add("poller", self.poller.run)
+        if self.location is not None:
+            sup.add("location", self.location.run)
         sup.add("detection", lambda: self.detection_loop(detect_sub))
         from gateway.uplink.forwarder import Forwarder
 
@@ -531,6 +564,7 @@ class DaemonStatus:
             "uplinks": {name: {"connected": bool(getattr(u, "connected", False))} for name, u in d.uplinks.items()},
             "components": d.supervisor.status() if d.supervisor else {},
             "bus_dropped": {s.name: s.dropped for s in d.bus.stats() if s.dropped},
+            "location": d.location.status() if d.location is not None else None,
         }
 
     def values(self) -> list[dict[str, Any]]:
@@ -584,12 +618,23 @@ def main(
     setup_logging(cfg.log)
 
     async def amain() -> int:
-        sim_proc = SimProcess(drive, sim_args) if sim else None
+        # `nmea:sim` in [location]: the simulator also serves the car's position as NMEA on a second pty
+        sim_gps = cfg.location.source.strip().lower() == "nmea:sim"
+        sim_proc = SimProcess(drive, sim_args, gps=sim_gps) if sim else None
         try:
             port = await sim_proc.start() if sim_proc else None
             if port:
                 print(f"simulator: adapter on {port}", flush=True)
-            daemon = Daemon(cfg, config_path=config_path, console=sim or cfg.log.console, port_override=port)
+            gps_port = sim_proc.gps_port if sim_proc else None
+            if gps_port:
+                print(f"simulator: GPS (NMEA) on {gps_port}", flush=True)
+            daemon = Daemon(
+                cfg,
+                config_path=config_path,
+                console=sim or cfg.log.console,
+                port_override=port,
+                gps_override=gps_port,
+            )
             return await daemon.run()
         finally:
             if sim_proc:

@@ -27,14 +27,16 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from gateway.config import DetectionConfig
-from gateway.detectors.base import IdFactory, uuid4_str
+from gateway.config import DetectionConfig, LocationConfig
+from gateway.detectors.base import IdFactory, make_event, uuid4_str
 from gateway.detectors.harsh import HarshDetector
 from gateway.detectors.ignition import IgnitionDetector
 from gateway.detectors.mil import MilDetector
 from gateway.detectors.motion import MotionDetector
 from gateway.detectors.speeding import SpeedingDetector
-from gateway.model import Event, LinkState, Sample, TripRecord
+from gateway.detectors.turn import HardTurnDetector
+from gateway.location import geo
+from gateway.model import Event, LinkState, Position, Sample, TripRecord
 from gateway.trips import TripAccumulator
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,10 @@ Output = Event | TripRecord
 #: Unconfirmed outputs kept in the state at most (a store that cannot commit for hours must not grow the
 #: state file, rewritten with fsync at each event, without bound); beyond it the oldest are forgotten.
 MAX_UNCONFIRMED = 256
+Item = Sample | LinkState | Position
+#: a fix this recent when the ignition comes on is where the trip starts (the car cannot have moved
+#: without its ignition; the receiver may take a while to fix again after cranking)
+START_FIX_MAX_AGE_MS = 300_000
 
 
 class DetectionEngine:
@@ -57,8 +63,12 @@ class DetectionEngine:
         car_id: str = "",
         state_path: Path | None = None,
         new_id: IdFactory = uuid4_str,
+        location: LocationConfig | None = None,
     ) -> None:
         self.cfg = cfg
+        self.loc_cfg = location or LocationConfig()
+        self.last_fix: Position | None = None
+        self._last_update_ms: int | None = None
         self.device_id = device_id
         self.car_id = car_id
         self.state_path = state_path
@@ -94,12 +104,17 @@ class DetectionEngine:
         self._dirty = True
         self._maybe_save(None, force=True)
 
-    def feed(self, item: Sample | LinkState) -> list[Output]:
+    def feed(self, item: Item) -> list[Output]:
         """Events and finished trips completed by ``item`` (items must come in time order)."""
         now = item.ts_ms
         out: list[Output] = []
         for ev in self.ignition.tick(now):
             out.extend(self._ignition_off(ev))
+        if isinstance(item, Position):
+            out.extend(self._position(item))
+            self._hold(out)
+            self._maybe_save(now, force=bool(out))
+            return out
         off_before = self.ignition.off_since
         for ev in self.ignition.feed(item):
             if ev.type == "IGNITION_ON":
@@ -119,6 +134,30 @@ class DetectionEngine:
         self._hold(out)
         self._maybe_save(now, force=bool(out) or self._harsh_changed())
         return out
+
+    def _position(self, raw: Position) -> list[Output]:
+        """A fix: the trip's places and path, hard turns, the location heartbeat while driving."""
+        pos = geo.private(raw, self.loc_cfg.privacy_zones)
+        self.last_fix = pos
+        for trip in (self._trip, self._trip_at_off):
+            if trip is not None:
+                trip.feed_position(pos)
+        out = self._stamp(self.hard_turn.feed(pos))
+        interval_ms = self.loc_cfg.update_interval_s * 1000
+        if self._trip is not None and interval_ms > 0 and self.ignition.off_since is None and (
+            self._last_update_ms is None or pos.ts_ms - self._last_update_ms >= interval_ms
+        ):
+            self._last_update_ms = pos.ts_ms
+            out.extend(self._stamp([make_event(self._new_id, "LOCATION_UPDATED", pos.ts_ms)]))
+        return out
+
+    def location_at(self, date_ms: int) -> dict[str, Any] | None:
+        """Automatic's event location (``lat``, ``lon``, ``accuracy_m``, ``created_at``) from the latest fix,
+        when it is no further than ``location.event_max_age_s`` from ``date_ms``."""
+        fix = self.last_fix
+        if fix is None or abs(date_ms - fix.ts_ms) > self.loc_cfg.event_max_age_s * 1000:
+            return None
+        return {"lat": fix.lat, "lon": fix.lon, "accuracy_m": fix.accuracy(), "created_at": fix.ts_ms}
 
     def tick(self, now_ms: int) -> list[Output]:
         """Time-outs up to ``now_ms``: a confirmed ignition-off, a ``mil:on`` that waited for codes."""
@@ -207,6 +246,14 @@ class DetectionEngine:
         )
         self.motion = MotionDetector(new_id=new_id)
         self.mil = MilDetector(dtc_wait_s=cfg.mil_dtc_wait_s, new_id=new_id)
+        loc = self.loc_cfg
+        self.hard_turn = HardTurnDetector(
+            threshold_g=loc.hard_turn_g,
+            min_speed_kmh=loc.hard_turn_min_speed_kmh,
+            refractory_s=loc.hard_turn_refractory_s,
+            max_gap_s=loc.hard_turn_max_gap_s,
+            new_id=new_id,
+        )
         self._trip = None
         self._trip_at_off = None
 
@@ -214,9 +261,18 @@ class DetectionEngine:
         """A harsh episode opened, grew or ended: save now, so that a SIGKILL cannot lose it."""
         changed, self.harsh.changed = self.harsh.changed, False
         return changed
+    def _locate(self, ev: Event) -> Event:
+        """The event with ``payload.location`` when a recent fix exists (already private in a zone)."""
+        if "location" in ev.payload:
+            return ev
+        where = self.location_at(ev.date_ms)
+        if where is None:
+            return ev
+        return Event(ev.id, ev.type, ev.automatic_type, ev.date_ms, ev.trip_id, {**ev.payload, "location": where})
 
     def _stamp(self, events: list[Event]) -> list[Output]:
-        """Attach the open trip to events and count the driving ones in it."""
+        """Attach the open trip and the location to events and count the driving ones in the trip."""
+        events = [self._locate(ev) for ev in events]
         if self._trip is None:
             return list(events)
         out: list[Output] = []
@@ -251,8 +307,14 @@ class DetectionEngine:
             max_gap_ms=round(cfg.integrate_max_gap_s * 1000),
             stoich_afr=cfg.stoich_afr,
             fuel_density_g_per_l=cfg.fuel_density_g_per_l,
+            path_tolerance_m=self.loc_cfg.path_tolerance_m,
+            path_max_points=self.loc_cfg.path_max_points,
         )
+        fix = self.last_fix
+        if fix is not None and 0 <= ev.date_ms - fix.ts_ms <= START_FIX_MAX_AGE_MS:
+            self._trip.set_start_location(fix)
         self._trip_at_off = None
+        self._last_update_ms = None
         return self._stamp([ev])
 
     def _ignition_off(self, ev: Event) -> list[Output]:
@@ -264,14 +326,19 @@ class DetectionEngine:
         out.extend(self._stamp(self.motion.park(stop)))
         if trip is not None:
             summary = trip.summary(stop, device_id=self.device_id, car_id=self.car_id)
-            if trip.distance_m >= self.cfg.min_trip_distance_m:
+            if trip.effective_distance_m >= self.cfg.min_trip_distance_m:
                 finished = Event(
                     self._new_id(), "TRIP_FINISHED", "trip:finished", stop, trip.id, {"trip": summary}
                 )
                 out.append(finished)
                 out.append(TripRecord(id=trip.id, start_ms=trip.start_ms, stop_ms=stop, summary=summary))
             else:
-                log.info("trip %s discarded: %.1f m < %.1f m", trip.id, trip.distance_m, self.cfg.min_trip_distance_m)
+                log.info(
+                    "trip %s discarded: %.1f m < %.1f m",
+                    trip.id,
+                    trip.effective_distance_m,
+                    self.cfg.min_trip_distance_m,
+                )
         self._trip = None
         self._trip_at_off = None
         return out
@@ -288,6 +355,9 @@ class DetectionEngine:
             "motion": self.motion.to_state(),
             "mil": self.mil.to_state(),
             "unconfirmed": [_output_to_state(o) for o in self._unconfirmed],
+            "hard_turn": self.hard_turn.to_state(),
+            "last_fix": _fix_state(self.last_fix),
+            "last_update_ms": self._last_update_ms,
         }
 
     def _maybe_save(self, now_ms: int | None, *, force: bool) -> None:
@@ -329,6 +399,11 @@ class DetectionEngine:
             self.speeding.load_state(state["speeding"])
             self.motion.load_state(state["motion"])
             self.mil.load_state(state["mil"])
+            # location keys are optional: a state file written before the GPS existed still loads
+            self.hard_turn.load_state(state.get("hard_turn") or {})
+            self.last_fix = _fix_from_state(state.get("last_fix"))
+            upd = state.get("last_update_ms")
+            self._last_update_ms = None if upd is None else int(upd)
             self._trip = TripAccumulator.from_state(state["trip"]) if state.get("trip") else None
             at_off = state.get("trip_at_off")
             self._trip_at_off = TripAccumulator.from_state(at_off) if at_off else None
@@ -372,6 +447,20 @@ def _output_from_state(state: dict[str, Any]) -> Output:
     return Event(id=str(e["id"]), type=str(e["type"]), automatic_type=str(e["automatic_type"]),
                  date_ms=int(e["date_ms"]), trip_id=None if trip_id is None else str(trip_id),
                  payload=dict(e.get("payload") or {}))
+def _fix_state(fix: Position | None) -> dict[str, Any] | None:
+    if fix is None:
+        return None
+    return {"ts_ms": fix.ts_ms, "lat": fix.lat, "lon": fix.lon, "mode": fix.mode, "accuracy_m": fix.accuracy()}
+
+
+def _fix_from_state(raw: Any) -> Position | None:
+    if not raw:
+        return None
+    acc = raw.get("accuracy_m")
+    return Position(
+        int(raw["ts_ms"]), float(raw["lat"]), float(raw["lon"]), int(raw.get("mode", 2)),
+        accuracy_m=None if acc is None else float(acc),
+    )
 
 
 def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:

@@ -17,7 +17,9 @@
      │    ├── AdapterReset(AdapterError)                the power-up banner mid-stream: settings lost
      │    ├── Stopped(AdapterError)                     STOPPED: input interrupted the chip's answer
      │    └── OversizedAnswer(AdapterError)             an answer past the bytes kept per answer
-     ├── StoreError(GatewayError)                       the SQLite buffer cannot be used (a full disk is
+     ├── LocationError(GatewayError)                    the GPS source (gpsd, an NMEA receiver) failed or sent garbage
+ │    └── BadFix(LocationError, ValueError)          one report/sentence that cannot be used (counted, dropped)
+ ├── StoreError(GatewayError)                       the SQLite buffer cannot be used (a full disk is
      │                                                  not an error: the store keeps data in memory)
      ├── UplinkError(GatewayError)                      a back-end refused or could not be reached
      │    ├── AuthError(UplinkError)                    credentials refused
@@ -97,6 +99,14 @@ class Stopped(AdapterError):
 
 class OversizedAnswer(AdapterError):
     """An answer grew past the bytes kept per answer (a broken or hostile adapter streaming data)."""
+
+
+class LocationError(GatewayError):
+    """The location source (gpsd, an NMEA receiver) is gone or unusable; the source reconnects."""
+
+
+class BadFix(LocationError, ValueError):
+    """One gpsd report or NMEA sentence that cannot be used: counted by reason and dropped."""
 
 
 class StoreError(GatewayError):

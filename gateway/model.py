@@ -96,3 +96,71 @@ class TripRecord:
         out.setdefault("stop", {"date": self.stop_ms})
         out.setdefault("duration", self.stop_ms - self.start_ms)
         return out
+
+
+#: User Equivalent Range Error (m) used to turn an HDOP into an accuracy when the receiver gives no
+#: error estimate: accuracy ≈ HDOP × UERE. 5 m is the usual figure for a single-frequency consumer
+#: receiver (see "Dilution of precision (navigation)", the DOP × UERE rule); gpsd's TPV ``eph`` wins.
+UERE_M = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """One GPS fix from the location source (gpsd or an NMEA receiver), with its quality.
+
+    ``mode`` is gpsd's: 2 (2D fix) or 3 (3D fix); sources never publish mode 0/1 (no fix).
+    ``accuracy_m`` is the horizontal error estimate (gpsd's ``eph``, else HDOP × :data:`UERE_M`).
+    ``cog`` is the course over ground in degrees (NMEA RMC/VTG, gpsd ``track``), ``speed_kmh`` the
+    GPS speed. ``gps_ms`` is the receiver's own time of the fix (0 when it gave none); ``ts_ms`` is
+    when the gateway received it (the clock every other sample uses).
+    """
+
+    ts_ms: int
+    lat: float
+    lon: float
+    mode: int = 3
+    hdop: float | None = None
+    accuracy_m: float | None = None
+    altitude: float | None = None
+    satellites_used: int | None = None
+    satellites_visible: int | None = None
+    cog: float | None = None
+    speed_kmh: float | None = None
+    gps_ms: int = 0
+
+    def location(self) -> dict[str, Any]:
+        """DRUST's Timeseries ``location`` object (only the fields that are known)."""
+        out: dict[str, Any] = {"lat": self.lat, "lon": self.lon}
+        for key, value in (
+            ("hdop", self.hdop),
+            ("altitude", self.altitude),
+            ("satellites_used", self.satellites_used),
+            ("satellites_visibles", self.satellites_visible),
+            ("cog", None if self.cog is None else round(self.cog)),
+        ):
+            if value is not None:
+                out[key] = value
+        return out
+
+    def accuracy(self) -> float | None:
+        """Horizontal accuracy in metres (``accuracy_m``, else HDOP × UERE), None when unknown."""
+        if self.accuracy_m is not None:
+            return self.accuracy_m
+        return None if self.hdop is None else round(self.hdop * UERE_M, 1)
+
+    def samples(self) -> list[Sample]:
+        """The fix as timeseries samples (names of DRUST's Location object, ``gps_speed``, ``gps_mode``)."""
+        ts = self.ts_ms
+        out = [Sample(ts, "latitude", self.lat, "deg"), Sample(ts, "longitude", self.lon, "deg")]
+        for name, value, unit in (
+            ("hdop", self.hdop, ""),
+            ("altitude", self.altitude, "m"),
+            ("satellites_used", self.satellites_used, ""),
+            ("satellites_visibles", self.satellites_visible, ""),
+            ("cog", self.cog, "deg"),
+            ("gps_speed", self.speed_kmh, "km/h"),
+        ):
+            if value is not None:
+                out.append(Sample(ts, name, value, unit))
+        out.append(Sample(ts, "gps_mode", self.mode, ""))
+        return out

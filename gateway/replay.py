@@ -26,12 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from gateway.config import DetectionConfig
+from gateway.config import DetectionConfig, LocationConfig
 from gateway.detection import DetectionEngine
 from gateway.detectors.base import IdFactory, uuid4_str
 from gateway.detectors.mil import parse_dtcs
 from gateway.errors import ParseError
-from gateway.model import Event, LinkState, Sample, Scalar, TripRecord
+from gateway.location.geo import valid_lat_lon
+from gateway.model import Event, LinkState, Position, Sample, Scalar, TripRecord
 
 # Units of the names we know; anything else is replayed with an empty unit.
 UNITS: dict[str, str] = {
@@ -50,6 +51,9 @@ UNITS: dict[str, str] = {
 BOOL_NAMES = frozenset({"mil", "dtcs_cleared"})
 TEXT_NAMES = frozenset({"dtcs", "vin", "protocol"})
 LINK_COLUMNS = ("adapter_connected", "ecu_responding")
+#: CSV columns of a position (docs/location.md); ``latitude`` and ``longitude`` make a row a fix
+POSITION_COLUMNS = ("latitude", "longitude", "altitude", "hdop", "satellites_used", "cog", "gps_speed")
+Item = Sample | LinkState | Position
 # A live stream is in arrival order, and values read in one exchange are stamped before those that
 # are published after them (a DTC read in between), so dates may step back a little; a larger step
 # back means a shuffled or concatenated file.
@@ -62,7 +66,7 @@ _FALSE = {"false", "0", "no", "off"}
 class Recording:
     """What a file held: the items in order, and the rows that were skipped (line, reason)."""
 
-    items: list[Sample | LinkState] = field(default_factory=list)
+    items: list[Item] = field(default_factory=list)
     skipped: list[tuple[int, str]] = field(default_factory=list)
 
 
@@ -137,12 +141,56 @@ def _parse_date(value: Any) -> int:
     raise ValueError(f"date: not a timestamp in ms: {value!r}")
 
 
-def _row_items(date: int, fields: Iterable[tuple[str, Any]]) -> list[Sample | LinkState]:
+def _number(name: str, raw: Any) -> float:
+    value = _parse_value(name, raw) if not isinstance(raw, (int, float)) or isinstance(raw, bool) else raw
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name}: not a finite number: {raw!r}")
+    return float(value)
+
+
+def _position(date: int, pos: dict[str, Any]) -> Position:
+    """A fix from CSV position columns or a DRUST ``location`` object (``lat``/``lon``); ValueError when bad."""
+    lat = _number("latitude", pos["latitude"])
+    lon = _number("longitude", pos["longitude"])
+    if not valid_lat_lon(lat, lon):
+        raise ValueError(f"position out of range: latitude {lat}, longitude {lon}")
+    opt = {k: _number(k, v) for k, v in pos.items() if k not in ("latitude", "longitude") and v is not None}
+    sats = opt.get("satellites_used")
+    seen = opt.get("satellites_visibles")
+    return Position(
+        date,
+        lat,
+        lon,
+        3 if "altitude" in opt else 2,
+        hdop=opt.get("hdop"),
+        accuracy_m=opt.get("accuracy_m"),
+        altitude=opt.get("altitude"),
+        satellites_used=None if sats is None else int(sats),
+        satellites_visible=None if seen is None else int(seen),
+        cog=opt.get("cog"),
+        speed_kmh=opt.get("gps_speed"),
+    )
+
+
+_DRUST_LOCATION = {"lat": "latitude", "lon": "longitude", "hdop": "hdop", "altitude": "altitude",
+                   "satellites_used": "satellites_used", "satellites_visibles": "satellites_visibles", "cog": "cog"}
+
+
+def _row_items(date: int, fields: Iterable[tuple[str, Any]]) -> list[Item]:
     """The items of one row; raises ``ValueError`` naming the bad field."""
     values: dict[str, Any] = {}
     link: dict[str, Any] = {}
+    pos: dict[str, Any] = {}
     for name, raw in fields:
         if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+            continue
+        if name == "location" and isinstance(raw, dict):
+            # DRUST Timeseries Location object (drust-api.txt): lat, lon, hdop, altitude, satellites_*, cog
+            if "lat" in raw and "lon" in raw:
+                pos.update({_DRUST_LOCATION[k]: v for k, v in raw.items() if k in _DRUST_LOCATION})
+            continue
+        if name in POSITION_COLUMNS:
+            pos[name] = raw
             continue
         if isinstance(raw, (dict, list)) and name != "dtcs":
             continue  # nested DRUST objects (device, location, acceleration) carry nothing we detect on
@@ -152,7 +200,11 @@ def _row_items(date: int, fields: Iterable[tuple[str, Any]]) -> list[Sample | Li
             link[name] = str(raw)
         else:
             values[name] = _parse_value(name, raw)
-    items: list[Sample | LinkState] = []
+    items: list[Item] = []
+    if pos:
+        if "latitude" not in pos or "longitude" not in pos:
+            raise ValueError("a position needs both latitude and longitude")
+        items.append(_position(date, pos))
     if link:
         if set(LINK_COLUMNS) - set(link):
             raise ValueError("a link state needs both adapter_connected and ecu_responding")
@@ -175,6 +227,8 @@ def read_csv(stream: TextIO, origin: str = "<csv>") -> Recording:
     except csv.Error as exc:
         raise ParseError(f"{origin}:1: {exc}") from None
     header = [h.strip() for h in header]
+    if "date" not in header and "Device Time" in header:
+        return read_torque(header, reader, origin)
     if "date" not in header:
         raise ParseError(f"{origin}:1: no 'date' column in the header {header}")
     if len(set(header)) != len(header):
@@ -200,6 +254,74 @@ def read_csv(stream: TextIO, origin: str = "<csv>") -> Recording:
             if last_date is not None and date < last_date - REORDER_TOLERANCE_MS:
                 raise ValueError(f"date {date} goes backwards (latest row {last_date})")
             items = _row_items(date, ((h, c) for h, c in zip(header, row, strict=True) if h != "date"))
+        except ValueError as exc:
+            rec.skipped.append((line, str(exc)))
+            continue
+        last_date = date if last_date is None else max(last_date, date)
+        rec.items.extend(items)
+    return rec
+
+
+#: Torque Pro CSV export column → (our name, factor). Torque writes "-" for a value it did not have and
+#: pads headers with spaces (" Latitude"); its "Device Time" reads "18-Mar-2021 09:12:34.567" (the
+#: phone's local time, taken here as UTC: a replay only needs the order and spacing of rows).
+TORQUE_COLUMNS: dict[str, tuple[str, float]] = {
+    "Longitude": ("longitude", 1.0),
+    "Latitude": ("latitude", 1.0),
+    "Altitude": ("altitude", 1.0),
+    "Bearing": ("cog", 1.0),
+    "GPS Speed (Meters/second)": ("gps_speed", 3.6),
+    "Horizontal Dilution of Precision": ("hdop", 1.0),
+    "Speed (OBD)(km/h)": ("speed", 1.0),
+    "Engine RPM(rpm)": ("engine_rpm", 1.0),
+    "Engine Coolant Temperature(°C)": ("engine_coolant_temperature", 1.0),
+    "Engine Load(%)": ("engine_load", 1.0),
+    "Throttle Position(Manifold)(%)": ("throttle_position", 1.0),
+    "Mass Air Flow Rate(g/s)": ("maf", 1.0),
+    "Voltage (Control Module)(V)": ("battery_voltage", 1.0),
+    "Fuel flow rate/hour(l/hr)": ("engine_fuel_rate", 1.0),
+}
+
+
+def _torque_date(text: str) -> int:
+    from datetime import UTC, datetime
+
+    t = text.strip()
+    for fmt in ("%d-%b-%Y %H:%M:%S.%f", "%d-%b-%Y %H:%M:%S"):
+        try:
+            return int(datetime.strptime(t, fmt).replace(tzinfo=UTC).timestamp() * 1000)
+        except ValueError:
+            continue
+    raise ValueError(f"Device Time: not a Torque time like 18-Mar-2021 09:12:34.567: {text!r}")
+
+
+def read_torque(header: list[str], reader: Any, origin: str) -> Recording:
+    """A Torque Pro CSV export (header with ``Device Time``; see :data:`TORQUE_COLUMNS`)."""
+    rec = Recording()
+    names = [h.strip() for h in header]
+    at = names.index("Device Time")
+    cols = [(i, TORQUE_COLUMNS[n]) for i, n in enumerate(names) if n in TORQUE_COLUMNS]
+    last_date: int | None = None
+    for row in reader:
+        line = reader.line_num
+        if not row or all(not c.strip() for c in row):
+            continue
+        if row[0].strip() == names[0] and len(row) == len(names):
+            continue  # Torque repeats the header when a logging session is appended
+        if len(row) != len(names):
+            rec.skipped.append((line, f"{len(row)} cells, the header has {len(names)}"))
+            continue
+        try:
+            date = _torque_date(row[at])
+            if last_date is not None and date < last_date - REORDER_TOLERANCE_MS:
+                raise ValueError(f"date {date} goes backwards (latest row {last_date})")
+            fields: list[tuple[str, Any]] = []
+            for i, (name, factor) in cols:
+                cell = row[i].strip()
+                if cell in ("", "-"):
+                    continue
+                fields.append((name, _number(name, cell) * factor))
+            items = _row_items(date, fields)
         except ValueError as exc:
             rec.skipped.append((line, str(exc)))
             continue
@@ -269,13 +391,15 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def write_csv(items: Sequence[Sample | LinkState], stream: TextIO) -> None:
+def write_csv(items: Sequence[Item], stream: TextIO) -> None:
     """Record ``items`` as CSV, one item per row in order (so replay sees exactly the live order)."""
     names: list[str] = []
     for item in items:
         if isinstance(item, Sample) and item.name not in names:
             names.append(item.name)
-    header = ["date", *names, *LINK_COLUMNS, "protocol"]
+    has_pos = any(isinstance(item, Position) for item in items)
+    pos_cols = [c for c in POSITION_COLUMNS if c not in names] if has_pos else []
+    header = ["date", *names, *LINK_COLUMNS, "protocol", *pos_cols]
     writer = csv.writer(stream, lineterminator="\n")
     writer.writerow(header)
     width = len(header)
@@ -287,21 +411,31 @@ def write_csv(items: Sequence[Sample | LinkState], stream: TextIO) -> None:
             row[col["adapter_connected"]] = _cell(item.adapter_connected)
             row[col["ecu_responding"]] = _cell(item.ecu_responding)
             row[col["protocol"]] = item.protocol
+        elif isinstance(item, Position):
+            for c, v in zip(
+                POSITION_COLUMNS,
+                (item.lat, item.lon, item.altitude, item.hdop, item.satellites_used, item.cog, item.speed_kmh),
+                strict=True,
+            ):
+                row[col[c]] = _cell(v)
         else:
             row[col[item.name]] = _cell(item.value)
         writer.writerow(row)
 
 
 def replay(
-    items: Iterable[Sample | LinkState],
+    items: Iterable[Item],
     cfg: DetectionConfig | None = None,
     *,
     device_id: str = "replay",
     car_id: str = "",
     new_id: IdFactory = uuid4_str,
+    location: LocationConfig | None = None,
 ) -> tuple[list[TripRecord], list[Event]]:
     """Run the detection engine over ``items`` and close what is open at the end of the recording."""
-    engine = DetectionEngine(cfg or DetectionConfig(), device_id=device_id, car_id=car_id, new_id=new_id)
+    engine = DetectionEngine(
+        cfg or DetectionConfig(), device_id=device_id, car_id=car_id, new_id=new_id, location=location
+    )
     trips: list[TripRecord] = []
     events: list[Event] = []
     last: int | None = None
@@ -313,10 +447,16 @@ def replay(
     return trips, events
 
 
-def replay_file(path: str | Path, cfg: DetectionConfig | None = None, *, device_id: str = "replay") -> ReplayResult:
+def replay_file(
+    path: str | Path,
+    cfg: DetectionConfig | None = None,
+    *,
+    device_id: str = "replay",
+    location: LocationConfig | None = None,
+) -> ReplayResult:
     """Read and replay a recording; the events in time order (by ``date``, ties in emission order)."""
     rec = read_file(path)
-    trips, events = replay(rec.items, cfg, device_id=device_id)
+    trips, events = replay(rec.items, cfg, device_id=device_id, location=location)
     # in time order: an episode is sent when it ends, after events dated later than its start
     events.sort(key=lambda e: e.date_ms)
     return ReplayResult(trips, events, rec.skipped)

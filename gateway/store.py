@@ -54,7 +54,7 @@ import msgpack
 from gateway.common.samplebatch import pack_samples
 from gateway.config import StoreConfig
 from gateway.errors import StoreError
-from gateway.model import Event, RecordKind, Sample, TripRecord, now_ms
+from gateway.model import Event, Position, RecordKind, Sample, TripRecord, now_ms
 
 log = logging.getLogger("gateway.store")
 
@@ -274,13 +274,19 @@ class Store:
         self._db = None
 
     # -- writing ---------------------------------------------------------------------------------
-    async def append(self, items: Sequence[Sample | Event | TripRecord]) -> None:
-        """Buffer items for the next group commit; samples are grouped into batches. Never raises."""
+    async def append(self, items: Sequence[Sample | Event | TripRecord | Position]) -> None:
+        """Buffer items for the next group commit; samples are grouped into batches. Never raises.
+
+        A :class:`Position` is stored as its samples (``latitude``, ``longitude``, ``hdop`` …), which the
+        DRUST codec folds back into a Timeseries ``location`` object."""
         batch = self.cfg.batch_samples
         open_ = self._open
         for it in items:
-            if isinstance(it, Sample):
-                open_.append(it)
+            if isinstance(it, Sample | Position):
+                if isinstance(it, Sample):
+                    open_.append(it)
+                else:
+                    open_.extend(it.samples())  # one fix never straddles two batches
                 if len(open_) >= batch:
                     self._seal()
                     open_ = self._open

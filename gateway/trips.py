@@ -14,6 +14,13 @@ apart than ``max_gap_s`` (the link was lost; guessing across the hole would inve
   Σ ``maf`` (g/s) · Δt / (``stoich_afr`` · ``fuel_density_g_per_l``);
 * ``average_kmpl`` = distance (km) / fuel (L).
 
+Location (docs/location.md): ``start_location`` / ``end_location`` (``lat``, ``lon``, ``accuracy_m``,
+Automatic's Trip fields), ``path`` (Google's Encoded Polyline of the fixes, simplified with
+Douglas–Peucker at ``path_tolerance_m`` and kept to ``path_max_points``), and ``distance_gps_m``: the
+sum of the distances between consecutive fixes (pairs further apart than ``max_gap_s`` skipped, and
+steps while both fixes report under 2 km/h, which is receiver jitter around a parked car). When the car
+never reported ``speed``, ``distance`` is the GPS distance.
+
 Scores, 0 to 100, higher is better (Automatic does not publish its formulas):
 
 * ``score_events`` = max(0, 100 − 100 · (hard_brakes + hard_accels) / max(distance_km, 10)):
@@ -28,7 +35,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.detectors.base import KMH_PER_MPH, as_float, time_above
-from gateway.model import Event, Sample
+from gateway.location import geo
+from gateway.model import Event, Position, Sample
+
+#: a step between two fixes that both report less than this is jitter of a standing car, not distance
+_STANDING_KMH = 2.0
 
 _INTEGRATED = ("speed", "engine_fuel_rate", "maf")
 
@@ -58,6 +69,14 @@ class TripAccumulator:
     vehicle_events: list[dict[str, Any]] = field(default_factory=list)
     last: dict[str, list[float]] = field(default_factory=dict)  # name → [ts_ms, value]
     rpm: float | None = None
+    hard_turns: int = 0
+    start_location: dict[str, Any] | None = None
+    end_location: dict[str, Any] | None = None
+    path: list[list[float]] = field(default_factory=list)  # [lat, lon] of kept fixes
+    distance_gps_m: float = 0.0
+    last_fix: list[float] | None = None  # [ts_ms, lat, lon, speed km/h or -1]
+    path_tolerance_m: float = 5.0
+    path_max_points: int = 500
 
     def __post_init__(self) -> None:
         self.last_ms = max(self.last_ms, self.start_ms)
@@ -102,6 +121,48 @@ class TripAccumulator:
             air_g = (v0 + value) / 2 * dt
             self.fuel_maf_l += air_g / self.stoich_afr / self.fuel_density_g_per_l
 
+    def feed_position(self, pos: Position) -> None:
+        """Extend the path, the GPS distance and the end location with one (filtered) fix."""
+        self.last_ms = max(self.last_ms, pos.ts_ms)
+        place = _place(pos)
+        if self.start_location is None:
+            self.start_location = place
+        self.end_location = place
+        speed = -1.0 if pos.speed_kmh is None else pos.speed_kmh
+        prev = self.last_fix
+        self.last_fix = [float(pos.ts_ms), pos.lat, pos.lon, speed]
+        if prev is not None:
+            dt = pos.ts_ms - prev[0]
+            standing = 0 <= prev[3] < _STANDING_KMH and 0 <= speed < _STANDING_KMH
+            if 0 < dt <= self.max_gap_ms and not standing:
+                self.distance_gps_m += geo.distance_m((prev[1], prev[2]), (pos.lat, pos.lon))
+        if not self.path or self.path[-1] != [pos.lat, pos.lon]:
+            self.path.append([pos.lat, pos.lon])
+        if len(self.path) > 2 * self.path_max_points:
+            # bounded memory on a long trip: thin what we hold now, finer detail stays in the timeseries
+            kept, _tol = geo.bounded([(a, b) for a, b in self.path], self.path_tolerance_m, self.path_max_points)
+            self.path = [[a, b] for a, b in kept]
+
+    def set_start_location(self, pos: Position) -> None:
+        """The place the trip started (the last fix before the ignition, when it is recent)."""
+        self.start_location = _place(pos)
+        if not self.path:
+            self.path.append([pos.lat, pos.lon])
+
+    def encoded_path(self) -> str:
+        """The driven route as an Encoded Polyline (simplified and bounded)."""
+        if not self.path:
+            return ""
+        kept, _tol = geo.bounded([(a, b) for a, b in self.path], self.path_tolerance_m, self.path_max_points)
+        return geo.encode(kept)
+
+    @property
+    def effective_distance_m(self) -> float:
+        """The speed PID's distance, or the GPS distance when the car never reported a speed."""
+        if "speed" not in self.last and self.last_fix is not None:
+            return self.distance_gps_m
+        return self.distance_m
+
     def note_event(self, event: Event) -> None:
         """Count a driving event of this trip and keep it in ``vehicle_events``."""
         if event.type == "HARD_BRAKE":
@@ -116,6 +177,16 @@ class TripAccumulator:
             )
         elif event.type == "DATA_QUALITY":
             self.data_quality += 1
+        elif event.type == "HARD_TURN":
+            self.hard_turns += 1
+            self.vehicle_events.append(
+                {
+                    "type": "hard_turn",
+                    "created_at": event.date_ms,
+                    "g_force": event.payload.get("g_force"),
+                    "location": event.payload.get("location"),
+                }
+            )
         elif event.type == "SPEEDING":
             p = event.payload
             self.vehicle_events.append(
@@ -142,7 +213,8 @@ class TripAccumulator:
     def summary(self, stop_ms: int, *, device_id: str, car_id: str) -> dict[str, Any]:
         """The trip in DRUST's Trip shape with Automatic's extras (see the module docstring)."""
         duration_ms = max(0, stop_ms - self.start_ms)
-        distance_km = self.distance_m / 1000.0
+        distance = self.effective_distance_m
+        distance_km = distance / 1000.0
         fuel = self.fuel_volume_l
         events = self.hard_brakes + self.hard_accels
         over = sum(self.over_s.values())
@@ -152,17 +224,17 @@ class TripAccumulator:
             "id": self.id,
             "car": {"id": car_id},
             "device": {"id": device_id},
-            "distance": round(self.distance_m, 2),
+            "distance": round(distance, 2),
             "duration": duration_ms,
             "start": {"date": self.start_ms},
             "stop": {"date": stop_ms},
             "trip_event_counts": {
-                "hard_turns": 0,
+                "hard_turns": self.hard_turns,
                 "hard_accelerations": self.hard_accels,
                 "hard_brakes": self.hard_brakes,
             },
             # Automatic's Trip extras
-            "distance_m": round(self.distance_m, 2),
+            "distance_m": round(distance, 2),
             "duration_s": round(duration_ms / 1000.0, 3),
             "hard_brakes": self.hard_brakes,
             "hard_accels": self.hard_accels,
@@ -174,6 +246,11 @@ class TripAccumulator:
             "score_events": round(score_events, 2),
             "score_speeding": round(score_speeding, 2),
             "vehicle_events": list(self.vehicle_events),
+            # location (Automatic's Trip fields; null without a GPS fix)
+            "start_location": self.start_location,
+            "end_location": self.end_location,
+            "path": self.encoded_path() or None,
+            "distance_gps_m": round(self.distance_gps_m, 2) if self.last_fix is not None else None,
         }
         for key, seconds in self.over_s.items():
             out[key] = round(seconds, 3)
@@ -207,6 +284,14 @@ class TripAccumulator:
             "vehicle_events": [dict(e) for e in self.vehicle_events],
             "last": {k: list(v) for k, v in self.last.items()},
             "rpm": self.rpm,
+            "hard_turns": self.hard_turns,
+            "start_location": self.start_location,
+            "end_location": self.end_location,
+            "path": [list(p) for p in self.path],
+            "distance_gps_m": self.distance_gps_m,
+            "last_fix": self.last_fix,
+            "path_tolerance_m": self.path_tolerance_m,
+            "path_max_points": self.path_max_points,
         }
 
     @classmethod
@@ -234,8 +319,28 @@ class TripAccumulator:
             vehicle_events=[dict(e) for e in state.get("vehicle_events", [])],
             last={str(k): [float(x) for x in v] for k, v in state.get("last", {}).items()},
             rpm=None if state.get("rpm") is None else float(state["rpm"]),
+            hard_turns=int(state.get("hard_turns", 0)),
+            start_location=_place_state(state.get("start_location")),
+            end_location=_place_state(state.get("end_location")),
+            path=[[float(p[0]), float(p[1])] for p in state.get("path", [])],
+            distance_gps_m=float(state.get("distance_gps_m", 0.0)),
+            last_fix=None if state.get("last_fix") is None else [float(x) for x in state["last_fix"]],
+            path_tolerance_m=float(state.get("path_tolerance_m", 5.0)),
+            path_max_points=int(state.get("path_max_points", 500)),
         )
 
 
 def _mph_key(mph: float) -> str:
     return f"duration_over_{mph:g}_s"
+
+
+def _place(pos: Position) -> dict[str, Any]:
+    """Automatic's location object: ``lat``, ``lon``, ``accuracy_m`` (null when unknown)."""
+    return {"lat": pos.lat, "lon": pos.lon, "accuracy_m": pos.accuracy()}
+
+
+def _place_state(raw: Any) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    acc = raw.get("accuracy_m")
+    return {"lat": float(raw["lat"]), "lon": float(raw["lon"]), "accuracy_m": None if acc is None else float(acc)}

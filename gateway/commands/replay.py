@@ -38,7 +38,7 @@ def _replay(args: argparse.Namespace) -> int:
     from gateway.replay import replay_file
 
     cfg = config.load(args.config) if args.config else config.Config()
-    result = replay_file(args.file, cfg.detection, device_id=cfg.device.id)
+    result = replay_file(args.file, cfg.detection, device_id=cfg.device.id, location=cfg.location)
     for line, reason in result.skipped:
         print(f"{args.file}:{line}: skipped: {reason}", file=sys.stderr)
     if args.json:

@@ -49,6 +49,8 @@ class Detector(Protocol):
 AUTOMATIC_TYPES: dict[str, str] = {
     "HARD_BRAKE": "notification:hard_brake",
     "HARD_ACCELERATION": "notification:hard_accel",
+    "HARD_TURN": "notification:hard_turn",  # Automatic has none: its notification:* style
+    "LOCATION_UPDATED": "location:updated",
     "SPEEDING": "notification:speeding",
     "MIL_ON": "mil:on",
     "MIL_OFF": "mil:off",

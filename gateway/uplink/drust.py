@@ -19,6 +19,29 @@ from gateway.model import RecordKind
 #: the engine ECU (or 0 when headers are off): its values carry no ``ecu`` field
 _ENGINE_ECUS = (0, 0x7E8)
 
+#: stored sample name → field of DRUST's Timeseries ``location`` object (drust-api.txt, "Location")
+LOCATION_FIELDS = {
+    "latitude": "lat",
+    "longitude": "lon",
+    "hdop": "hdop",
+    "altitude": "altitude",
+    "satellites_used": "satellites_used",
+    "satellites_visibles": "satellites_visibles",
+    "cog": "cog",
+}
+
+
+def _fold_location(item: dict[str, Any]) -> None:
+    """Move a fix's samples into DRUST's ``location`` object (``cog`` is an Integer there)."""
+    if "latitude" not in item or "longitude" not in item:
+        return
+    loc: dict[str, Any] = {}
+    for name, key in LOCATION_FIELDS.items():
+        if name in item:
+            v = item.pop(name)
+            loc[key] = round(v) if key == "cog" and isinstance(v, (int, float)) else v
+    item["location"] = loc
+
 
 def timeseries_items(body: bytes) -> list[dict[str, Any]]:
     """A batch body → DRUST Timeseries items (without ``device``): one per timestamp and ECU.
@@ -41,6 +64,8 @@ def timeseries_items(body: bytes) -> list[dict[str, Any]]:
                 items.append(item)
                 last_dt = dt
             item[names[ni]] = v
+        for item in items:
+            _fold_location(item)
         return items
     by_key: dict[tuple[int, int], dict[str, Any]] = {}
     for dt, ni, v, ei in zip(dts, nis, vals, eis, strict=True):
@@ -53,6 +78,8 @@ def timeseries_items(body: bytes) -> list[dict[str, Any]]:
             by_key[(dt, ei)] = it
             items.append(it)
         it[names[ni]] = v
+    for it in items:
+        _fold_location(it)
     return items
 
 

@@ -75,6 +75,8 @@ def dimo_state(values: Mapping[str, Any], updated_ms: int | None) -> dict[str, A
     loc = values.get("location")
     if isinstance(loc, Mapping) and "lat" in loc and "lon" in loc:
         out["latitude"], out["longitude"] = loc["lat"], loc["lon"]
+        if isinstance(loc.get("accuracy_m"), (int, float)):
+            out["gpsAccuracy"] = loc["accuracy_m"]
     if updated_ms is not None:
         out["recordUpdatedAt"] = iso_utc(updated_ms)
     return out
@@ -217,6 +219,22 @@ class MqttUplink(Uplink):
 
     async def _discovery(self, client: aiomqtt.Client) -> None:
         dev = {"identifiers": [self.device_id], "name": f"OBD gateway {self.device_id}", "manufacturer": "obd-gateway"}
+        # The car on the Home Assistant map: an MQTT device_tracker reading latitude/longitude from the state
+        # topic through json_attributes (https://www.home-assistant.io/integrations/device_tracker.mqtt/).
+        tracker = {
+            "name": "Location",
+            "unique_id": f"{self.device_id}_location",
+            "json_attributes_topic": f"{self.base}/state",
+            "json_attributes_template": "{{ {'latitude': value_json.latitude, 'longitude': value_json.longitude,"
+            " 'gps_accuracy': value_json.gpsAccuracy | default(0)} | tojson if value_json.latitude is defined"
+            " else '{}' }}",
+            "source_type": "gps",
+            "availability_topic": f"{self.base}/availability",
+            "device": dev,
+        }
+        await client.publish(
+            f"homeassistant/device_tracker/{self.device_id}/location/config", jsonout.dumpb(tracker), qos=1, retain=True
+        )
         for key, title, unit, dclass in HA_SENSORS:
             conf: dict[str, Any] = {
                 "name": title,

@@ -14,7 +14,7 @@ from gateway.cli import main
 from gateway.config import DetectionConfig
 from gateway.detection import DetectionEngine
 from gateway.errors import ParseError
-from gateway.model import Event, LinkState, Sample, TripRecord
+from gateway.model import Event, LinkState, Position, Sample, TripRecord
 from gateway.replay import read_csv, read_file, read_json, replay, write_csv
 from tests.detection.helpers import T0, counter_ids, link, ms, s
 
@@ -82,6 +82,7 @@ def test_drust_collection_json() -> None:
     }
     rec = read_json(doc)
     assert rec.items == [
+        Position(T0, 43.5, 1.38, 2),  # DRUST's location object is read since issue 13
         Sample(T0, "speed", 5.15, "km/h"),
         Sample(T0, "engine_rpm", 450, "rpm"),
         Sample(T0, "engine_coolant_temperature", 20.47, "°C"),
