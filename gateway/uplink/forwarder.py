@@ -87,7 +87,9 @@ class Forwarder:
         return 0
 
     async def _send(self, rows: list[StoredRow]) -> int:
-        records = [Record(r.id, r.kind_name, r.ts_ms, r.count, record_body(r.kind_name, r.body)) for r in rows]
+        records = [
+            Record(r.id, r.kind_name, r.ts_ms, r.count, record_body(r.kind_name, r.body), r.body) for r in rows
+        ]
         acked = await self.uplink.send(records)
         moved = self.store.ack(self.name, rows, set(acked))
         if moved:
