@@ -94,6 +94,11 @@ class DetectionEngine:
         return self.ignition.on
 
     @property
+    def current_trip_fuel_l(self) -> float | None:
+        """Fuel used so far in the open trip (None without a trip or a fuel estimate)."""
+        return self._trip.fuel_volume_l if self._trip is not None else None
+
+    @property
     def current_trip_id(self) -> str | None:
         """The UUID of the open trip, ``None`` while parked."""
         return self._trip.id if self._trip is not None else None

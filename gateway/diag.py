@@ -66,6 +66,7 @@ log = logging.getLogger("gateway.diag")
 
 _DROP_REPORT_RETRY_S = 0.2
 _MAX_UNIX_PATH = 107  # sun_path is 108 bytes including the terminating NUL
+_REMOTE_OK = "\x00remote_unsafe_ok"  # set by answer() only, for a remote caller allowed to clear/restart
 COMMANDS = (
     "ping",
     "help",
@@ -328,9 +329,10 @@ class _Client:
                     await self.server.handle_line(self, line)
 
 
-def _over_tcp(client: _Client) -> bool:
-    """Whether the client came over the loopback TCP listener (any local user can reach that one)."""
-    return isinstance(client.writer.get_extra_info("peername"), tuple)
+def _over_tcp(client: _Client | None) -> bool:
+    """Whether the client is not local: came over the loopback TCP listener (any local user can reach
+    that one) or is a remote caller (``None``: a command over MQTT)."""
+    return client is None or isinstance(client.writer.get_extra_info("peername"), tuple)
 
 
 def _error(req_id: Any, cmd: Any, code: str, message: str) -> dict[str, Any]:
@@ -536,14 +538,31 @@ class DiagServer:
 
     async def handle_line(self, client: _Client, line: bytes) -> None:
         """Answer one request line (errors included); never raises for client mistakes."""
+        try:
+            req = decode(line)
+        except ValueError as exc:
+            self.requests += 1
+            self.errors += 1
+            client.send(_error(None, None, "bad_json", str(exc)))
+            return
+        client.send(await self.answer(req, client))
+
+    async def answer(
+        self, req: Any, client: _Client | None = None, *, remote_unsafe_ok: bool = False
+    ) -> dict[str, Any]:
+        """The answer object to one decoded request (the one entry point of every caller).
+
+        ``client`` None: a remote caller (the MQTT uplink's commands) that cannot subscribe; ``clear_dtc``
+        and ``restart`` treat it as not local unless ``remote_unsafe_ok`` (``mqtt.remote_allow_unsafe``);
+        ``clear_dtc`` still needs ``diag.allow_clear_dtc`` and ``"confirm": true``."""
         self.requests += 1
         req_id: Any = None
         cmd: Any = None
         try:
-            try:
-                req = decode(line)
-            except ValueError as exc:
-                raise RequestError("bad_json", str(exc)) from None
+            if isinstance(req, dict):
+                req = {k: v for k, v in req.items() if k != _REMOTE_OK}  # never from the wire
+                if client is None and remote_unsafe_ok:
+                    req[_REMOTE_OK] = True
             if not isinstance(req, dict):
                 raise RequestError("bad_request", "a request must be a JSON object such as {\"cmd\": \"status\"}")
             req_id = req.get("id")
@@ -553,25 +572,27 @@ class DiagServer:
             handler = self._handlers.get(cmd)
             if handler is None:
                 raise RequestError("unknown_cmd", f"unknown command {cmd!r} (known: {', '.join(COMMANDS)})")
+            if client is None and cmd in ("subscribe", "unsubscribe"):
+                raise RequestError("bad_request", f"{cmd} is only available on the diagnostic socket")
             try:
-                data = await asyncio.wait_for(handler(client, req), self.request_timeout_s)
+                data = await asyncio.wait_for(handler(client, req), self.request_timeout_s)  # type: ignore[arg-type]
             except TimeoutError:
                 raise RequestError("timeout", f"{cmd} took longer than {self.request_timeout_s:.0f} s") from None
-            client.send({"id": req_id, "ok": True, "cmd": cmd, "data": data})
+            return {"id": req_id, "ok": True, "cmd": cmd, "data": data}
         except RequestError as exc:
             self.errors += 1
-            client.send(_error(req_id, cmd, exc.code, str(exc)))
+            return _error(req_id, cmd, exc.code, str(exc))
         except ForbiddenRequest as exc:
             self.errors += 1
-            client.send(_error(req_id, cmd, "forbidden", redact_text(str(exc))))
+            return _error(req_id, cmd, "forbidden", redact_text(str(exc)))
         except GatewayError as exc:
             self.errors += 1
-            client.send(_error(req_id, cmd, "failed", redact_text(str(exc))))
+            return _error(req_id, cmd, "failed", redact_text(str(exc)))
         except Exception as exc:
             # A bug in a status source must not take the socket down; the log keeps the details.
             self.errors += 1
             log.exception("diagnostic request %r failed", cmd)
-            client.send(_error(req_id, cmd, "internal", redact_text(f"{type(exc).__name__}: {exc}")))
+            return _error(req_id, cmd, "internal", redact_text(f"{type(exc).__name__}: {exc}"))
 
     # -- commands --------------------------------------------------------------------------------
     async def _ping(self, client: _Client, req: dict[str, Any]) -> Any:
@@ -600,7 +621,7 @@ class DiagServer:
             missing.append("the configuration must set allow_clear_dtc = true in [diag]")
         if req.get("confirm") is not True:
             missing.append('the request must carry "confirm": true')
-        if _over_tcp(client):
+        if _over_tcp(client) and not req.get(_REMOTE_OK):
             missing.append("it must come over the Unix socket (TCP has no peer credentials or file permissions)")
         if missing:
             raise RequestError("forbidden", "clearing trouble codes is refused: " + "; ".join(missing))
@@ -633,7 +654,7 @@ class DiagServer:
         return {"unsubscribed": client.unsubscribe()}
 
     async def _restart(self, client: _Client, req: dict[str, Any]) -> Any:
-        if _over_tcp(client):
+        if _over_tcp(client) and not req.get(_REMOTE_OK):
             raise RequestError("forbidden", "restart is only accepted over the Unix socket, not over TCP")
         component = req.get("component")
         if not isinstance(component, str) or not component:

@@ -386,9 +386,9 @@ class MqttUplink(Uplink):
         req_id: Any = None
         answer: dict[str, Any]
         try:
+            self._rate_check()  # first: a flood of bad requests costs as much as one of good ones
             req = self._parse_request(name, bytes(raw))
             req_id = req.get("id")
-            self._rate_check()
             assert self.commands is not None
             answer = await self.commands({**req, "cmd": name})
         except RequestRefused as exc:
