@@ -16,7 +16,7 @@ encoded. Three independent choices (``[mqtt]`` keys, docs/uplinks.md "Payload fo
   :func:`columnar_batch`).
 * **Compression** (``compression``): ``none``, ``zlib`` (RFC 1950, stdlib) or ``zstd`` (RFC 8878, the
   ``zstandard`` package, optional). A compressed or columnar batch goes to ``P/D/timeseries/<format>``
-  (:func:`encoding_name`: ``columnar+zlib``…), so a subscriber picks the encoding by topic; MQTT 5
+  (:func:`encoding_name`: ``columnar-zlib``…), so a subscriber picks the encoding by topic; MQTT 5
   messages also carry it as the content type.
 """
 
@@ -50,8 +50,8 @@ ZSTD_LEVEL = 3
 
 
 def encoding_name(fmt: str, compression: str) -> str:
-    """The encoding's name in topics and docs: ``json``, ``msgpack``, ``columnar``, ``columnar+zlib``…"""
-    return fmt if compression == "none" else f"{fmt}+{compression}"
+    """The encoding's name in topics and docs: ``json``, ``msgpack``, ``columnar``, ``columnar-zlib``…"""
+    return fmt if compression == "none" else f"{fmt}-{compression}"  # no "+": a wildcard in MQTT
 
 
 def content_type(fmt: str, compression: str) -> str:
@@ -226,8 +226,8 @@ def encode_object(obj: Any, fmt: str) -> bytes:
 
 
 def decode_payload(payload: bytes, encoding: str) -> Any:
-    """A payload in the named encoding (``columnar+zlib``…) → the object (for tests, the bench, docs)."""
-    fmt, _, comp = encoding.partition("+")
+    """A payload in the named encoding (``columnar-zlib``…) → the object (for tests, the bench, docs)."""
+    fmt, _, comp = encoding.partition("-")
     raw = decompress(payload, comp or "none")
     if fmt == "json":
         import json
