@@ -270,6 +270,7 @@ class MqttConfig:
     on_change: str = "status"
     deadband: dict[str, float] = field(default_factory=dict)
     refresh_s: float = 300.0
+    linger_s: float = 0.0
     home_assistant_discovery: bool = False
     discovery_prefix: str = "homeassistant"
     batch_samples: int = 100
@@ -294,6 +295,8 @@ class MqttConfig:
             if not band >= 0 or band == float("inf"):
                 raise ConfigError(f"mqtt.deadband.{name}: must be a finite number >= 0 (got {band!r})")
         _positive("mqtt", "refresh_s", self.refresh_s)
+        if not 0 <= self.linger_s <= 3600:
+            raise ConfigError(f"mqtt.linger_s: must be 0-3600 (got {self.linger_s})")
         _positive("mqtt", "batch_samples", self.batch_samples)
         _positive("mqtt", "commands_per_minute", self.commands_per_minute)
         if not self.discovery_prefix or any(c in self.discovery_prefix for c in "#+") or (

@@ -208,12 +208,15 @@ class MqttUplink(Uplink):
         self.device_info = device_info
         self.discovery_state_path = discovery_state_path
         self.base = f"{cfg.topic_prefix}/{device_id}"
+        self.linger_s = cfg.linger_s  # read by the forwarder
         # a backlog drains at the speed of PUBACK round trips: keep many messages in flight per lease
         self.lease_samples = max(cfg.batch_samples * 200, 20_000)
         self._client: aiomqtt.Client | None = None
         self._latest: dict[str, Any] = {}
         self._latest_ms: int | None = None
         self._last_state = 0.0
+        self._last_state_body: dict[str, Any] | None = None
+        self._last_state_sent = 0.0
         self._ctx = tls_context(cfg)
         self._password = read_secret(cfg.password_file, key="mqtt.password_file") if cfg.password_file else None
         self._compress = payload.Compressor(cfg.compression)
@@ -583,7 +586,7 @@ class MqttUplink(Uplink):
                 kept, new_last = self._filter.filter(samples, last)
                 dropped = len(samples) - len(kept)
                 if fmt == "columnar":
-                    obj = payload.columnar_batch(kept, batch_id=rec.id, device_id=self.device_id)
+                    obj = payload.columnar_batch(kept, batch_ids=[rec.id], device_id=self.device_id)
                     return [(self._ts_topic(), self._compress(payload.encode_object(obj, fmt)))], new_last, dropped
                 items: list[dict[str, Any]] = timeseries_items(pack_samples(kept)) if kept else []
             else:
@@ -610,6 +613,15 @@ class MqttUplink(Uplink):
             return [(f"{self.base}/events/{etype}", payload.encode_object(body, enc))], last, 0
         return [(f"{self.base}/trips", payload.encode_object(body, enc))], last, 0
 
+    def _plan_columnar(
+        self, recs: list[Record], last: dict[tuple[str, int], tuple[Any, int]]
+    ) -> tuple[list[tuple[str, bytes]], dict[tuple[str, int], tuple[Any, int]], int]:
+        samples = [s for r in recs if r.raw is not None for s in unpack_samples(r.raw)]
+        kept, new_last = self._filter.filter(samples, last)
+        obj = payload.columnar_batch(kept, batch_ids=[r.id for r in recs], device_id=self.device_id)
+        body = self._compress(payload.encode_object(obj, "columnar"))
+        return [(self._ts_topic(), body)], new_last, len(samples) - len(kept)
+
     def _ts_topic(self) -> str:
         if self.encoding in ("json", "msgpack"):
             return f"{self.base}/timeseries"  # unchanged for existing subscribers
@@ -620,11 +632,23 @@ class MqttUplink(Uplink):
         client = self._client
         if client is None or not self.connected:
             raise UplinkError("mqtt: not connected")
-        plan: list[tuple[Record, list[tuple[str, bytes]], dict[tuple[str, int], tuple[Any, int]], int]] = []
+        plan: list[tuple[list[Record], list[tuple[str, bytes]], dict[tuple[str, int], tuple[Any, int]], int]] = []
         last = self._filter.last
-        for rec in batch:
-            msgs, last, dropped = self._plan(rec, last)
-            plan.append((rec, msgs, last, dropped))
+        i = 0
+        while i < len(batch):
+            rec = batch[i]
+            if self.cfg.payload_format == "columnar" and rec.kind == "timeseries" and rec.raw is not None:
+                # consecutive timeseries records travel as one columnar message (one PUBACK acks them all)
+                group = [rec]
+                while i + 1 < len(batch) and batch[i + 1].kind == "timeseries" and batch[i + 1].raw is not None:
+                    i += 1
+                    group.append(batch[i])
+                msgs, last, dropped = self._plan_columnar(group, last)
+                plan.append((group, msgs, last, dropped))
+            else:
+                msgs, last, dropped = self._plan(rec, last)
+                plan.append(([rec], msgs, last, dropped))
+            i += 1
         pub = client.publish
         tmo = self.publish_timeout_s
         props = None
@@ -633,7 +657,7 @@ class MqttUplink(Uplink):
             props.ContentType = payload.content_type(self.cfg.payload_format, self.cfg.compression)
         jobs = [
             asyncio.ensure_future(pub(t, p, qos=1, timeout=tmo, properties=props if "/timeseries" in t else None))
-            for _rec, msgs, _l, _d in plan
+            for _recs, msgs, _l, _d in plan
             for t, p in msgs
         ]
         all_jobs: asyncio.Future[Any] = asyncio.gather(*jobs, return_exceptions=True)
@@ -651,7 +675,7 @@ class MqttUplink(Uplink):
                     await all_jobs
         acked: list[str] = []
         it = iter(jobs)
-        for rec, msgs, state_after, dropped in plan:
+        for recs, msgs, state_after, dropped in plan:
             ok = True
             for _ in msgs:
                 j = next(it)
@@ -659,12 +683,13 @@ class MqttUplink(Uplink):
                     ok = False
             if not ok:
                 break
-            acked.append(rec.id)
+            acked.extend(r.id for r in recs)
             # what the subscriber now has: the next batch is filtered against it
             self._filter.commit(state_after, dropped)
             self.bytes_published += sum(len(p) for _t, p in msgs)
-            if rec.kind == "timeseries" and self.state is None:
-                self._note_values(rec.body[-64:])
+            for rec in recs:
+                if rec.kind == "timeseries" and self.state is None:
+                    self._note_values(rec.body[-64:])
         if len(acked) < len(batch):
             await self.close()
             if not acked:
@@ -696,9 +721,15 @@ class MqttUplink(Uplink):
         if not merged:
             return
         body = dimo_state(merged, updated_ms)
-        enc = "json" if self.cfg.payload_format == "json" else "msgpack"
+        # always JSON: Home Assistant and dashboards read it; sent only when a value changed (a data plan
+        # pays for every byte), and at least every refresh_s so a late subscriber's view is recent
+        key = {k: v for k, v in body.items() if k != "recordUpdatedAt"}
+        if key == self._last_state_body and now - self._last_state_sent < self.cfg.refresh_s:
+            return
         with contextlib.suppress(aiomqtt.MqttError):
-            await self._client.publish(f"{self.base}/state", payload.encode_object(body, enc), qos=1, retain=True)
+            await self._client.publish(f"{self.base}/state", jsonout.dumpb(body), qos=1, retain=True)
+            self._last_state_body = key
+            self._last_state_sent = now
 
     async def close(self) -> None:
         """Disconnect gracefully ("offline", then DISCONNECT) within a few seconds (idempotent)."""

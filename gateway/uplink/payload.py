@@ -173,13 +173,14 @@ def _compact(v: Any) -> Any:
 
 
 def columnar_batch(
-    samples: Sequence[Sample], *, batch_id: str, device_id: str, part: int = 0, parts: int = 1
+    samples: Sequence[Sample], *, batch_ids: Sequence[str], device_id: str
 ) -> dict[str, Any]:
     """Samples → the columnar batch object (msgpack-encoded by the caller).
 
-    ``{"v": 1, "id", "part", "parts", "device", "t0": ms, "series": [{"n": name, "u": unit,
+    ``{"v": 1, "ids": [stored batch ids], "device", "t0": ms, "series": [{"n": name, "u": unit,
     "pid": "0C" | None, "ecu": "7E8" | None, "t": [Δms, …], "v": [value, …]}, …]}``: ``t`` holds each
     sample's time as the difference to the previous one in the same series (the first to ``t0``).
+    One message carries one or more stored batches (``ids``; de-duplicate by them).
     """
     t0 = min((s.ts_ms for s in samples), default=0)
     series: dict[tuple[str, int], dict[str, Any]] = {}
@@ -196,9 +197,7 @@ def columnar_batch(
         col["v"].append(_compact(s.value))
     return {
         "v": COLUMNAR_VERSION,
-        "id": batch_id,
-        "part": part,
-        "parts": parts,
+        "ids": list(batch_ids),
         "device": device_id,
         "t0": t0,
         "series": list(series.values()),

@@ -59,7 +59,7 @@ def test_change_filter_keeps_every_change_and_refreshes() -> None:
 
 def test_columnar_round_trip_and_compression() -> None:
     samples = drive(30)
-    obj = payload.columnar_batch(samples, batch_id="ts-1", device_id="box")
+    obj = payload.columnar_batch(samples, batch_ids=["ts-1"], device_id="box")
     rows = payload.decode_columnar(msgpack.unpackb(msgpack.packb(obj), raw=False))
     assert sorted((r["ts"], r["name"], r["value"]) for r in rows) == sorted((s.ts_ms, s.name, s.value) for s in samples)
     speed = next(c for c in obj["series"] if c["n"] == "speed")
