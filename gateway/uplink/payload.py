@@ -179,8 +179,10 @@ def columnar_batch(
 
     ``{"v": 1, "ids": [stored batch ids], "device", "t0": ms, "series": [{"n": name, "u": unit,
     "pid": "0C" | None, "ecu": "7E8" | None, "t": [Δms, …], "v": [value, …]}, …]}``: ``t`` holds each
-    sample's time as the difference to the previous one in the same series (the first to ``t0``).
-    One message carries one or more stored batches (``ids``; de-duplicate by them).
+    sample's time as the difference to the previous one in the same series (the first to ``t0``). A series
+    of numbers that fit a fixed-point scale exactly carries ``"s": scale`` and ``v`` as the differences of
+    ``round(value × scale)`` (see :func:`_fixed_point`). One message carries one or more stored batches
+    (``ids``; de-duplicate by them).
     """
     t0 = min((s.ts_ms for s in samples), default=0)
     series: dict[tuple[str, int], dict[str, Any]] = {}
@@ -195,6 +197,8 @@ def columnar_batch(
         col["t"].append(s.ts_ms - prev[key])
         prev[key] = s.ts_ms
         col["v"].append(_compact(s.value))
+    for col in series.values():
+        _fixed_point(col)
     return {
         "v": COLUMNAR_VERSION,
         "ids": list(batch_ids),
@@ -204,12 +208,46 @@ def columnar_batch(
     }
 
 
+#: fixed-point scales tried for a series of non-integer values (OBD formulas scale by 1/4, 1/10, 1/100,
+#: 1/1000, 1/1024...: the first that represents every value exactly is used)
+_SCALES = (2, 4, 10, 20, 100, 200, 1000, 1024, 10000)
+
+
+def _fixed_point(col: dict[str, Any]) -> None:
+    """Store a series of numbers as integer steps when that is exact: ``"s": scale``, ``"v"`` holds the
+    differences of ``round(value × scale)`` to the previous one (the first: to 0). Lossless by construction
+    (each value decodes to the same double), so it is only used when every value round-trips."""
+    vals = col["v"]
+    if not vals or not all(type(v) in (int, float) for v in vals):
+        return
+    for scale in (1, *_SCALES):
+        ints = [round(v * scale) for v in vals]
+        if all(abs(i) < 2**53 and (i if scale == 1 else i / scale) == v for i, v in zip(ints, vals, strict=True)):
+            break
+    else:
+        return
+    prev = 0
+    deltas = []
+    for i in ints:
+        deltas.append(i - prev)
+        prev = i
+    col["s"] = scale
+    col["v"] = deltas
+
+
 def decode_columnar(obj: Mapping[str, Any]) -> list[dict[str, Any]]:
     """A columnar batch → flat rows ``{"ts", "name", "unit", "pid", "ecu", "value"}`` (the doc's decoder)."""
     rows: list[dict[str, Any]] = []
     for col in obj["series"]:
         ts = obj["t0"]
-        for dt, v in zip(col["t"], col["v"], strict=True):
+        values = col["v"]
+        if "s" in col:  # fixed point, differences: running sum / scale
+            acc = 0
+            values = []
+            for d in col["v"]:
+                acc += d
+                values.append(acc if col["s"] == 1 else acc / col["s"])
+        for dt, v in zip(col["t"], values, strict=True):
             ts += dt
             rows.append(
                 {"ts": ts, "name": col["n"], "unit": col["u"], "pid": col["pid"], "ecu": col["ecu"], "value": v}

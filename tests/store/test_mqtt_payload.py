@@ -64,6 +64,11 @@ def test_columnar_round_trip_and_compression() -> None:
     assert sorted((r["ts"], r["name"], r["value"]) for r in rows) == sorted((s.ts_ms, s.name, s.value) for s in samples)
     speed = next(c for c in obj["series"] if c["n"] == "speed")
     assert speed["pid"] == "0D" and speed["ecu"] == "7E8" and speed["u"] == "km/h" and speed["t"][1:] == [1000] * 29
+    rpm = next(c for c in obj["series"] if c["n"] == "engine_rpm")
+    assert (speed["s"], rpm["s"]) == (1, 4) and rpm["v"][:3] == [3201, 4, 4]  # 800.25 × 4, then +1 rpm steps
+    assert "s" not in next(c for c in obj["series"] if c["n"] == "mil")  # booleans stay as they are
+    odd = payload.columnar_batch([Sample(T0, "x", 1 / 3, "", None, 0)], batch_ids=["b"], device_id="d")
+    assert "s" not in odd["series"][0] and payload.decode_columnar(odd)[0]["value"] == 1 / 3
     raw = payload.encode_object(obj, "columnar")
     for comp in ("zlib", "zstd"):
         pytest.importorskip("zstandard") if comp == "zstd" else None
