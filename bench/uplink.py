@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 import paho.mqtt.client as paho
 
+from gateway.common import vocabulary
 from gateway.common.samplebatch import unpack_samples
 from gateway.uplink import payload
 from tests.fixtures.broker import Broker
@@ -185,12 +186,12 @@ def run_one(name: str, seconds: float, time_scale: float, workdir: Path) -> dict
             samples_received += rid in ids
             key = (s.name, s.ecu)
             prev = last.get(key, ())
-            last[key] = (_key(s.value),)
-            if prev == (_key(s.value),) or rid not in ids:
+            last[key] = (_key(vocabulary.value(s.name, s.value)),)
+            if prev == (_key(vocabulary.value(s.name, s.value)),) or rid not in ids:
                 continue
             changed += 1
             ecu = None if s.ecu in ENGINE else format(s.ecu, "X")
-            if (s.ts_ms, s.name, ecu, _key(s.value)) not in got:
+            if (s.ts_ms, s.name, ecu, _key(vocabulary.value(s.name, s.value))) not in got:
                 missing += 1
     scale = 3600.0 / elapsed
     sim_scale = 3600.0 / (elapsed * time_scale)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from gateway import __version__, config, secrets
 from gateway.bus import Bus, Subscription
+from gateway.common import vocabulary
 from gateway.errors import GatewayError, TransportError
 from gateway.model import Event, LinkState, Position, Sample, TripRecord, now_ms
 from gateway.obd.custom import resolve
@@ -623,10 +624,7 @@ class DaemonStatus:
     async def query(self, pid: str) -> list[dict[str, Any]]:
         """One PID on demand."""
         samples = await self.d.poller.query(int(pid, 16))
-        return [
-            {"name": s.name, "value": s.value, "unit": s.unit, "pid": s.pid, "ecu": s.ecu, "ts_ms": s.ts_ms}
-            for s in samples
-        ]
+        return [vocabulary.sample(s) for s in samples]
 
     def subscribe(self, name: str, maxsize: int, kinds: tuple[type, ...]) -> Subscription:
         """A dropping (never blocking) feed of bus items."""

@@ -46,6 +46,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from gateway.common import vocabulary
 from gateway.common.diagwire import (
     MAX_LINE,
     PROTOCOL_VERSION,
@@ -163,7 +164,7 @@ class RequestError(GatewayError):
 def item_to_wire(item: Any) -> tuple[str, dict[str, Any]] | None:
     """A bus item as (stream kind, JSON-ready dict), or None for items the stream does not carry."""
     if isinstance(item, Sample):
-        return STREAM_SAMPLE, dataclasses.asdict(item)
+        return STREAM_SAMPLE, vocabulary.sample(item)
     if isinstance(item, Event):
         return STREAM_EVENT, item.to_dict()
     if isinstance(item, TripRecord):

@@ -634,21 +634,22 @@ class MqttUplink(Uplink):
             raise UplinkError("mqtt: not connected")
         plan: list[tuple[list[Record], list[tuple[str, bytes]], dict[tuple[str, int], tuple[Any, int]], int]] = []
         last = self._filter.last
-        i = 0
-        while i < len(batch):
-            rec = batch[i]
-            if self.cfg.payload_format == "columnar" and rec.kind == "timeseries" and rec.raw is not None:
-                # consecutive timeseries records travel as one columnar message (one PUBACK acks them all)
-                group = [rec]
-                while i + 1 < len(batch) and batch[i + 1].kind == "timeseries" and batch[i + 1].raw is not None:
-                    i += 1
-                    group.append(batch[i])
-                msgs, last, dropped = self._plan_columnar(group, last)
-                plan.append((group, msgs, last, dropped))
-            else:
-                msgs, last, dropped = self._plan(rec, last)
-                plan.append(([rec], msgs, last, dropped))
-            i += 1
+        # columnar: every timeseries record of the batch travels as one message (one PUBACK acks them all),
+        # events and trips in between as their own; the store acknowledges by id and moves its cursor over
+        # the leading acknowledged rows, so a lost message only means re-sending (receivers de-duplicate)
+        group = [
+            r for r in batch
+            if self.cfg.payload_format == "columnar" and r.kind == "timeseries" and r.raw is not None
+        ]
+        in_group = {id(r) for r in group}
+        for rec in batch:
+            if id(rec) in in_group:
+                if rec is group[0]:
+                    msgs, last, dropped = self._plan_columnar(group, last)
+                    plan.append((group, msgs, last, dropped))
+                continue
+            msgs, last, dropped = self._plan(rec, last)
+            plan.append(([rec], msgs, last, dropped))
         pub = client.publish
         tmo = self.publish_timeout_s
         props = None

@@ -22,13 +22,15 @@ encoded. Three independent choices (``[mqtt]`` keys, docs/uplinks.md "Payload fo
 
 from __future__ import annotations
 
+import itertools
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import msgpack
 
-from gateway.common import jsonout
+from gateway.common import jsonout, vocabulary
+from gateway.common.vocabulary import ecu_hex, pid_hex
 from gateway.errors import ConfigError
 from gateway.model import Sample
 
@@ -42,7 +44,7 @@ STATUS_PIDS = frozenset({0x01, 0x03, 0x12, 0x13, 0x1C, 0x1D, 0x1E, 0x21, 0x30, 0
 FORMATS = ("json", "msgpack", "columnar")
 COMPRESSIONS = ("none", "zlib", "zstd")
 ON_CHANGE = ("status", "all", "none")
-COLUMNAR_VERSION = 1
+COLUMNAR_VERSION = 2
 #: zlib level 6 (its default) and zstd level 3 (its default): the bench measured higher levels buying
 #: a few per cent for several times the CPU on these small messages.
 ZLIB_LEVEL = 6
@@ -58,18 +60,6 @@ def content_type(fmt: str, compression: str) -> str:
     """The MQTT 5 content type of a payload in this encoding."""
     base = "application/json" if fmt == "json" else f"application/vnd.obd-gateway.{fmt}+msgpack"
     return base if compression == "none" else f"{base}; compression={compression}"
-
-
-def ecu_hex(ecu: int | None) -> str | None:
-    """An ECU as upper-case hex (``7E8``), the one spelling of every output; None when unknown (0)."""
-    return format(ecu, "X") if ecu else None
-
-
-def pid_hex(pid: int | None) -> str | None:
-    """A PID as two (or four, for a DID) upper-case hex digits; None for values without a PID."""
-    if pid is None:
-        return None
-    return format(pid, "02X") if pid <= 0xFF else format(pid, "04X")
 
 
 class Compressor:
@@ -178,8 +168,10 @@ def columnar_batch(
     """Samples → the columnar batch object (msgpack-encoded by the caller).
 
     ``{"v": 1, "ids": [stored batch ids], "device", "t0": ms, "series": [{"n": name, "u": unit,
-    "pid": "0C" | None, "ecu": "7E8" | None, "t": [Δms, …], "v": [value, …]}, …]}``: ``t`` holds each
-    sample's time as the difference to the previous one in the same series (the first to ``t0``). A series
+    "pid": "0C" | None, "ecu": "7E8" | None, "t": [ms, …], "v": [value, …]}, …]}``: ``t[0]`` is the first
+    sample's time minus ``t0``, ``t[1]`` the interval to the second, then each interval minus the previous
+    one (second differences: small numbers, since a PID is polled at a steady rate). Values are rounded to
+    the PID's resolution (:mod:`gateway.common.vocabulary`). A series
     of numbers that fit a fixed-point scale exactly carries ``"s": scale`` and ``v`` as the differences of
     ``round(value × scale)`` (see :func:`_fixed_point`). One message carries one or more stored batches
     (``ids``; de-duplicate by them).
@@ -196,9 +188,10 @@ def columnar_batch(
             prev[key] = t0
         col["t"].append(s.ts_ms - prev[key])
         prev[key] = s.ts_ms
-        col["v"].append(_compact(s.value))
+        col["v"].append(_compact(vocabulary.value(s.name, s.value)))
     for col in series.values():
-        _fixed_point(col)
+        col["t"] = _second_differences(col["t"])
+        _fixed_point(col, vocabulary.decimals(col["n"]))
     return {
         "v": COLUMNAR_VERSION,
         "ids": list(batch_ids),
@@ -208,19 +201,27 @@ def columnar_batch(
     }
 
 
+def _second_differences(deltas: list[int]) -> list[int]:
+    """``[d0, d1, d2, ...]`` → ``[d0, d1, d2 - d1, d3 - d2, ...]``: a PID polled every ~250 ms gives
+    intervals 251, 248, 262...; their differences are small (msgpack: one byte from -32 to 127) and repeat,
+    which the compressor rewards (measured: docs/uplinks.md, "Columnar layout")."""
+    return deltas[:2] + [b - a for a, b in itertools.pairwise(deltas[1:])]
+
+
 #: fixed-point scales tried for a series of non-integer values (OBD formulas scale by 1/4, 1/10, 1/100,
 #: 1/1000, 1/1024...: the first that represents every value exactly is used)
-_SCALES = (2, 4, 10, 20, 100, 200, 1000, 1024, 10000)
+_SCALES = (2, 4, 10, 20, 100, 200, 1000, 1024, 10000, 100000, 1000000)
 
 
-def _fixed_point(col: dict[str, Any]) -> None:
+def _fixed_point(col: dict[str, Any], decimals: int | None = None) -> None:
     """Store a series of numbers as integer steps when that is exact: ``"s": scale``, ``"v"`` holds the
     differences of ``round(value × scale)`` to the previous one (the first: to 0). Lossless by construction
     (each value decodes to the same double), so it is only used when every value round-trips."""
     vals = col["v"]
     if not vals or not all(type(v) in (int, float) for v in vals):
         return
-    for scale in (1, *_SCALES):
+    # the catalogue's resolution first (values are rounded to it: gateway/common/vocabulary.py)
+    for scale in (1, *((10**decimals,) if decimals else ()), *_SCALES):
         ints = [round(v * scale) for v in vals]
         if all(abs(i) < 2**53 and (i if scale == 1 else i / scale) == v for i, v in zip(ints, vals, strict=True)):
             break
@@ -240,6 +241,7 @@ def decode_columnar(obj: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for col in obj["series"]:
         ts = obj["t0"]
+        step = 0  # t: first time - t0, the first interval, then each interval minus the previous one
         values = col["v"]
         if "s" in col:  # fixed point, differences: running sum / scale
             acc = 0
@@ -247,8 +249,9 @@ def decode_columnar(obj: Mapping[str, Any]) -> list[dict[str, Any]]:
             for d in col["v"]:
                 acc += d
                 values.append(acc if col["s"] == 1 else acc / col["s"])
-        for dt, v in zip(col["t"], values, strict=True):
-            ts += dt
+        for i, (dt, v) in enumerate(zip(col["t"], values, strict=True)):
+            step = dt if i < 2 else step + dt
+            ts += step
             rows.append(
                 {"ts": ts, "name": col["n"], "unit": col["u"], "pid": col["pid"], "ecu": col["ecu"], "value": v}
             )

@@ -12,6 +12,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from gateway.common import vocabulary
 from gateway.common.samplebatch import pack_samples
 from gateway.config import MqttConfig
 from gateway.model import Sample
@@ -58,14 +59,26 @@ def test_change_filter_keeps_every_change_and_refreshes() -> None:
 
 
 def test_columnar_round_trip_and_compression() -> None:
-    samples = drive(30)
+    # throttle: 100/255 per step, polled every ~250 ms with a few ms of jitter (as a real adapter answers)
+    throttle = [Sample(T0 + 40 + i * 250 + (7, 0, 12)[i % 3], "throttle_position", 100 / 255 * (i % 40), "%", 0x11,
+                       0x7E8) for i in range(120)]
+    samples = drive(30) + throttle
     obj = payload.columnar_batch(samples, batch_ids=["ts-1"], device_id="box")
+    assert obj["v"] == 2
     rows = payload.decode_columnar(msgpack.unpackb(msgpack.packb(obj), raw=False))
-    assert sorted((r["ts"], r["name"], r["value"]) for r in rows) == sorted((s.ts_ms, s.name, s.value) for s in samples)
+    # values at the PID's resolution (fuel-level-like 100/255 steps: two decimals), times exact
+    want = sorted((s.ts_ms, s.name, vocabulary.value(s.name, s.value)) for s in samples)
+    assert sorted((r["ts"], r["name"], r["value"]) for r in rows) == want
+    assert [v for ts, n, v in want if n == "throttle_position"][:3] == [0.0, 0.39, 0.78]
     speed = next(c for c in obj["series"] if c["n"] == "speed")
-    assert speed["pid"] == "0D" and speed["ecu"] == "7E8" and speed["u"] == "km/h" and speed["t"][1:] == [1000] * 29
+    # t: offset to t0, the first interval, then the intervals' changes (second differences)
+    assert speed["pid"] == "0D" and speed["ecu"] == "7E8" and speed["u"] == "km/h"
+    assert speed["t"] == [0, 1000] + [0] * 28
+    thr = next(c for c in obj["series"] if c["n"] == "throttle_position")
+    assert thr["t"][:5] == [47, 243, 19, -17, -2] and thr["s"] == 100 and thr["v"][:3] == [0, 39, 39]
     rpm = next(c for c in obj["series"] if c["n"] == "engine_rpm")
-    assert (speed["s"], rpm["s"]) == (1, 4) and rpm["v"][:3] == [3201, 4, 4]  # 800.25 × 4, then +1 rpm steps
+    # engine speed: raw / 4, two decimals: the catalogue's scale 100; 800.25 × 100, then +1 rpm steps
+    assert (speed["s"], rpm["s"]) == (1, 100) and rpm["v"][:3] == [80025, 100, 100]
     assert "s" not in next(c for c in obj["series"] if c["n"] == "mil")  # booleans stay as they are
     odd = payload.columnar_batch([Sample(T0, "x", 1 / 3, "", None, 0)], batch_ids=["b"], device_id="d")
     assert "s" not in odd["series"][0] and payload.decode_columnar(odd)[0]["value"] == 1 / 3
@@ -196,8 +209,10 @@ def test_docs_subscriber_example_decodes_every_format() -> None:
     ns: dict[str, Any] = {}
     exec(code.group(1).split("c = mqtt.Client")[0], ns)
     samples = [s for s in drive(5) if s.name == "speed"]
-    want = [(s.ts_ms, "speed", s.value) for s in samples]
-    items = {"id": "x", "part": 0, "parts": 1, "items": [{"date": s.ts_ms, "speed": s.value} for s in samples]}
+    # a series on a fixed-point scale other than 1, with jittered times (second differences other than 0)
+    samples += [Sample(T0 + i * 250 + (7, 0, 12)[i % 3], "engine_rpm", 800.25 + i, "rpm", 0x0C, 0x7E8) for i in range(9)]
+    want = sorted((s.ts_ms, s.name, s.value) for s in samples)
+    items = {"id": "x", "part": 0, "parts": 1, "items": [{"date": s.ts_ms, s.name: s.value} for s in samples]}
     for fmt in payload.FORMATS:
         for comp in payload.COMPRESSIONS:
             if comp == "zstd":
@@ -206,4 +221,4 @@ def test_docs_subscriber_example_decodes_every_format() -> None:
             body = payload.Compressor(comp)(payload.encode_object(obj, fmt))
             name = payload.encoding_name(fmt, comp)
             topic = "obd/d/timeseries" if name in ("json", "msgpack") else f"obd/d/timeseries/{name}"
-            assert ns["decode"](topic, body) == want, name
+            assert sorted(ns["decode"](topic, body)) == want, name

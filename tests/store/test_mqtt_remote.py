@@ -138,7 +138,7 @@ async def test_remote_commands_with_acl(acl_broker: Broker, tmp_path: Path) -> N
         await asyncio.to_thread(be.ask, "box1", "query", b'{"pid": "0c", "id": 7}', b"c-2")
         ans = await asyncio.to_thread(be.wait, b"c-2")
         assert ans == {"id": 7, "ok": True, "cmd": "query",
-                       "data": [{"name": "engine_rpm", "value": 800.0, "unit": "rpm", "pid": 12}]}
+                       "data": [{"name": "engine_rpm", "value": 800.0, "unit": "rpm", "pid": "0C", "ecu": "7E8"}]}
         assert src.queries == ["0C"]
         # refused: clear_dtc and restart never without mqtt.remote_allow_unsafe (even with the diag switch)
         await asyncio.to_thread(be.ask, "box1", "clear_dtc", b'{"confirm": true}', b"c-3")
