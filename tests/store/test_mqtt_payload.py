@@ -210,7 +210,8 @@ def test_docs_subscriber_example_decodes_every_format() -> None:
     exec(code.group(1).split("c = mqtt.Client")[0], ns)
     samples = [s for s in drive(5) if s.name == "speed"]
     # a series on a fixed-point scale other than 1, with jittered times (second differences other than 0)
-    samples += [Sample(T0 + i * 250 + (7, 0, 12)[i % 3], "engine_rpm", 800.25 + i, "rpm", 0x0C, 0x7E8) for i in range(9)]
+    samples += [Sample(T0 + i * 250 + (7, 0, 12)[i % 3], "engine_rpm", 800.25 + i, "rpm", 0x0C, 0x7E8)
+                for i in range(9)]
     want = sorted((s.ts_ms, s.name, s.value) for s in samples)
     items = {"id": "x", "part": 0, "parts": 1, "items": [{"date": s.ts_ms, s.name: s.value} for s in samples]}
     for fmt in payload.FORMATS:
