@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from gateway.common import vocabulary
 from gateway.model import Sample, now_ms
 
 
@@ -74,11 +75,7 @@ class Cache:
         now = self._clock_ms()
         return [
             {
-                "name": s.name,
-                "value": s.value,
-                "unit": s.unit,
-                "pid": None if s.pid is None else f"{s.pid:02X}",
-                "ecu": f"{s.ecu:X}",
+                **vocabulary.sample_row(s.name, s.value, s.unit, s.pid, s.ecu),
                 "ts_ms": s.ts_ms,
                 "age_s": round(max(0.0, (now - s.ts_ms) / 1000), 3),
             }

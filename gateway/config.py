@@ -382,7 +382,7 @@ class MqttConfig:
     enabled: bool = False
     host: str = "localhost"
     port: int = 8883
-    protocol: str = "5"
+    protocol: str = "auto"
     tls: bool = True
     tls_insecure_skip_verify: bool = False
     ca_file: str = ""
@@ -392,17 +392,46 @@ class MqttConfig:
     password_file: str = ""
     topic_prefix: str = "obd"
     payload_format: str = "json"
+    compression: str = "none"
+    on_change: str = "status"
+    deadband: dict[str, float] = field(default_factory=dict)
+    refresh_s: float = 300.0
+    linger_s: float = 0.0
     home_assistant_discovery: bool = False
+    discovery_prefix: str = "homeassistant"
     batch_samples: int = 100
+    remote_commands: bool = False
+    remote_allow_unsafe: bool = False
+    commands_per_minute: int = 30
 
     def validate(self) -> None:
         if not 0 < self.port < 65536:
             raise ConfigError(f"mqtt.port: must be 1-65535 (got {self.port})")
-        if self.protocol not in ("3.1.1", "5"):
-            raise ConfigError(f"mqtt.protocol: must be '3.1.1' or '5' (got {self.protocol!r})")
-        if self.payload_format not in ("json", "msgpack"):
-            raise ConfigError(f"mqtt.payload_format: must be 'json' or 'msgpack' (got {self.payload_format!r})")
+        if self.protocol not in ("auto", "3.1.1", "5"):
+            raise ConfigError(f"mqtt.protocol: must be 'auto', '3.1.1' or '5' (got {self.protocol!r})")
+        if self.payload_format not in ("json", "msgpack", "columnar"):
+            raise ConfigError(
+                f"mqtt.payload_format: must be 'json', 'msgpack' or 'columnar' (got {self.payload_format!r})"
+            )
+        if self.compression not in ("none", "zlib", "zstd"):
+            raise ConfigError(f"mqtt.compression: must be 'none', 'zlib' or 'zstd' (got {self.compression!r})")
+        if self.on_change not in ("status", "all", "none"):
+            raise ConfigError(f"mqtt.on_change: must be 'status', 'all' or 'none' (got {self.on_change!r})")
+        for name, band in self.deadband.items():
+            if not band >= 0 or band == float("inf"):
+                raise ConfigError(f"mqtt.deadband.{name}: must be a finite number >= 0 (got {band!r})")
+        _positive("mqtt", "refresh_s", self.refresh_s)
+        if not 0 <= self.linger_s <= 3600:
+            raise ConfigError(f"mqtt.linger_s: must be 0-3600 (got {self.linger_s})")
         _positive("mqtt", "batch_samples", self.batch_samples)
+        _positive("mqtt", "commands_per_minute", self.commands_per_minute)
+        if not self.discovery_prefix or any(c in self.discovery_prefix for c in "#+") or (
+            self.discovery_prefix.endswith("/")
+        ):
+            raise ConfigError(
+                "mqtt.discovery_prefix: must be non-empty, without '#' or '+', not ending in '/' "
+                f"(got {self.discovery_prefix!r})"
+            )
         if self.enabled and not self.host:
             raise ConfigError("mqtt.host: must not be empty when mqtt.enabled = true")
         if not self.topic_prefix or any(c in self.topic_prefix for c in "#+") or self.topic_prefix.endswith("/"):

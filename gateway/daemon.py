@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from gateway import __version__, config, secrets
 from gateway.bus import Bus, Subscription
+from gateway.common import vocabulary
 from gateway.errors import ConfigError, GatewayError, TransportError
 from gateway.model import Event, LinkState, Position, Sample, TripRecord, now_ms
 from gateway.obd.custom import resolve
@@ -379,10 +380,28 @@ class Daemon:
         if name == "mqtt":
             from gateway.uplink.mqtt import MqttUplink
 
-            return MqttUplink(self.cfg.mqtt, device_id=self.cfg.device.id, state=self.vehicle_state)
+            return MqttUplink(
+                self.cfg.mqtt,
+                device_id=self.cfg.device.id,
+                state=self.vehicle_state,
+                commands=self.remote_command,
+                device_info=self.device_info,
+                discovery_state_path=self.state_dir() / "ha-discovery.json",
+            )
         from gateway.uplink.https import HttpsUplink
 
         return HttpsUplink(self.cfg.https, device_id=self.cfg.device.id, car_id=self.cfg.device.car_id)
+
+    async def remote_command(self, req: dict[str, Any]) -> dict[str, Any]:
+        """A command from the MQTT uplink, answered by the diagnostic server's handlers (one vocabulary)."""
+        if self.diag is None:
+            return {"ok": False, "cmd": req.get("cmd"), "error": {"code": "unavailable", "message": "starting"}}
+        return dict(await self.diag.answer(req, remote_unsafe_ok=self.cfg.mqtt.remote_allow_unsafe))
+
+    def device_info(self) -> dict[str, Any]:
+        """For Home Assistant's device block: the VIN (serial number) once read, the software version."""
+        vin = getattr(self.poller, "vin", "") if self.poller is not None else ""
+        return {"vin": vin or None, "sw_version": __version__}
 
     def vehicle_state(self) -> dict[str, Any]:
         """Latest values from the cache, for the retained MQTT state topic."""
@@ -392,6 +411,17 @@ class Daemon:
         fix = self.engine.last_fix if self.engine is not None else None
         if fix is not None and now_ms() - fix.ts_ms <= STATE_FIX_MAX_AGE_MS:
             values["location"] = {"lat": fix.lat, "lon": fix.lon, "accuracy_m": fix.accuracy()}
+        if self.engine is not None:
+            values["ignition"] = self.engine.ignition_on
+            values["moving"] = bool(self.engine.motion.moving) if self.engine.ignition_on else False
+            fuel = self.engine.current_trip_fuel_l
+            if fuel is not None:
+                values["fuel_used_l"] = round(fuel, 3)
+        vin = getattr(self.poller, "vin", "")
+        if vin:
+            values["vin"] = vin
+        if self.cfg.location.source.strip().lower() != "none":
+            values["location_source"] = True  # announce the device_tracker before the first fix
         return values | {"recordUpdatedAt": now_ms()}
 
     # -- loops ----------------------------------------------------------------------------------
@@ -711,7 +741,10 @@ class DaemonStatus:
             "shutdown_command_ran": d.shutdown_ran,
             "current_trip": d.engine.current_trip_id,
             "store": store,
-            "uplinks": {name: {"connected": bool(getattr(u, "connected", False))} for name, u in d.uplinks.items()},
+            "uplinks": {
+                name: u.status() if hasattr(u, "status") else {"connected": bool(getattr(u, "connected", False))}
+                for name, u in d.uplinks.items()
+            },
             "components": d.supervisor.status() if d.supervisor else {},
             "bus_dropped": {s.name: s.dropped for s in d.bus.stats() if s.dropped},
             "location": d.location.status() if d.location is not None else None,
@@ -741,10 +774,7 @@ class DaemonStatus:
     async def query(self, pid: str) -> list[dict[str, Any]]:
         """One PID on demand."""
         samples = await self.d.poller.query(int(pid, 16))
-        return [
-            {"name": s.name, "value": s.value, "unit": s.unit, "pid": s.pid, "ecu": s.ecu, "ts_ms": s.ts_ms}
-            for s in samples
-        ]
+        return [vocabulary.sample(s) for s in samples]
 
     def subscribe(self, name: str, maxsize: int, kinds: tuple[type, ...]) -> Subscription:
         """A dropping (never blocking) feed of bus items."""

@@ -106,6 +106,11 @@ class DetectionEngine:
         return ign.off_since is None or now_ms - ign.off_since < ign.confirm_ms
 
     @property
+    def current_trip_fuel_l(self) -> float | None:
+        """Fuel used so far in the open trip (None without a trip or a fuel estimate)."""
+        return self._trip.fuel_volume_l if self._trip is not None else None
+
+    @property
     def current_trip_id(self) -> str | None:
         """The UUID of the open trip, ``None`` while parked."""
         return self._trip.id if self._trip is not None else None
@@ -124,6 +129,7 @@ class DetectionEngine:
             out.extend(self._ignition_off(ev))
         if isinstance(item, Position):
             out.extend(self._position(item))
+            self._hold(out)
             self._maybe_save(now, force=bool(out))
             return out
         off_before = self.ignition.off_since

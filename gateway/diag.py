@@ -46,6 +46,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from gateway.common import vocabulary
 from gateway.common.diagwire import (
     MAX_LINE,
     PROTOCOL_VERSION,
@@ -70,6 +71,7 @@ _errors = RateLimitedLog(log)
 
 _DROP_REPORT_RETRY_S = 0.2
 _MAX_UNIX_PATH = 107  # sun_path is 108 bytes including the terminating NUL
+_REMOTE_OK = "\x00remote_unsafe_ok"  # set by answer() only, for a remote caller allowed to clear/restart
 COMMANDS = (
     "ping",
     "help",
@@ -166,7 +168,7 @@ class RequestError(GatewayError):
 def item_to_wire(item: Any) -> tuple[str, dict[str, Any]] | None:
     """A bus item as (stream kind, JSON-ready dict), or None for items the stream does not carry."""
     if isinstance(item, Sample):
-        return STREAM_SAMPLE, dataclasses.asdict(item)
+        return STREAM_SAMPLE, vocabulary.sample(item)
     if isinstance(item, Event):
         return STREAM_EVENT, item.to_dict()
     if isinstance(item, TripRecord):
@@ -342,9 +344,10 @@ class _Client:
                     await self.server.handle_line(self, line)
 
 
-def _over_tcp(client: _Client) -> bool:
-    """Whether the client came over the loopback TCP listener (any local user can reach that one)."""
-    return client.tcp
+def _over_tcp(client: _Client | None) -> bool:
+    """Whether the client is not local: came over the loopback TCP listener (any local user can reach
+    that one) or is a remote caller (``None``: a command over MQTT)."""
+    return client is None or client.tcp
 
 
 def _mask_vin(obj: Any) -> Any:
@@ -578,46 +581,75 @@ class DiagServer:
 
     async def handle_line(self, client: _Client, line: bytes) -> None:
         """Answer one request line (errors included); never raises for client mistakes."""
+        try:
+            req = decode(line)
+        except ValueError as exc:
+            self.requests += 1
+            self.errors += 1
+            client.send(_error(None, None, "bad_json", str(exc)))
+            return
+        client.send(await self.answer(req, client))
+
+    def _checked(self, req: Any, client: _Client | None, *, remote_unsafe_ok: bool) -> dict[str, Any]:
+        """The request as a dict with a known ``cmd``, or RequestError; the remote-unsafe marker is never
+        taken from the wire, only set here for a remote caller allowed to clear or restart."""
+        if not isinstance(req, dict):
+            raise RequestError("bad_request", "a request must be a JSON object such as {\"cmd\": \"status\"}")
+        req = {k: v for k, v in req.items() if k != _REMOTE_OK}
+        if client is None and remote_unsafe_ok:
+            req[_REMOTE_OK] = True
+        cmd = req.get("cmd")
+        if not isinstance(cmd, str):
+            raise RequestError("bad_request", "missing \"cmd\" (a string)")
+        if cmd not in self._handlers:
+            raise RequestError("unknown_cmd", f"unknown command {cmd!r} (known: {', '.join(COMMANDS)})")
+        if client is None and cmd in ("subscribe", "unsubscribe"):
+            raise RequestError("bad_request", f"{cmd} is only available on the diagnostic socket")
+        checked: dict[str, Any] = req
+        return checked
+
+    async def answer(
+        self, req: Any, client: _Client | None = None, *, remote_unsafe_ok: bool = False
+    ) -> dict[str, Any]:
+        """The answer object to one decoded request (the one entry point of every caller).
+
+        ``client`` None: a remote caller (the MQTT uplink's commands) that cannot subscribe; ``clear_dtc``
+        and ``restart`` treat it as not local unless ``remote_unsafe_ok`` (``mqtt.remote_allow_unsafe``);
+        ``clear_dtc`` still needs ``diag.allow_clear_dtc`` and ``"confirm": true``."""
         self.requests += 1
         req_id: Any = None
         cmd: Any = None
         try:
+            if isinstance(req, dict):  # known before any check: every error answer names them
+                req_id, cmd = req.get("id"), req.get("cmd")
+            req = self._checked(req, client, remote_unsafe_ok=remote_unsafe_ok)
+            handler = self._handlers[cmd]
             try:
-                req = decode(line)
-            except ValueError as exc:
-                raise RequestError("bad_json", str(exc)) from None
-            if not isinstance(req, dict):
-                raise RequestError("bad_request", "a request must be a JSON object such as {\"cmd\": \"status\"}")
-            req_id = req.get("id")
-            cmd = req.get("cmd")
-            if not isinstance(cmd, str):
-                raise RequestError("bad_request", "missing \"cmd\" (a string)")
-            handler = self._handlers.get(cmd)
-            if handler is None:
-                raise RequestError("unknown_cmd", f"unknown command {cmd!r} (known: {', '.join(COMMANDS)})")
-            try:
-                data = await asyncio.wait_for(handler(client, req), self.request_timeout_s)
+                data = await asyncio.wait_for(handler(client, req), self.request_timeout_s)  # type: ignore[arg-type]
             except TimeoutError:
                 raise RequestError("timeout", f"{cmd} took longer than {self.request_timeout_s:.0f} s") from None
-            client.send({"id": req_id, "ok": True, "cmd": cmd, "data": data})
+            return {"id": req_id, "ok": True, "cmd": cmd, "data": data}
         except RequestError as exc:
             self.errors += 1
-            client.send(_error(req_id, cmd, exc.code, str(exc)))
+            return _error(req_id, cmd, exc.code, str(exc))
         except ForbiddenRequest as exc:
             self.errors += 1
-            client.send(_error(req_id, cmd, "forbidden", redact_text(str(exc))))
+            return _error(req_id, cmd, "forbidden", redact_text(str(exc)))
         except GatewayError as exc:
             self.errors += 1
-            client.send(_error(req_id, cmd, "failed", redact_text(str(exc))))
+            return _error(req_id, cmd, "failed", redact_text(str(exc)))
         except Exception as exc:
             # A bug in a status source must not take the socket down; the log keeps the details, once
             # per client (a client repeating the request must not fill the journal).
             self.errors += 1
-            if not client.logged_internal:
+            first = client is None or not client.logged_internal
+            if client is not None:
                 client.logged_internal = True
-                if _errors.error("internal", "diagnostic request %r failed: %s", cmd, redact_text(repr(exc))):
-                    log.debug("diagnostic request %r traceback", cmd, exc_info=exc)
-            client.send(_error(req_id, cmd, "internal", redact_text(f"{type(exc).__name__}: {exc}")))
+            # once per client (an MQTT caller is rate-limited upstream): a client repeating the request must
+            # not fill the journal
+            if first and _errors.error("internal", "diagnostic request %r failed: %s", cmd, redact_text(repr(exc))):
+                log.debug("diagnostic request %r traceback", cmd, exc_info=exc)
+            return _error(req_id, cmd, "internal", redact_text(f"{type(exc).__name__}: {exc}"))
 
     # -- commands --------------------------------------------------------------------------------
     async def _ping(self, client: _Client, req: dict[str, Any]) -> Any:
@@ -647,7 +679,7 @@ class DiagServer:
             missing.append("the configuration must set allow_clear_dtc = true in [diag]")
         if req.get("confirm") is not True:
             missing.append('the request must carry "confirm": true')
-        if _over_tcp(client):
+        if _over_tcp(client) and not req.get(_REMOTE_OK):
             missing.append("it must come over the Unix socket (TCP has no peer credentials or file permissions)")
         if missing:
             raise RequestError("forbidden", "clearing trouble codes is refused: " + "; ".join(missing))
@@ -680,7 +712,7 @@ class DiagServer:
         return {"unsubscribed": client.unsubscribe()}
 
     async def _restart(self, client: _Client, req: dict[str, Any]) -> Any:
-        if _over_tcp(client):
+        if _over_tcp(client) and not req.get(_REMOTE_OK):
             raise RequestError("forbidden", "restart is only accepted over the Unix socket, not over TCP")
         component = req.get("component")
         if not isinstance(component, str) or not component:

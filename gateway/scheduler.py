@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from gateway.common import vocabulary
 from gateway.obd.protocols import MAX_PIDS_PER_REQUEST
 
 # what one request in the share window carried
@@ -314,9 +315,9 @@ class SchedulerPolicy:
         for e in sorted(self.entries.values(), key=lambda e: (e.ecu, e.pid)):
             rows.append(
                 {
-                    "pid": f"{e.pid:02X}" if e.pid <= 0xFF else "custom",
+                    "pid": vocabulary.pid_hex(e.pid) if e.pid <= 0xFF else "custom",
                     "name": e.name,
-                    "ecu": f"{e.ecu:X}",
+                    "ecu": vocabulary.ecu_hex(e.ecu),
                     "supported": e.supported,
                     "polled": self.active(e, now),
                     "target_hz": None if math.isinf(e.target_hz) else e.target_hz,

@@ -42,6 +42,9 @@ class Record:
     ts_ms: int
     count: int
     body: Any
+    #: the stored bytes (for timeseries, the columnar batch of :mod:`gateway.common.samplebatch`), for an
+    #: uplink that encodes from the samples themselves (MQTT's change filter and columnar payloads)
+    raw: bytes | None = None
 
 
 class RetryLater(UplinkError):

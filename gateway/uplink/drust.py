@@ -13,6 +13,7 @@ from typing import Any
 
 import msgpack
 
+from gateway.common import vocabulary
 from gateway.common.samplebatch import columns
 from gateway.model import RecordKind
 
@@ -63,7 +64,7 @@ def timeseries_items(body: bytes) -> list[dict[str, Any]]:
                     item["ecu"] = tag
                 items.append(item)
                 last_dt = dt
-            item[names[ni]] = v
+            item[names[ni]] = vocabulary.value(names[ni], v)
         for item in items:
             _fold_location(item)
         return items
@@ -77,7 +78,7 @@ def timeseries_items(body: bytes) -> list[dict[str, Any]]:
                 it["ecu"] = format(ecu, "X")
             by_key[(dt, ei)] = it
             items.append(it)
-        it[names[ni]] = v
+        it[names[ni]] = vocabulary.value(names[ni], v)
     for it in items:
         _fold_location(it)
     return items

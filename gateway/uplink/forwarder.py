@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from gateway.common.backoff import Backoff
 from gateway.common.ratelog import RateLimitedLog
 from gateway.errors import RejectedBatch, UplinkError
+from gateway.model import now_ms
 from gateway.uplink.base import Record, RetryLater, Uplink
 from gateway.uplink.drust import record_body
 
@@ -72,6 +73,14 @@ class Forwarder:
         if not rows:
             await self.store.wait_for_data(self.name, self.idle_poll_s)
             return 0
+        linger_s = float(getattr(self.uplink, "linger_s", 0.0))
+        if linger_s > 0 and len(rows) < self._lease_rows():
+            # a data-plan uplink: let the oldest row wait up to linger_s so one message carries many
+            # (bigger batches compress far better); rows stay in the store meanwhile, nothing is at risk
+            wait_s = (rows[0].ts_ms + linger_s * 1000 - now_ms()) / 1000
+            if wait_s > 0:
+                await asyncio.sleep(min(wait_s, linger_s))
+                rows = await self.store.lease(self.name, self._lease_rows())
         if self.store.rejections(self.name, rows[0].id):
             rows = rows[:1]  # the head was rejected before: try it alone, not the whole batch again
         try:
@@ -91,7 +100,9 @@ class Forwarder:
         return 0
 
     async def _send(self, rows: list[StoredRow]) -> int:
-        records = [Record(r.id, r.kind_name, r.ts_ms, r.count, record_body(r.kind_name, r.body)) for r in rows]
+        records = [
+            Record(r.id, r.kind_name, r.ts_ms, r.count, record_body(r.kind_name, r.body), r.body) for r in rows
+        ]
         acked = await self.uplink.send(records)
         moved = self.store.ack(self.name, rows, set(acked))
         if moved:

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from gateway.bus import Bus, Subscription
+from gateway.common import vocabulary
 from gateway.errors import AdapterError
 
 
@@ -35,7 +36,8 @@ class TestSource:
         }
 
     def values(self) -> list[dict[str, Any]]:
-        return [{"name": "engine_rpm", "value": 812.5, "unit": "rpm", "pid": 0x0C, "ecu": 0x7E8, "age_s": 0.1}]
+        # the daemon's answer, in the one vocabulary (gateway/common/vocabulary.py)
+        return [{**vocabulary.sample_row("engine_rpm", 812.5, "rpm", 0x0C, 0x7E8), "age_s": 0.1}]
 
     def pids(self) -> list[dict[str, Any]]:
         return [{"pid": "0C", "name": "engine_rpm", "supported": True, "polled": True,
@@ -58,7 +60,7 @@ class TestSource:
         await asyncio.sleep(self.query_delay_s)
         if pid == "FF":
             raise AdapterError("NO DATA for 01FF")
-        return [{"name": "engine_rpm", "value": 800.0, "unit": "rpm", "pid": int(pid, 16)}]
+        return [vocabulary.sample_row("engine_rpm", 800.0, "rpm", int(pid, 16), 0x7E8)]
 
     def subscribe(self, name: str, maxsize: int, kinds: tuple[type, ...]) -> Subscription:
         return self.bus.subscribe(name, maxsize=maxsize, kinds=kinds)

@@ -161,7 +161,7 @@ async def test_watch_json_streams_and_view_renders(
     captured = capsys.readouterr()
     lines = [json.loads(x) for x in captured.out.splitlines()]
     assert {"stream": "sample", "data": {"ts_ms": 1, "name": "speed", "value": 55.0, "unit": "km/h",
-                                         "pid": 13, "ecu": 0}} in lines
+                                         "pid": "0D", "ecu": None}} in lines
     assert any(m["stream"] == "event" for m in lines)
     assert "closed the connection" in captured.err
 

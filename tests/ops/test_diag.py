@@ -78,7 +78,7 @@ async def test_read_commands(server: DiagServer) -> None:
 async def test_query_normalises_pid_and_reports_adapter_errors(server: DiagServer, source: TestSource) -> None:
     c = await connect(server)
     ok = await c.ask({"cmd": "query", "pid": "0c"})
-    assert ok["ok"] and ok["data"][0]["pid"] == 0x0C
+    assert ok["ok"] and ok["data"][0]["pid"] == "0C" and ok["data"][0]["ecu"] == "7E8"
     assert source.queries == ["0C"]
     failed = await c.ask({"cmd": "query", "pid": "FF"})
     assert failed["ok"] is False and failed["error"]["code"] == "failed"
@@ -235,7 +235,7 @@ async def test_subscribe_streams_samples_events_trips_and_link_state(server: Dia
     await source.bus.publish(LinkState(3000, True, False, "6"))
     got = [await c.recv() for _ in range(4)]
     assert got[0] == {"stream": "sample", "data": {"ts_ms": 1000, "name": "speed", "value": 42.0, "unit": "km/h",
-                                                   "pid": 13, "ecu": 2024}}
+                                                   "pid": "0D", "ecu": "7E8"}}
     assert got[1]["stream"] == "event" and got[1]["data"]["automatic_type"] == "notification:hard_brake"
     assert got[2]["stream"] == "trip" and got[2]["data"]["distance"] == 900.0
     assert got[3]["stream"] == "link" and got[3]["data"]["ecu_responding"] is False

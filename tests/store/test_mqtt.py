@@ -14,7 +14,7 @@ from gateway.errors import UplinkError
 from gateway.model import Event, Sample, TripRecord
 from gateway.store import Store
 from gateway.uplink.forwarder import Forwarder
-from gateway.uplink.mqtt import MqttUplink, dimo_state
+from gateway.uplink.mqtt import STATE_KEYS, MqttUplink, dimo_state
 from tests.fixtures.broker import Broker
 from tests.store.helpers import MqttCollector, received_ids
 
@@ -87,6 +87,8 @@ async def test_forwarder_publishes_drust_payloads_and_state(mosquitto: Broker, t
     assert state["batteryVoltage"] == 12.7 and state["recordUpdatedAt"] == "2023-11-14T22:13:40Z"
     disc = [json.loads(p) for t, p, _ in msgs if t.startswith("homeassistant/sensor/dev1/")]
     assert {d["unique_id"] for d in disc} >= {"dev1_fuelPercentRemaining", "dev1_batteryVoltage"}
+    binary = {json.loads(p)["unique_id"] for t, p, _ in msgs if t.startswith("homeassistant/binary_sensor/dev1/")}
+    assert binary == {"dev1_mil", "dev1_ignition", "dev1_moving"}
 
 
 async def test_retained_state_and_will(mosquitto: Broker, tmp_path: Path) -> None:
@@ -100,8 +102,9 @@ async def test_retained_state_and_will(mosquitto: Broker, tmp_path: Path) -> Non
     assert await asyncio.to_thread(col.wait_for, lambda m: len(m) >= 2)
     got = {t: (p, r) for t, p, r in col.snapshot()}
     assert got["obd/dev2/availability"] == (b"online", True)
-    assert json.loads(got["obd/dev2/state"][0]) == {"odometer": 50414.2, "ambientTemp": 29,
-                                                    "recordUpdatedAt": "2023-11-14T22:13:20Z"}
+    # every key present, null while unknown (Home Assistant templates must not meet a missing key)
+    assert json.loads(got["obd/dev2/state"][0]) == {**dict.fromkeys(STATE_KEYS), "odometer": 50414.2,
+                                                    "ambientTemp": 29, "recordUpdatedAt": "2023-11-14T22:13:20Z"}
     # the connection dies without a DISCONNECT: the broker publishes the last will
     assert up._client is not None
     sock = up._client._client.socket()
@@ -114,9 +117,13 @@ async def test_retained_state_and_will(mosquitto: Broker, tmp_path: Path) -> Non
 
 def test_dimo_state_mapping() -> None:
     st = dimo_state({"fuel_level": 51.8, "odometer": 50414.2, "battery_voltage": 12.709, "ambient_air_temperature": 29,
-                     "location": {"lat": 37.69, "lon": -121.78}, "engine_rpm": 900}, 1706189365000)
-    assert st == {"fuelPercentRemaining": 0.518, "odometer": 50414.2, "batteryVoltage": 12.709, "ambientTemp": 29,
-                  "latitude": 37.69, "longitude": -121.78, "recordUpdatedAt": "2024-01-25T13:29:25Z"}
+                     "location": {"lat": 37.69, "lon": -121.78}, "engine_rpm": 900, "mil": 0,
+                     "vin": "1HGCM82633A004352"}, 1706189365000)
+    assert st == {**dict.fromkeys(STATE_KEYS), "fuelPercentRemaining": 0.518, "odometer": 50414.2,
+                  "batteryVoltage": 12.709, "ambientTemp": 29, "engineRpm": 900, "mil": False,
+                  "latitude": 37.69, "longitude": -121.78, "vin": "1HGCM82633A004352",
+                  "recordUpdatedAt": "2024-01-25T13:29:25Z"}
+    assert dimo_state({"speed": float("nan")}, None) == dict.fromkeys(STATE_KEYS)
 
 
 async def test_tls_verifies_the_broker(mosquitto_tls: Broker, tmp_path: Path) -> None:

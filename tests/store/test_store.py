@@ -36,7 +36,7 @@ def rows(path: Path) -> list[tuple[int, str, int, int, bytes]]:
 
 def test_codec_round_trip_and_drust_items() -> None:
     ss = [
-        Sample(1000, "speed", 42.5, "km/h", 0x0D, 0x7E8),
+        Sample(1000, "speed", 42.0, "km/h", 0x0D, 0x7E8),  # PID 0D: whole km/h (the vocabulary rounds to it)
         Sample(1000, "engine_rpm", 900, "rpm", 0x0C, 0x7E8),
         Sample(1000, "engine_rpm", 880, "rpm", 0x0C, 0x7E9),
         Sample(1250, "battery_voltage", 12.6, "V", None, 0),
@@ -44,7 +44,7 @@ def test_codec_round_trip_and_drust_items() -> None:
     body = pack_samples(ss)
     assert unpack_samples(body) == ss
     assert timeseries_items(body) == [
-        {"date": 1000, "speed": 42.5, "engine_rpm": 900},
+        {"date": 1000, "speed": 42.0, "engine_rpm": 900},
         {"date": 1000, "ecu": "7E9", "engine_rpm": 880},
         {"date": 1250, "battery_voltage": 12.6},
     ]
