@@ -662,7 +662,8 @@ class DiagServer:
         data = dict(self.source.status())
         data["diag"] = self.stats()
         # the Unix socket is limited to its group; TCP is open to every local user: no VIN there
-        return _mask_vin(redact(data)) if _over_tcp(client) else redact(data)
+        # local TCP users (any account on the box) do not see the VIN; the back-end over MQTT owns the box
+        return _mask_vin(redact(data)) if client is not None and client.tcp else redact(data)
 
     async def _values(self, client: _Client, req: dict[str, Any]) -> Any:
         return self.source.values()
