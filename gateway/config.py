@@ -52,6 +52,10 @@ RANGES: dict[str, tuple[float, float]] = {
     "location.hard_turn_min_speed_kmh": (0.0, 300.0),
     "location.hard_turn_refractory_s": (0.0, 3600.0),
     "location.hard_turn_max_gap_s": (0.1, 60.0),
+    "mqtt.deadband": (0.0, 1e9),  # per value name; 0 = exact
+    "mqtt.refresh_s": (1.0, 86_400.0),
+    "mqtt.linger_s": (0.0, 3600.0),
+    "mqtt.commands_per_minute": (1, 6000),
     "power.voltage_interval_s": (0.1, 3600.0),
     "power.wake_check_interval_s": (10.0, 86_400.0),  # not more often than a wake every 10 s
     "power.low_battery_v": (0.0, 16.0),

@@ -521,9 +521,10 @@ class MqttUplink(Uplink):
                 "unique_id": f"{node}_location",
                 "object_id": f"{node}_location",
                 "json_attributes_topic": state,
+                # tolerant of a state without the keys as well as with them null (no fix): no position then
                 "json_attributes_template": "{{ {'latitude': value_json.latitude, 'longitude': value_json.longitude,"
-                " 'gps_accuracy': value_json.gpsAccuracy or 0} | tojson if value_json.latitude is not none"
-                " else '{}' }}",
+                " 'gps_accuracy': value_json.gpsAccuracy or 0} | tojson"
+                " if value_json.latitude is defined and value_json.latitude is not none else '{}' }}",
                 "source_type": "gps",
                 "availability_topic": avail,
                 "device": dev,

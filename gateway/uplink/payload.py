@@ -33,6 +33,7 @@ from gateway.common import jsonout, vocabulary
 from gateway.common.vocabulary import ecu_hex, pid_hex
 from gateway.errors import ConfigError
 from gateway.model import Sample
+from gateway.uplink.drust import LOCATION_FIELDS
 
 #: Mode 01 PIDs whose values are states or counters that change rarely (SAE J1979 / ISO 15031-5 PID list):
 #: 01 monitor status and DTC count, 03 fuel system status, 12 secondary air status, 13/1D O2 sensors
@@ -44,6 +45,8 @@ STATUS_PIDS = frozenset({0x01, 0x03, 0x12, 0x13, 0x1C, 0x1D, 0x1E, 0x21, 0x30, 0
 FORMATS = ("json", "msgpack", "columnar")
 COMPRESSIONS = ("none", "zlib", "zstd")
 ON_CHANGE = ("status", "all", "none")
+#: the samples of one GPS fix (gateway.location): a position is a measurement, and its fields belong together
+FIX_NAMES = frozenset({*LOCATION_FIELDS, "gps_speed", "gps_mode"})
 COLUMNAR_VERSION = 2
 #: zlib level 6 (its default) and zstd level 3 (its default): the bench measured higher levels buying
 #: a few per cent for several times the CPU on these small messages.
@@ -117,7 +120,12 @@ class ChangeFilter:
         """Whether ``s``'s series is sent on change only."""
         if self.mode == "none":
             return s.name in self.deadband
-        if self.mode == "all" or s.name in self.deadband:
+        if s.name in self.deadband:
+            return True
+        if s.name in FIX_NAMES:
+            # a fix travels whole (DRUST's location object needs lat and lon together): never thinned
+            return False
+        if self.mode == "all":
             return True
         return s.pid is None or s.pid in STATUS_PIDS
 

@@ -12,6 +12,7 @@ Jinja2 sandbox) against the retained state topic.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -218,6 +219,7 @@ def test_daemon_with_gps_end_to_end(tmp_path: Path, mosquitto: Broker) -> None:
         [sys.executable, "-m", "gateway", "run", "--sim", "--config", str(cfg), "--drive", str(drive),
          "--sim-args", f"--seed 7 --control {control}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,  # a failed test kills the group: the daemon's simulator must not outlive it
     )
     try:
         # 1. positions flow: DRUST location objects in the timeseries, the retained state, HA discovery
@@ -238,6 +240,7 @@ def test_daemon_with_gps_end_to_end(tmp_path: Path, mosquitto: Broker) -> None:
         assert abs(state["latitude"] - 48.858) < 0.01 and abs(state["longitude"] - 2.296) < 0.01
         assert 0 < state["gpsAccuracy"] < 50  # HDOP 0.9 × 5 m
         assert render_tracker(tracker, {"speed": 3}) == {}  # no fix in the state: no position for HA
+        assert render_tracker(tracker, {"speed": 3, "latitude": None, "longitude": None, "gpsAccuracy": None}) == {}
         loc = sub.located()[0]["location"]
         assert set(loc) == LOCATION_KEYS, loc
         assert loc["satellites_used"] == 9 and loc["hdop"] == 0.9 and isinstance(loc["cog"], int)
@@ -279,9 +282,9 @@ def test_daemon_with_gps_end_to_end(tmp_path: Path, mosquitto: Broker) -> None:
         assert daemon.returncode == 0, err[-3000:]
         assert "Traceback" not in err
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(daemon.pid, signal.SIGKILL)  # the daemon and its simulator
+        daemon.wait()
         sub.close()
 
     (trip,) = sub.trips
