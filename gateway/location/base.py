@@ -16,12 +16,15 @@ then at most once a minute, so a receiver spewing garbage cannot fill the journa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from gateway.common.backoff import Backoff
 from gateway.config import LocationConfig
+from gateway.errors import LocationError
 from gateway.location.geo import private, valid_lat_lon
 from gateway.model import Position
 
@@ -41,6 +44,27 @@ class LocationSource(Protocol):
 
     def status(self) -> dict[str, Any]:
         """Counters and the latest fix, for ``status``."""
+
+
+class Reconnecting:
+    """The reconnect loop both sources share: one session after another, the one backoff rule between."""
+
+    counters: Counters
+    connected: bool
+    backoff: Backoff
+
+    async def run(self) -> None:
+        """Forever: one session after another, with backoff between failures."""
+        while True:
+            try:
+                await self._session()
+            except LocationError as exc:
+                self.counters.count("disconnects", str(exc))
+            self.connected = False
+            await asyncio.sleep(self.backoff.next())
+
+    async def _session(self) -> None:
+        raise NotImplementedError
 
 
 class Counters:

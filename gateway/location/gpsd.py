@@ -27,7 +27,7 @@ from typing import Any
 from gateway.common.backoff import Backoff
 from gateway.config import LocationConfig
 from gateway.errors import BadFix, LocationError
-from gateway.location.base import Counters, FixFilter, Publish
+from gateway.location.base import Counters, FixFilter, Publish, Reconnecting
 from gateway.model import Position, now_ms
 
 MAX_LINE = 16 * 1024
@@ -130,7 +130,7 @@ class GpsdDecoder:
             self.sky = sky
 
 
-class GpsdSource:
+class GpsdSource(Reconnecting):
     """gpsd as a location source: connect, WATCH, publish filtered fixes, reconnect with backoff."""
 
     def __init__(
@@ -152,16 +152,6 @@ class GpsdSource:
         self.decoder = GpsdDecoder(self.counters, clock=clock)
         self.connected = False
         self.backoff = Backoff(0.5, 30.0)
-
-    async def run(self) -> None:
-        """Forever: one session after another, with backoff between failures."""
-        while True:
-            try:
-                await self._session()
-            except LocationError as exc:
-                self.counters.count("disconnects", str(exc))
-            self.connected = False
-            await asyncio.sleep(self.backoff.next())
 
     async def _session(self) -> None:
         try:

@@ -28,7 +28,7 @@ import serial
 from gateway.common.backoff import Backoff
 from gateway.config import LocationConfig
 from gateway.errors import LocationError
-from gateway.location.base import Counters, FixFilter, Publish
+from gateway.location.base import Counters, FixFilter, Publish, Reconnecting
 from gateway.model import Position, now_ms
 
 #: longest line kept (NMEA's 82 plus slack for proprietary sentences); longer lines are noise
@@ -203,7 +203,7 @@ class NmeaDecoder:
         )
 
 
-class NmeaSource:
+class NmeaSource(Reconnecting):
     """A serial NMEA receiver as a location source (reopens with backoff when unplugged)."""
 
     def __init__(self, cfg: LocationConfig, publish: Publish, *, device: str | None = None) -> None:
@@ -214,16 +214,6 @@ class NmeaSource:
         self.filter = FixFilter(cfg, self.counters)
         self.connected = False
         self.backoff = Backoff(0.5, 30.0)
-
-    async def run(self) -> None:
-        """Forever: open the port, read sentences, publish fixes; reopen after any failure."""
-        while True:
-            try:
-                await self._session()
-            except LocationError as exc:
-                self.counters.count("disconnects", str(exc))
-            self.connected = False
-            await asyncio.sleep(self.backoff.next())
 
     async def _session(self) -> None:
         try:
