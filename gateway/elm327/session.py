@@ -410,13 +410,7 @@ class Elm327Session(Session):
         # a longer handshake window (ATBRT, ×5 ms) so that a busy host still answers in time
         await self.at(cmd.at(f"BRT{BRT_WINDOW:02X}"))
         async with self.line.lock:
-            self.transport.discard_pending()
-            await self.transport.write(line)
-            answer = await self._read_ok(line)
-            if answer.kind is not Kind.OK:
-                with contextlib.suppress(TransportTimeout):
-                    await self.transport.read_until(cmd.PROMPT, 1.0)
-                log.info("ATBRD refused (%s)", answer.text)
+            if not await self._baud_command(line, "ATBRD"):
                 return False
             await self.transport.set_baud(baud)
             try:
@@ -432,10 +426,7 @@ class Elm327Session(Session):
                     return True
                 except TransportTimeout:
                     pass
-            await self.transport.set_baud(old)
-            await self.transport.drain_input(0.2, 1.0)
-        log.info("ATBRD handshake failed; staying at %d baud", old)
-        return False
+            return await self._revert_baud(old, "ATBRD handshake failed")
 
     async def _switch_stsbr(self, baud: int) -> bool:
         """STN chips: STSBR answers OK at the old rate and switches (STN11xx family reference manual,
@@ -443,13 +434,7 @@ class Elm327Session(Session):
         old = self.transport.baud or self.default_baud
         line = f"STSBR{baud}\r".encode("ascii")
         async with self.line.lock:
-            self.transport.discard_pending()
-            await self.transport.write(line)
-            answer = await self._read_ok(line)
-            if answer.kind is not Kind.OK:
-                with contextlib.suppress(TransportTimeout):
-                    await self.transport.read_until(cmd.PROMPT, 1.0)
-                log.info("STSBR refused (%s)", answer.text)
+            if not await self._baud_command(line, "STSBR"):
                 return False
             await self.transport.set_baud(baud)
             await self.transport.drain_input(0.05, 0.3)
@@ -461,9 +446,26 @@ class Elm327Session(Session):
                 return True
         except TransportTimeout:
             pass
+        return await self._revert_baud(old, "STSBR switch not confirmed")
+
+    async def _baud_command(self, line: bytes, name: str) -> bool:
+        """Write a baud-rate command (the caller holds the line lock) and read the chip's OK at the old
+        rate; a refusal is read to its prompt and logged. Whether the chip accepted."""
+        self.transport.discard_pending()
+        await self.transport.write(line)
+        answer = await self._read_ok(line)
+        if answer.kind is Kind.OK:
+            return True
+        with contextlib.suppress(TransportTimeout):
+            await self.transport.read_until(cmd.PROMPT, 1.0)
+        log.info("%s refused (%s)", name, answer.text)
+        return False
+
+    async def _revert_baud(self, old: int, what: str) -> bool:
+        """Back to the old rate after a switch the chip did not confirm; always False."""
         await self.transport.set_baud(old)
         await self.transport.drain_input(0.2, 1.0)
-        log.info("STSBR switch not confirmed; staying at %d baud", old)
+        log.info("%s; staying at %d baud", what, old)
         return False
 
     async def _read_ok(self, line: bytes) -> Answer:
