@@ -258,17 +258,21 @@ class SchedulerPolicy:
         return best
 
     # -- feedback ---------------------------------------------------------------------------------
-    def record(self, batch: Batch, now: float, answered: Iterable[int]) -> None:
-        """The answer to ``batch`` arrived: PIDs in ``answered`` had values, the others NO DATA.
+    def record(self, batch: Batch, now: float, answered: Iterable[int], *, sent: float | None = None) -> None:
+        """The answer to ``batch`` arrived at ``now``: PIDs in ``answered`` had values, the others NO DATA.
 
+        ``sent``: when the request went out. A PID's period counts from there, so a PID at r Hz is asked
+        every 1/r s when the link allows it; counted from the answer it would be asked every 1/r s plus
+        one round trip (a 100 Hz PID on a 22 ms link: 30 Hz, the link idle a third of the time).
         Counts the request toward the on-demand share when it carried an asked-for PID."""
         got = set(answered)
         self._count_sent(batch)
+        polled = now if sent is None else sent
         for pid in batch.pids:
             entry = self.entries.get((batch.ecu, pid))
             if entry is None:
                 continue
-            entry.last_polled = now
+            entry.last_polled = polled
             if pid in got:
                 entry.values += 1
                 entry.nodata_streak = 0

@@ -419,10 +419,11 @@ class Poller:
 
     async def _poll_custom(self, batch: Batch) -> None:
         """User-defined PIDs (services 01/21/22 to their own ECU ids, :mod:`gateway.poller.custom`)."""
+        sent = self._now()
         try:
             samples, answered = await self.custom.read(self._session(), batch.pids, now_ms())
         except (AdapterError, ParseError, TransportTimeout) as exc:
-            self.policy.record_failure(batch, time.monotonic())
+            self.policy.record_failure(batch, self._now())
             await self._recover(exc)
             return
         finally:
@@ -430,14 +431,15 @@ class Poller:
                 entry = self.policy.entries.get((self.custom.pids[vpid].response, vpid))
                 if entry is not None:
                     entry.supported = False
-        done = time.monotonic()
-        self.policy.record(batch, done, answered)
+        done = self._now()
+        self.policy.record(batch, done, answered, sent=sent)
         if samples:
             self._last_answer = done
         await self._emit(samples)
 
     async def _poll_mode01(self, batch: Batch) -> None:
         session = self._session()
+        sent = self._now()
         try:
             readings = await session.read_pids(batch.ecu, batch.pids)
         except NoDataError:
@@ -458,7 +460,7 @@ class Poller:
             self.policy.set_max_pids(batch.ecu, session.info.max_pids(batch.ecu))
         done = self._now()
         samples = self._samples(readings)
-        self.policy.record(batch, done, {s.pid for s in samples if s.pid is not None})
+        self.policy.record(batch, done, {s.pid for s in samples if s.pid is not None}, sent=sent)
         self._last_answer = done
         await self._set_ecu_responding(True)
         await self._emit(samples)

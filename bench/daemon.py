@@ -1,0 +1,373 @@
+"""The whole daemon's CPU per value, memory and start-up, with the parser and the store alone as floors.
+
+Against ``firmware_sim`` (genuine ELM327 personality, default timing: 38400 baud, 15 ms ECU latency) over a
+pseudo-terminal, the real daemon (``python -m gateway run``) runs as its own process with the store on and
+the MQTT uplink on to a mosquitto started here on a free loopback port (plain JSON, QoS 1), log level
+WARNING, no console. Two runs, one after the other, each with a freshly started simulator:
+
+* **default**: the default PID set at its default rates (the reference refresh-rate table) with a state
+  directory that has no remembered protocol: ``cpu_percent_default`` (CPU seconds per wall second × 100),
+  ``values_per_s_default``, ``time_to_first_value_cold_s`` (protocol search included);
+* **full**: 0C, 0D, 04, 10, 11, 05 at 100 Hz each, more than the link carries, so the poller runs at the
+  link's full rate (6-PID requests, ATBRD to 115200), started with the protocol the first run remembered:
+  ``values_per_s``, ``cpu_us_per_value`` (utime + stime of the daemon process and its threads from
+  ``/proc/PID/stat``, over the window, per value the poller delivered), ``rss_mb`` (VmRSS at the end),
+  ``rss_peak_mb`` (VmHWM), ``time_to_first_value_s`` (process start → the first value, as the diagnostic
+  socket reports it), ``mqtt_values_per_s`` (values a subscriber on the broker received in the window).
+
+Floors, measured in this process in the same run: ``parser_us_per_value`` (the selected parser build
+decoding the 6-PID answers the simulator sends), ``store_us_per_value`` (``Store.append`` + group commit
+of the same values in the groups a poll round makes), ``uplink_us_per_value`` (forwarding stored batches
+to the broker: lease, encode, publish, PUBACK, ack); ``cpu_vs_floor`` is ``cpu_us_per_value`` over their sum.
+
+    .venv/bin/python bench/daemon.py [--duration 30] [--warmup 5] [--json] [--profile FILE [--full-only]]
+
+``--profile`` needs py-spy on the PATH (``pip install py-spy``; wheels for x86-64 and aarch64).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout, installed or not
+
+import paho.mqtt.client as paho
+
+from tests.fixtures.broker import Broker
+
+FULL_PIDS = ["0C", "0D", "04", "10", "11", "05"]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class Sim:
+    """``python -m firmware_sim`` (genuine personality, default timing) as a child process."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "firmware_sim", "--adapter", "genuine"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert self.proc.stdout is not None
+        self.port = self.proc.stdout.readline().strip()
+        if not self.port:
+            raise SystemExit("the simulator did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def write_config(work: Path, port: str, broker: Broker, *, full: bool) -> Path:
+    """The daemon's configuration for one run (state kept in ``work/state`` across runs)."""
+    polling = ""
+    if full:
+        rates = ", ".join(f'"{p}" = 100.0' for p in FULL_PIDS)
+        polling = f"[polling]\npids = {json.dumps(FULL_PIDS)}\nrates = {{ {rates} }}\n"
+    text = f"""
+[device]
+id = "bench-box"
+state_dir = "{work}/state"
+[adapter]
+port = "{port}"
+[store]
+path = "{work}/buffer.sqlite"
+[mqtt]
+enabled = true
+host = "{broker.host}"
+port = {broker.port}
+tls = false
+topic_prefix = "bench"
+[diag]
+socket = "{work}/diag.sock"
+[log]
+level = "WARNING"
+{polling}"""
+    path = work / ("full.toml" if full else "default.toml")
+    path.write_text(text)
+    return path
+
+
+def diag_status(sock_path: Path) -> dict[str, Any] | None:
+    """The daemon's status over its diagnostic socket; None while it is not answering yet."""
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(2)
+            s.connect(str(sock_path))
+            s.sendall(b'{"cmd": "status", "id": 1}\n')
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    return None
+                buf += chunk
+    except OSError:
+        return None
+    reply = json.loads(buf)
+    return reply.get("data") if reply.get("ok") else None
+
+
+def cpu_s(pid: int) -> float:
+    """utime + stime of process ``pid`` (every thread), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def wakeups(pid: int) -> int:
+    """Voluntary context switches of every thread of ``pid``: how often it went to sleep and woke again.
+
+    On a virtual machine each wake-up costs the woken process 100-180 µs of CPU (measured here with
+    ``asyncio.sleep(0.001)`` in a loop), more than the Python work of a whole poll round: the count
+    explains most of ``cpu_us_per_value``."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for line in (task / "status").read_text().splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                total += int(line.split()[1])
+    return total
+
+
+def mem_mb(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of ``pid`` in MB."""
+    vals = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            vals[key] = int(rest.split()[0]) / 1024
+    return vals["VmRSS"], vals["VmHWM"]
+
+
+class Subscriber:
+    """Counts the values that reach the broker's timeseries topic (paho, its own thread)."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.values = 0
+        self.lock = threading.Lock()
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-sub")
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.subscribe("bench/+/timeseries", qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        n = 0
+        for item in json.loads(msg.payload)["items"]:
+            n += sum(1 for k in item if k not in ("date", "ecu", "location"))
+        with self.lock:
+            self.values += n
+
+    def count(self) -> int:
+        with self.lock:
+            return self.values
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def run_daemon(
+    work: Path, broker: Broker, sub: Subscriber, *, full: bool, warmup: float, duration: float, profile: str = ""
+) -> dict[str, float]:
+    """One daemon run: start, wait for the first value, measure over the window, SIGTERM.
+
+    ``profile``: also record the window with py-spy (collapsed stacks, one line per stack: ``--format raw``)."""
+    sim = Sim()
+    cfg = write_config(work, sim.port, broker, full=full)
+    sock = work / "diag.sock"
+    started = time.monotonic()
+    prefix = ["-m", "cProfile", "-o", os.environ["BENCH_CPROFILE"]] if full and os.environ.get("BENCH_CPROFILE") else []
+    proc = subprocess.Popen(
+        [sys.executable, *prefix, "-m", "gateway", "run", "--config", str(cfg)],
+        stdout=subprocess.DEVNULL,
+        stderr=open(work / ("full.log" if full else "default.log"), "w"),  # noqa: SIM115 (closed with the process)
+    )
+    try:
+        first = None
+        while time.monotonic() - started < 60:
+            st = diag_status(sock)
+            if st is not None and st["adapter"]["values"] > 0:
+                first = time.monotonic() - started
+                break
+            if proc.poll() is not None:
+                raise SystemExit(f"the daemon exited ({proc.returncode}); see {work}")
+            time.sleep(0.02)
+        if first is None:
+            raise SystemExit("no value within 60 s")
+        time.sleep(warmup)
+        spy = None
+        if profile:
+            spy = subprocess.Popen(["py-spy", "record", "--pid", str(proc.pid), "--duration", str(int(duration)),
+                                    "--rate", "1000", "--nonblocking", "--threads", "--format", "raw", "-o", profile],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        st0, c0, m0, t0 = diag_status(sock), cpu_s(proc.pid), sub.count(), time.monotonic()
+        w0 = wakeups(proc.pid)
+        time.sleep(duration)
+        if spy is not None:
+            spy.wait()
+        st1, c1, m1, t1 = diag_status(sock), cpu_s(proc.pid), sub.count(), time.monotonic()
+        w1 = wakeups(proc.pid)
+        rss, hwm = mem_mb(proc.pid)
+        assert st0 is not None and st1 is not None
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        sim.stop()
+    values = st1["adapter"]["values"] - st0["adapter"]["values"]
+    wall = t1 - t0
+    cpu = c1 - c0
+    return {
+        "values_per_s": values / wall,
+        "cpu_us_per_value": cpu / values * 1e6 if values else float("inf"),
+        "cpu_percent": cpu / wall * 100,
+        "wakeups_per_value": (w1 - w0) / values if values else float("inf"),
+        "rss_mb": rss,
+        "rss_peak_mb": hwm,
+        "time_to_first_value_s": first,
+        "mqtt_values_per_s": (m1 - m0) / wall,
+    }
+
+
+# -- floors -----------------------------------------------------------------------------------------
+def parser_floor(rounds: int = 20_000) -> float:
+    """µs per value: the selected parser decoding a 6-PID CAN answer (headers off, as the poller asks)."""
+    from gateway.obd import parser
+
+    # 0C 0D 04 10 11 05 from the engine ECU, headers on, no spaces: the bytes the simulated chip sends
+    payload = bytes.fromhex("410C1AF80D32048010 01F4 11 33 05 7B".replace(" ", ""))
+    frames = [bytes([0x10, len(payload)]) + payload[:6]]
+    frames += [bytes([0x21 + i]) + payload[6 + 7 * i : 13 + 7 * i] for i in range((len(payload) - 6 + 6) // 7)]
+    block = ("\r".join("7E8" + f.ljust(8, b"\0").hex().upper() for f in frames) + "\r\r").encode()
+    n_values = len(parser.decode(block, headers=True, protocol=6))
+    if n_values != len(FULL_PIDS):
+        raise SystemExit(f"parser floor: {n_values} values decoded from {block!r}")
+    t = time.perf_counter()
+    for _ in range(rounds):
+        parser.decode(block, headers=True, protocol=6)
+    return (time.perf_counter() - t) / (rounds * n_values) * 1e6
+
+
+async def store_floor(work: Path, n: int = 120_000) -> float:
+    """µs per value: Store.append of 6-value poll rounds, group commits, flush (CPU of this process)."""
+    from gateway.config import StoreConfig
+    from gateway.model import Sample
+    from gateway.store import Store
+
+    names = [("engine_rpm", 0x0C, "rpm"), ("speed", 0x0D, "km/h"), ("engine_load", 0x04, "%"),
+             ("maf", 0x10, "g/s"), ("throttle_position", 0x11, "%"), ("engine_coolant_temperature", 0x05, "°C")]
+    store = Store(StoreConfig(path=str(work / "floor.sqlite")), uplinks=["mqtt"])
+    await store.open()
+    t0 = 1_700_000_000_000
+    rounds = [[Sample(t0 + i * 20, nm, float(i % 97), u, p, 0x7E8) for nm, p, u in names] for i in range(n // 6)]
+    c = time.process_time()
+    for r in rounds:
+        await store.append(r)
+    await store.flush()
+    used = time.process_time() - c
+    await store.close()
+    return used / (len(rounds) * 6) * 1e6
+
+
+async def uplink_floor(work: Path, broker: Broker) -> float:
+    """µs per value: forwarding the floor store's backlog to the broker (this process's CPU)."""
+    from gateway.config import MqttConfig, StoreConfig
+    from gateway.store import Store
+    from gateway.uplink.forwarder import Forwarder
+    from gateway.uplink.mqtt import MqttUplink
+
+    store = Store(StoreConfig(path=str(work / "floor.sqlite")), uplinks=["mqtt"])
+    await store.open()
+    total = store.stats()["queue"]["mqtt"]["samples"]
+    uplink = MqttUplink(MqttConfig(enabled=True, host=broker.host, port=broker.port, tls=False,
+                                   topic_prefix="floor"), device_id="floor")
+    await uplink.connect()
+    fwd = Forwarder(store, uplink, "mqtt")
+    c = time.process_time()
+    while fwd.sent_samples < total:
+        await fwd.drain_once()
+    used = time.process_time() - c
+    await uplink.close()
+    await store.close()
+    return used / total * 1e6
+
+
+def main() -> int:
+    """Run both daemon runs and the floors; print a table (or one JSON object with ``--json``)."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=float, default=30.0, help="measurement window per run (s)")
+    ap.add_argument("--warmup", type=float, default=5.0, help="seconds after the first value before measuring")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--profile", default="", help="record the full-rate window with py-spy into this file")
+    ap.add_argument("--full-only", action="store_true", help="skip the default-rate run (profiling)")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    from gateway.obd import PARSER_BUILD
+
+    res: dict[str, Any] = {"parser_build": PARSER_BUILD, "duration_s": args.duration}
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        broker = Broker(work / "mosquitto")
+        broker.start()
+        sub = Subscriber(broker)
+        try:
+            default = run_daemon(work, broker, sub, full=False, warmup=args.warmup,
+                                 duration=5.0 if args.full_only else args.duration)
+            full = run_daemon(work, broker, sub, full=True, warmup=args.warmup, duration=args.duration,
+                              profile=args.profile)
+            res["parser_us_per_value"] = parser_floor()
+            res["store_us_per_value"] = asyncio.run(store_floor(work))
+            res["uplink_us_per_value"] = asyncio.run(uplink_floor(work, broker))
+        finally:
+            sub.stop()
+            broker.stop()
+    res.update({k: full[k] for k in ("values_per_s", "cpu_us_per_value", "cpu_percent", "rss_mb", "rss_peak_mb",
+                                      "time_to_first_value_s", "mqtt_values_per_s",
+                                      "wakeups_per_value")})
+    res["cpu_percent_default"] = default["cpu_percent"]
+    res["values_per_s_default"] = default["values_per_s"]
+    res["cpu_us_per_value_default"] = default["cpu_us_per_value"]
+    res["rss_mb_default"] = default["rss_mb"]
+    res["time_to_first_value_cold_s"] = default["time_to_first_value_s"]
+    floor = res["parser_us_per_value"] + res["store_us_per_value"] + res["uplink_us_per_value"]
+    res["floor_us_per_value"] = floor
+    res["cpu_vs_floor"] = res["cpu_us_per_value"] / floor
+    if args.json:
+        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in res.items()}))
+        return 0
+    print(f"parser build {PARSER_BUILD}; {args.duration:.0f} s windows after {args.warmup:.0f} s warm-up")
+    print(f"full link rate   {res['values_per_s']:8.1f} values/s  {res['cpu_us_per_value']:7.1f} µs CPU/value  "
+          f"{res['cpu_percent']:5.1f} % CPU  RSS {res['rss_mb']:.1f} MB (peak {res['rss_peak_mb']:.1f})")
+    print(f"                 {res['mqtt_values_per_s']:8.1f} values/s reached the broker; "
+          f"{res['wakeups_per_value']:.2f} wake-ups per value")
+    print(f"default rates    {res['values_per_s_default']:8.1f} values/s  "
+          f"{res['cpu_us_per_value_default']:7.1f} µs CPU/value  {res['cpu_percent_default']:5.1f} % CPU  RSS {res['rss_mb_default']:.1f} MB")
+    print(f"first value      {res['time_to_first_value_s']:.2f} s with a remembered protocol, "
+          f"{res['time_to_first_value_cold_s']:.2f} s searching")
+    print(f"floors per value parser {res['parser_us_per_value']:.2f} µs, store {res['store_us_per_value']:.2f} µs, "
+          f"uplink {res['uplink_us_per_value']:.2f} µs; daemon / floor = {res['cpu_vs_floor']:.1f}×")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
