@@ -361,7 +361,8 @@ def main() -> int:
     print(f"                 {res['mqtt_values_per_s']:8.1f} values/s reached the broker; "
           f"{res['wakeups_per_value']:.2f} wake-ups per value")
     print(f"default rates    {res['values_per_s_default']:8.1f} values/s  "
-          f"{res['cpu_us_per_value_default']:7.1f} µs CPU/value  {res['cpu_percent_default']:5.1f} % CPU  RSS {res['rss_mb_default']:.1f} MB")
+          f"{res['cpu_us_per_value_default']:7.1f} µs CPU/value  {res['cpu_percent_default']:5.1f} % CPU  "
+          f"RSS {res['rss_mb_default']:.1f} MB")
     print(f"first value      {res['time_to_first_value_s']:.2f} s with a remembered protocol, "
           f"{res['time_to_first_value_cold_s']:.2f} s searching")
     print(f"floors per value parser {res['parser_us_per_value']:.2f} µs, store {res['store_us_per_value']:.2f} µs, "
