@@ -498,9 +498,11 @@ class Store:
         self._errors.error("commit", "store: commit failed (%s); retrying at the next interval", exc)
 
     async def _used_bytes(self, db: aiosqlite.Connection) -> int:
-        pages = (await (await db.execute("PRAGMA page_count")).fetchone() or (0,))[0]
-        free = (await (await db.execute("PRAGMA freelist_count")).fetchone() or (0,))[0]
-        return int((pages - free) * self._page_size)
+        # one round trip to the database thread (each costs the process two wake-ups: see docs/performance.md)
+        rows = await db.execute_fetchall("SELECT p.page_count - f.freelist_count FROM pragma_page_count() AS p, "
+                                         "pragma_freelist_count() AS f")
+        used = next(iter(rows), (0,))[0]
+        return int(used * self._page_size)
 
     async def _evict(self) -> None:
         """Drop the oldest timeseries (then events and trips) until the pages in use fit ``max_mb``."""
@@ -596,12 +598,12 @@ class Store:
             if self._db is None:
                 return []
             try:
-                cur = await self._db.execute(
+                found = await self._db.execute_fetchall(
                     "SELECT seq, id, kind, ts_ms, count, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
                     (self._cursors.get(uplink, 0), limit),
                 )
                 gen = self._generation
-                rows = [StoredRow(r[0], r[1], r[2], r[3], r[4], r[5], gen) for r in await cur.fetchall()]
+                rows = [StoredRow(r[0], r[1], r[2], r[3], r[4], r[5], gen) for r in found]
             except sqlite3.Error as exc:
                 self._last_error = str(exc)
                 self._errors.error("read", "store: reading the outbox failed: %s", exc)

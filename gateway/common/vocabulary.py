@@ -61,8 +61,13 @@ def value(name: str, v: Any) -> Any:
     """``v`` rounded to the resolution of ``name`` (unchanged when it has none or is not a float)."""
     if type(v) is not float:
         return v
-    d = decimals(name)
-    if d is None or not math.isfinite(v):
+    return rounded(v, decimals(name))
+
+
+def rounded(v: Any, d: int | None) -> Any:
+    """``v`` rounded to ``d`` decimals (:func:`decimals` of its name, looked up once per series by callers
+    that convert many values); unchanged when ``d`` is None or ``v`` is not a finite float."""
+    if d is None or type(v) is not float or not math.isfinite(v):
         return v
     return round(v, d)
 

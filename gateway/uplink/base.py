@@ -23,28 +23,46 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import UplinkError
 from gateway.model import RecordKind
+from gateway.uplink.drust import record_body
 
 #: The record kinds, by name (defined once in :mod:`gateway.model`).
 Kind = RecordKind
 
 
-@dataclass(frozen=True, slots=True)
 class Record:
-    """One stored record on its way to a back-end; ``id`` is stable across retries and restarts."""
+    """One stored record on its way to a back-end; ``id`` is stable across retries and restarts.
 
-    id: str
-    kind: Kind
-    ts_ms: int
-    count: int
-    body: Any
-    #: the stored bytes (for timeseries, the columnar batch of :mod:`gateway.common.samplebatch`), for an
-    #: uplink that encodes from the samples themselves (MQTT's change filter and columnar payloads)
-    raw: bytes | None = None
+    ``raw`` is the stored bytes (for timeseries, the columnar batch of :mod:`gateway.common.samplebatch`), for
+    an uplink that encodes from the samples themselves (MQTT's change filter and payloads). ``body``, the
+    record in the back-end's vocabulary, is built from ``raw`` on first use when not given: an uplink that
+    never reads it (MQTT) does not pay for a DRUST dict per value.
+    """
+
+    __slots__ = ("_body", "count", "id", "kind", "raw", "ts_ms")
+
+    def __init__(
+        self, id: str, kind: Kind, ts_ms: int, count: int, body: Any = None, *, raw: bytes | None = None
+    ) -> None:
+        self.id = id
+        self.kind = kind
+        self.ts_ms = ts_ms
+        self.count = count
+        self.raw = raw
+        self._body = body
+
+    @property
+    def body(self) -> Any:
+        """The record in the back-end vocabulary (:func:`gateway.uplink.drust.record_body` of ``raw``)."""
+        if self._body is None and self.raw is not None:
+            self._body = record_body(self.kind, self.raw)
+        return self._body
+
+    def __repr__(self) -> str:
+        return f"Record({self.id!r}, {self.kind!r}, {self.ts_ms}, count={self.count})"
 
 
 class RetryLater(UplinkError):

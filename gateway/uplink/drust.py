@@ -14,7 +14,7 @@ from typing import Any
 import msgpack
 
 from gateway.common import vocabulary
-from gateway.common.samplebatch import columns
+from gateway.common.samplebatch import Columns, columns
 from gateway.model import RecordKind
 
 #: the engine ECU (or 0 when headers are off): its values carry no ``ecu`` field
@@ -50,8 +50,16 @@ def timeseries_items(body: bytes) -> list[dict[str, Any]]:
     Values of one timestamp become fields of one item (``{"date": ms, "speed": 42.0, "engine_rpm": 900}``).
     Values from an ECU other than the engine's (0x7E8, or 0 when headers are off) carry ``"ecu": "7E9"``.
     """
-    t0, names, _units, _pids, ecus, dts, nis, vals, eis = columns(body)
+    return timeseries_items_of(columns(body))
+
+
+def timeseries_items_of(cols: Columns) -> list[dict[str, Any]]:
+    """:func:`timeseries_items` of a batch body already unpacked."""
+    t0, names, _units, _pids, ecus, dts, nis, vals, eis = cols
     items: list[dict[str, Any]] = []
+    # the resolution of each series, looked up once per batch rather than once per value
+    decs = [vocabulary.decimals(n) for n in names]
+    rounded = vocabulary.rounded
     if eis is None:
         ecu = ecus[0]
         tag = None if ecu in _ENGINE_ECUS else format(ecu, "X")
@@ -64,7 +72,7 @@ def timeseries_items(body: bytes) -> list[dict[str, Any]]:
                     item["ecu"] = tag
                 items.append(item)
                 last_dt = dt
-            item[names[ni]] = vocabulary.value(names[ni], v)
+            item[names[ni]] = rounded(v, decs[ni])
         for item in items:
             _fold_location(item)
         return items
@@ -78,7 +86,7 @@ def timeseries_items(body: bytes) -> list[dict[str, Any]]:
                 it["ecu"] = format(ecu, "X")
             by_key[(dt, ei)] = it
             items.append(it)
-        it[names[ni]] = vocabulary.value(names[ni], v)
+        it[names[ni]] = rounded(v, decs[ni])
     for it in items:
         _fold_location(it)
     return items

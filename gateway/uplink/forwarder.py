@@ -21,7 +21,6 @@ from gateway.common.ratelog import RateLimitedLog
 from gateway.errors import RejectedBatch, UplinkError
 from gateway.model import now_ms
 from gateway.uplink.base import Record, RetryLater, Uplink
-from gateway.uplink.drust import record_body
 
 if TYPE_CHECKING:
     from gateway.store import Store, StoredRow
@@ -100,9 +99,7 @@ class Forwarder:
         return 0
 
     async def _send(self, rows: list[StoredRow]) -> int:
-        records = [
-            Record(r.id, r.kind_name, r.ts_ms, r.count, record_body(r.kind_name, r.body), r.body) for r in rows
-        ]
+        records = [Record(r.id, r.kind_name, r.ts_ms, r.count, raw=r.body) for r in rows]
         acked = await self.uplink.send(records)
         moved = self.store.ack(self.name, rows, set(acked))
         if moved:

@@ -38,14 +38,14 @@ from paho.mqtt.properties import Properties
 
 from gateway import __version__
 from gateway.common import jsonout
-from gateway.common.samplebatch import pack_samples, unpack_samples
+from gateway.common.samplebatch import columns, pack_samples, unpack_samples
 from gateway.config import MqttConfig
 from gateway.errors import ConfigError, UplinkError
 from gateway.model import now_ms
 from gateway.secrets import read_secret, tls_verify
 from gateway.uplink import payload
 from gateway.uplink.base import Record, RetryLater, Uplink
-from gateway.uplink.drust import timeseries_items
+from gateway.uplink.drust import timeseries_items, timeseries_items_of
 
 log = logging.getLogger("gateway.uplink.mqtt")
 
@@ -587,14 +587,20 @@ class MqttUplink(Uplink):
         dev = {"id": self.device_id}
         fmt = self.cfg.payload_format
         if rec.kind == "timeseries":
-            if rec.raw is not None:
+            cols = columns(rec.raw) if rec.raw is not None and fmt != "columnar" else None
+            if cols is not None and self._filter.passes_all(cols.names, cols.pids):
+                # nothing in the batch is sent on change only (the usual case: driving values): the stored
+                # body converts straight to DRUST items, without a Sample per value and a second encoding
+                items: list[dict[str, Any]] = timeseries_items_of(cols)
+                new_last, dropped = last, 0
+            elif rec.raw is not None:
                 samples = unpack_samples(rec.raw)
                 kept, new_last = self._filter.filter(samples, last)
                 dropped = len(samples) - len(kept)
                 if fmt == "columnar":
                     obj = payload.columnar_batch(kept, batch_ids=[rec.id], device_id=self.device_id)
                     return [(self._ts_topic(), self._compress(payload.encode_object(obj, fmt)))], new_last, dropped
-                items: list[dict[str, Any]] = timeseries_items(pack_samples(kept)) if kept else []
+                items = timeseries_items(pack_samples(kept)) if kept else []
             else:
                 items, new_last, dropped = rec.body, last, 0
             n = self.cfg.batch_samples

@@ -118,16 +118,24 @@ class ChangeFilter:
 
     def applies(self, s: Sample) -> bool:
         """Whether ``s``'s series is sent on change only."""
+        return self.applies_to(s.name, s.pid)
+
+    def applies_to(self, name: str, pid: int | None) -> bool:
+        """Whether the series ``name`` (of mode 01 PID ``pid``) is sent on change only."""
         if self.mode == "none":
-            return s.name in self.deadband
-        if s.name in self.deadband:
+            return name in self.deadband
+        if name in self.deadband:
             return True
-        if s.name in FIX_NAMES:
+        if name in FIX_NAMES:
             # a fix travels whole (DRUST's location object needs lat and lon together): never thinned
             return False
         if self.mode == "all":
             return True
-        return s.pid is None or s.pid in STATUS_PIDS
+        return pid is None or pid in STATUS_PIDS
+
+    def passes_all(self, names: Iterable[str], pids: Iterable[int | None]) -> bool:
+        """Whether none of these series is sent on change only: a batch of them passes whole, unchanged."""
+        return not any(self.applies_to(n, p) for n, p in zip(names, pids, strict=True))
 
     def filter(
         self, samples: Iterable[Sample], state: dict[tuple[str, int], tuple[Any, int]] | None = None

@@ -18,6 +18,7 @@ from gateway.config import MqttConfig
 from gateway.model import Sample
 from gateway.uplink import payload
 from gateway.uplink.base import Record
+from gateway.uplink.drust import timeseries_items
 from gateway.uplink.mqtt import HA_SENSORS, STATE_KEYS, MqttUplink
 from tests.fixtures.broker import Broker
 from tests.store.helpers import MqttCollector
@@ -188,7 +189,7 @@ async def test_columnar_zlib_on_the_wire(mosquitto: Broker) -> None:
         await up.connect()
         assert up.protocol == "5"
         raw = pack_samples(drive(20))
-        assert await up.send([Record("ts-a", "timeseries", T0, 80, [], raw)]) == ["ts-a"]
+        assert await up.send([Record("ts-a", "timeseries", T0, 80, [], raw=raw)]) == ["ts-a"]
         assert await asyncio.to_thread(col.wait_for, lambda m: any(t.endswith("columnar-zlib") for t, _p, _r in m))
         (body,) = [p for t, p, _r in col.snapshot() if t == "obd/z/timeseries/columnar-zlib"]
         rows = payload.decode_columnar(payload.decode_payload(body, "columnar-zlib"))
@@ -223,3 +224,22 @@ def test_docs_subscriber_example_decodes_every_format() -> None:
             name = payload.encoding_name(fmt, comp)
             topic = "obd/d/timeseries" if name in ("json", "msgpack") else f"obd/d/timeseries/{name}"
             assert sorted(ns["decode"](topic, body)) == want, name
+
+
+@pytest.mark.parametrize("with_status", [False, True])
+def test_a_stored_batch_gives_the_same_json_as_its_samples(with_status: bool) -> None:
+    """The stored body converts straight to DRUST items when nothing in it is sent on change only; the
+    messages are the same bytes as those built from the samples one by one (and, with a status PID in the
+    batch, the change filter still drops its repeats)."""
+    samples = [s for s in drive(60) if s.name in ("speed", "engine_rpm")]
+    if with_status:
+        samples += [Sample(T0 + i * 100, "mil", False, "", 0x01, 0x7E8) for i in range(5)]
+    raw = pack_samples(samples)
+    up = MqttUplink(MqttConfig(enabled=True, tls=False), device_id="box")
+    from_raw = up.messages(Record("ts-1", "timeseries", T0, len(samples), raw=raw))
+    kept, _ = up._filter.filter(samples)
+    from_items = up.messages(Record("ts-1", "timeseries", T0, len(samples), timeseries_items(pack_samples(kept))))
+    assert from_raw == from_items
+    sent = [v for _t, p in from_raw for it in json.loads(p)["items"] for k, v in it.items() if k == "mil"]
+    assert sent == ([False] if with_status else [])
+    assert sum(len(json.loads(p)["items"]) for _t, p in from_raw) == 60 + (1 if with_status else 0)

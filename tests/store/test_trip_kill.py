@@ -53,6 +53,11 @@ reconnect_max_s = 1.0
 
 [detection]
 ignition_off_confirm_s = 3
+# the simulator runs 5x faster than the wall clock that dates the samples, so every deceleration is 5x
+# harder: without this its hard brakes are implausible for a road car (DATA_QUALITY), more often the
+# more closely speed is sampled
+max_brake_g = 6.0
+max_accel_g = 4.0
 
 [store]
 path = "{state}/buffer.sqlite"
