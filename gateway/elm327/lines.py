@@ -4,6 +4,12 @@ One exchange at a time (a lock); a protocol search in progress (``SEARCHING...``
 adapter time-out; bytes left over from an earlier answer are discarded before a new command, never read
 as its answer. The write guard in the transport refuses any line not allowed toward the car, and any OBD
 request before the prompt (see :mod:`gateway.obd.guard`).
+
+Each chunk an answer arrives in wakes the process, and a wake-up costs more CPU than the answer's
+Python work. A request line sent before (a poll round repeats the same few) is answered in about the
+time it took recently, so :class:`AnswerTimes` predicts a settle for it (the transport does not watch
+its input until then, see :mod:`gateway.transport.base`) and its answer's length (for a second settle
+over the missing bytes). A wrong guess costs a wake-up or a little latency, never an answer.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import asyncio
 import logging
 import statistics
 import time
-from collections import deque
+from collections import OrderedDict, deque
 
 from gateway.elm327 import commands as cmd
 from gateway.elm327.responses import Answer, Kind, classify, raise_for
@@ -26,6 +32,69 @@ log = logging.getLogger("gateway.elm327")
 TEXT_COMMANDS = frozenset({b"ATI", b"ATRV", b"ATDPN", b"ATDP", b"STI", b"STDI", b"AT@1", b"ATZ", b"ATWS", b"ATLP"})
 #: services whose answer can be a long multi-frame ISO-TP message (DTC lists, vehicle info, 21/22 reads)
 LONG_ANSWER_SERVICES = frozenset({0x03, 0x07, 0x09, 0x0A, 0x21, 0x22})
+
+
+#: command lines whose answer times are remembered (least recently used forgotten first)
+TIMED_LINES = 32
+#: write→prompt durations remembered per line (they bound the settle from above)
+TIMES_PER_LINE = 4
+#: the first settle of a line ends this much before its first answer time
+SETTLE_MARGIN_S = 0.001
+#: the share of settles meant to end after the answer is whole (then it waited for us); the rest
+#: end while it arrives and cost a second wake-up. Chosen by measurement (docs/link.md).
+LATE_SHARE = 0.5
+#: how far one exchange moves a line's settle (late: earlier by STEP×(1−share); early: later by STEP×share)
+SETTLE_STEP_S = 0.0005
+
+
+class AnswerTimes:
+    """Recent answer times of request lines, and the settle each one gets; bounded.
+
+    A settle that ended after the answer was whole says only that the answer was not slower (we
+    were asleep when it arrived), one that ended before says it was slower. So the settle is steered
+    by that outcome alone, toward the point where :data:`LATE_SHARE` of them end late (a quantile of
+    the answer time learnt without seeing it): ECU latency jitter (±2 ms in the simulator) makes any
+    later point cost throughput, any earlier one wake-ups.
+    """
+
+    def __init__(self, lines: int = TIMED_LINES, per_line: int = TIMES_PER_LINE) -> None:
+        self.lines = lines
+        self.per_line = per_line
+        # line -> (recent durations, settle)
+        self._times: OrderedDict[bytes, tuple[deque[float], float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._times)
+
+    def predict(self, line: bytes) -> float:
+        """The settle (s) for ``line``: 0.0 for a line not seen recently."""
+        known = self._times.get(line)
+        if known is None:
+            return 0.0
+        self._times.move_to_end(line)
+        return known[1]
+
+    def record(self, line: bytes, duration_s: float, *, late: bool | None = None) -> None:
+        """Remember that ``line`` was answered ``duration_s`` after it was written.
+
+        ``late``: whether the settle ended after the answer was whole (None: there was no settle)."""
+        known = self._times.get(line)
+        if known is None:
+            if len(self._times) >= self.lines:
+                self._times.popitem(last=False)
+            settle = max(0.0, duration_s - SETTLE_MARGIN_S)
+            self._times[line] = (deque((duration_s,), maxlen=self.per_line), settle)
+            return
+        durations, settle = known
+        durations.append(duration_s)
+        if late is not None:
+            settle += -SETTLE_STEP_S * (1 - LATE_SHARE) if late else SETTLE_STEP_S * LATE_SHARE
+        self._times[line] = (durations, min(max(0.0, settle), max(durations)))
+
+
+def timed(line: bytes) -> bool:
+    """Whether ``line``'s answer time is predicted: OBD requests, not AT/ST commands (rare, and varied)."""
+    return line[:2].upper() not in (b"AT", b"ST")
 
 
 def answer_cap(line: bytes) -> int:
@@ -45,6 +114,8 @@ class ElmLine:
         self.timeout_s = timeout_s
         self.errors = errors
         self.latency: deque[float] = deque(maxlen=64)
+        #: recent answer times of request lines, for the settle (see the module docstring)
+        self.answer_times = AnswerTimes()
         #: whether any byte ever came back (an ELM327 echoes ATZ at once: silence means nothing is there)
         self.heard = False
         self.lock = asyncio.Lock()
@@ -70,21 +141,34 @@ class ElmLine:
             # bytes left from an earlier answer (a stray '>' in line noise): never read them as ours
             self.count("stale_bytes")
         await self.transport.write(line)
-        block = await self.read_prompt(self.timeout_s if wait_s is None else wait_s, answer_cap(line))
+        written = time.monotonic()
+        settle_s = self.answer_times.predict(line) if timed(line) else 0.0
+        block = await self.read_prompt(
+            self.timeout_s if wait_s is None else wait_s, answer_cap(line), settle_s=settle_s
+        )
         self.heard = True
-        self.latency.append(time.monotonic() - t0)
+        end = time.monotonic()
+        self.latency.append(end - t0)
+        if timed(line):
+            late = self.transport.settle_was_late if settle_s > 0 else None
+            self.answer_times.record(line, end - written, late=late)
         answer = classify(block[:-1], line)
         if answer.kind is Kind.RESET:
             self.count("reset")
         return answer
 
-    async def read_prompt(self, wait_s: float, max_bytes: int = DEFAULT_MAX_ANSWER_BYTES) -> bytes:
+    async def read_prompt(
+        self, wait_s: float, max_bytes: int = DEFAULT_MAX_ANSWER_BYTES, *, settle_s: float = 0.0
+    ) -> bytes:
         """Read to the prompt; a protocol search in progress extends the wait to the adapter time-out.
 
+        ``settle_s`` is passed to :meth:`Transport.read_until` (it saves wake-ups only).
         An answer longer than the transport keeps (a broken or hostile adapter streaming without a
         prompt) is counted, drained, and raised as OversizedAnswer."""
         try:
-            return await self.transport.read_until(cmd.PROMPT, wait_s, max_bytes=max_bytes)
+            return await self.transport.read_until(
+                cmd.PROMPT, wait_s, max_bytes=max_bytes, settle_s=settle_s
+            )
         except OversizedAnswer:
             self.heard = True
             self.count("oversized")

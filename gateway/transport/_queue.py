@@ -129,6 +129,15 @@ class ChunkQueue:
         while not self._chunks and self._failed is None:
             self._ready.clear()
             await self._ready.wait()
+        return self._take()
+
+    def get_nowait(self) -> bytes:
+        """What :meth:`get` would return now, or ``b""`` when nothing is queued (same errors)."""
+        if not self._chunks and self._failed is None:
+            return b""
+        return self._take()
+
+    def _take(self) -> bytes:
         if self._lost:
             lost, self._lost = self._lost, 0
             raise OversizedAnswer(f"{lost} bytes dropped: the receive queue was full ({self.limit} bytes)")

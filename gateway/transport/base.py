@@ -20,6 +20,18 @@ skip ends at the separator, when the line goes quiet for :data:`QUIET_S` (in
 :meth:`Transport.discard_pending` drops the separator. Memory held is the cap plus one received chunk
 (at most 16 KiB), whatever streams.
 
+Settling
+--------
+Each chunk that arrives while :meth:`Transport.read_until` waits is one wake-up of the process, and
+on a small board a wake-up costs more CPU than the Python work an answer needs (100-180 µs measured
+on a 2-core VM). An ELM327 prints an answer line by line, so a 6-PID answer came in five chunks. A
+caller that knows the answer cannot be complete before ``settle_s`` passes it: the transport stops
+watching its input for that long (bytes wait in the kernel, or in the receive queue), then takes
+everything that arrived in one go; then reading goes on chunk by chunk as without a settle. A
+settle never outlasts ``wait_s``; the cap, the skipping, time-outs, the write guard and a closed
+device behave as without it, and a wrong guess costs a wake-up or the settle's length in
+latency, never an answer.
+
 The figures (ELM327 datasheet, "CAN Message Formats" and "Multiline Responses"; ISO 15765-2):
 
 * the longest ISO-TP message is 4095 data bytes: a first frame with 6 of them, then 585 consecutive
@@ -72,6 +84,11 @@ class Transport(abc.ABC):
         #: answers refused for their size, and bytes discarded by the caps (for status and tests)
         self.oversized = 0
         self.bytes_discarded = 0
+        #: batches of received bytes taken in (each one a wake-up while a reader waits; for tests/bench)
+        self.chunks_read = 0
+        #: whether the last read_until's answer was whole when its first settle ended (then its
+        #: duration only bounds the answer time from above; see gateway.elm327.lines.AnswerTimes)
+        self.settle_was_late = False
 
     # -- primitives a transport implements -------------------------------------------------------
     @abc.abstractmethod
@@ -86,6 +103,20 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def _read_chunk(self) -> bytes:
         """At least one byte; raises TransportError when the stream ended."""
+
+    def _pause_input(self) -> None:
+        """Stop watching the input during a settle (where the transport can; nothing is lost)."""
+        return
+
+    def _resume_input(self) -> None:
+        """Watch the input again after a settle, taking in what arrived meanwhile where it can."""
+        return
+
+    def _read_ready(self) -> bytes:
+        """Bytes received and not yet read, without waiting (``b""`` if none or not knowable).
+
+        Raises like :meth:`_read_chunk` when the stream ended and nothing is left."""
+        return b""
 
     # -- public API -------------------------------------------------------------------------------
     @property
@@ -128,11 +159,22 @@ class Transport(abc.ABC):
             return data
         return await self._chunk(wait_s)
 
-    async def read_until(self, separator: bytes, wait_s: float, *, max_bytes: int | None = None) -> bytes:
+    async def read_until(
+        self,
+        separator: bytes,
+        wait_s: float,
+        *,
+        max_bytes: int | None = None,
+        settle_s: float = 0.0,
+    ) -> bytes:
         """Bytes up to and including ``separator``, at most ``max_bytes`` of them; the rest stays buffered.
 
         ``max_bytes`` defaults to :attr:`max_answer_bytes` (:data:`DEFAULT_MAX_ANSWER_BYTES`); pass
         :data:`ISOTP_MAX_ANSWER_BYTES` where a long ISO-TP answer is legitimate.
+
+        ``settle_s``: the answer cannot be complete before then, so the input is not watched until
+        then and what arrived is taken in one go (see the module docstring); it only saves wake-ups,
+        the result is the same without it. :attr:`settle_was_late` tells whether it was whole by then.
 
         Raises :class:`OversizedAnswer` as soon as the answer passes ``max_bytes`` (what was held is
         dropped and the rest of that answer is skipped by later reads, see the module docstring), and
@@ -147,6 +189,9 @@ class Transport(abc.ABC):
         if self._skip_until is not None:
             await self._skip_oversized(deadline, wait_s)
         start = 0
+        settling = settle_s > 0
+        from_settle = False  # whether the bytes read last came from the settle's read
+        self.settle_was_late = False
         while True:
             idx = self._buffer.find(separator, start)
             if idx >= 0:
@@ -158,6 +203,7 @@ class Transport(abc.ABC):
                     raise OversizedAnswer(f"{self._what()}: an answer of {end} bytes, more than the {limit} kept")
                 data = bytes(self._buffer[:end])
                 del self._buffer[:end]
+                self.settle_was_late = from_settle
                 return data
             if len(self._buffer) >= limit:
                 # no separator within the cap: the answer is longer than the cap whatever follows
@@ -170,7 +216,11 @@ class Transport(abc.ABC):
             if remaining <= 0:
                 raise TransportTimeout(f"{self._what()}: no {separator!r} within {wait_s:.2f} s")
             try:
-                chunk = await self._chunk(remaining)
+                from_settle, settling = settling, False
+                if from_settle:
+                    chunk = await self._settle(min(settle_s, remaining))
+                else:
+                    chunk = await self._chunk(remaining)
             except OversizedAnswer:
                 self._overflow(separator)  # bytes were lost before this answer's end: never read it as whole
                 raise
@@ -305,16 +355,33 @@ class Transport(abc.ABC):
         """The local baud rate, or None where the notion does not apply."""
         return None
 
+    async def _settle(self, pause_s: float) -> bytes:
+        """Sleep ``pause_s`` without watching the input, then take what arrived (maybe nothing)."""
+        self._pause_input()
+        try:
+            await asyncio.sleep(pause_s)
+        finally:
+            self._resume_input()
+        if not self._is_open:
+            raise TransportError(f"{self.description or 'transport'}: not open")
+        chunk = self._read_ready()
+        if chunk:
+            self.chunks_read += 1
+            self.guard.saw_input(chunk)
+        return chunk
+
     async def _chunk(self, wait_s: float | None) -> bytes:
         if not self._is_open:
             raise TransportError(f"{self.description or 'transport'}: not open")
         if wait_s is None:
             chunk = await self._read_chunk()
+            self.chunks_read += 1
             self.guard.saw_input(chunk)
             return chunk
         try:
             async with asyncio.timeout(wait_s):
                 chunk = await self._read_chunk()
+            self.chunks_read += 1
             self.guard.saw_input(chunk)
             return chunk
         except TimeoutError:

@@ -182,6 +182,10 @@ class BleTransport(Transport):
     async def _read_chunk(self) -> bytes:
         return await self._rx.get()
 
+    def _read_ready(self) -> bytes:
+        # notifications cannot be paused: a settle is a plain wait, and they queue meanwhile
+        return self._rx.get_nowait()
+
     def _take_queued(self) -> bytes:
         return self._rx.take_all()
 

@@ -8,6 +8,10 @@ Bytes kept: the receive queue stops reading the descriptor at 64 KiB unread (bac
 :mod:`gateway.transport._queue`): the kernel's tty buffer holds the rest, or drops it on a UART
 without flow control, so a device that streams while nobody reads never grows our memory. Answers are
 capped by :meth:`~gateway.transport.base.Transport.read_until`.
+
+A settle (see :mod:`gateway.transport.base`) removes the descriptor from the event loop; the kernel
+holds what arrives meanwhile, and the end of the settle reads it all at once (until the queue's
+backpressure limit), then watches the descriptor again unless backpressure keeps it paused.
 """
 
 from __future__ import annotations
@@ -15,12 +19,16 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import select
 
 import serial
 
 from gateway.errors import TransportError
 from gateway.transport._queue import ChunkQueue
 from gateway.transport.base import Transport
+
+#: bytes taken from the descriptor per read
+READ_BYTES = 4096
 
 
 class SerialTransport(Transport):
@@ -33,6 +41,7 @@ class SerialTransport(Transport):
         self._ser: serial.Serial | None = None
         self._rx = ChunkQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._settling = False  # a settle stopped the reader (backpressure is the queue's own flag)
         self.description = f"serial:{device}@{baud}"
 
     @property
@@ -41,6 +50,7 @@ class SerialTransport(Transport):
 
     async def _open(self) -> None:
         self._rx = ChunkQueue(pause=self._stop_reading, resume=self._resume_reading)
+        self._settling = False
         self._loop = asyncio.get_running_loop()
         try:
             ser = serial.Serial(self.device, self._baud, timeout=0, write_timeout=0, exclusive=True)
@@ -51,26 +61,52 @@ class SerialTransport(Transport):
         self._loop.add_reader(ser.fileno(), self._on_readable)
 
     def _on_readable(self) -> None:
+        self._read_once()
+
+    def _read_once(self) -> int:
+        """One read of the descriptor into the queue; the bytes read (0: none, or the stream ended)."""
         ser = self._ser
         if ser is None:
-            return
+            return 0
         try:
-            data = os.read(ser.fileno(), 4096)
+            data = os.read(ser.fileno(), READ_BYTES)
         except BlockingIOError:
-            return
+            return 0
         except OSError as exc:
             self._stop_reading()
             self._rx.fail(TransportError(f"{self.device}: read failed: {exc.strerror or exc}"))
-            return
+            return 0
         if not data:
             self._stop_reading()
             self._rx.fail(TransportError(f"{self.device}: device closed"))
-            return
+            return 0
         self._rx.feed(data)
+        return len(data)
 
     def _resume_reading(self) -> None:
-        if self._ser is not None and self._loop is not None and self._rx.failed is None:
+        # the queue's backpressure ended; a settle in progress resumes the reader itself when it ends
+        if self._ser is not None and self._loop is not None and self._rx.failed is None and not self._settling:
             self._loop.add_reader(self._ser.fileno(), self._on_readable)
+
+    def _pause_input(self) -> None:
+        self._settling = True
+        self._stop_reading()
+
+    def _resume_input(self) -> None:
+        self._settling = False
+        # what arrived during the settle, backpressure permitting; a raw tty (VMIN=0) reads as EOF when
+        # empty, so read only while the descriptor polls readable, as the loop's reader would
+        while not self._rx.paused and self._rx.failed is None and self._readable() and self._read_once():
+            pass
+        if not self._rx.paused:
+            self._resume_reading()
+
+    def _readable(self) -> bool:
+        ser = self._ser
+        return ser is not None and bool(select.select([ser.fileno()], [], [], 0)[0])
+
+    def _read_ready(self) -> bytes:
+        return self._rx.get_nowait()
 
     def _stop_reading(self) -> None:
         if self._ser is not None and self._loop is not None:

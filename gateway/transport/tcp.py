@@ -4,7 +4,8 @@ Bytes kept: asyncio's StreamReader pauses reading the socket once it holds more 
 ``limit`` (:data:`STREAM_LIMIT_BYTES`, so 128 KiB) unread, and TCP's window then stops the sender:
 backpressure, nothing dropped, rather than a queue that grows while nobody reads. Each read takes at
 most :data:`READ_CHUNK_BYTES`, and answers are capped by
-:meth:`~gateway.transport.base.Transport.read_until`.
+:meth:`~gateway.transport.base.Transport.read_until`. A settle (see :mod:`gateway.transport.base`)
+pauses reading the socket unless the StreamReader already paused it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class TcpTransport(Transport):
         self.connect_timeout_s = connect_timeout_s
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._settle_paused = False  # a settle paused the socket (the StreamReader may pause it too)
         self.description = f"tcp:{host}:{port}"
 
     async def _open(self) -> None:
@@ -60,6 +62,26 @@ class TcpTransport(Transport):
             await self._writer.drain()
         except OSError as exc:
             raise TransportError(f"{self.description}: write failed: {exc}") from exc
+
+    def _socket_transport(self) -> asyncio.ReadTransport | None:
+        transport = self._writer.transport if self._writer is not None else None
+        if isinstance(transport, asyncio.ReadTransport) and not transport.is_closing():
+            return transport
+        return None
+
+    def _pause_input(self) -> None:
+        # only a socket being read: one paused by the StreamReader's backpressure stays as it is
+        transport = self._socket_transport()
+        if transport is not None and transport.is_reading():
+            transport.pause_reading()
+            self._settle_paused = True
+
+    def _resume_input(self) -> None:
+        # what arrived meanwhile is read on the loop's next turn, without blocking
+        transport = self._socket_transport()
+        if self._settle_paused and transport is not None:
+            transport.resume_reading()
+        self._settle_paused = False
 
     async def _read_chunk(self) -> bytes:
         if self._reader is None:
