@@ -1,10 +1,12 @@
 """The detection engine: runs every detector and the trip accounting over one stream of samples.
 
 ``feed(item)`` takes samples and link states in time order and returns the events and finished
-trips they complete; ``tick(now_ms)`` lets time-outs (the ignition-off confirmation, a ``mil:on``
-waiting for its codes) fire while nothing arrives. The same code runs live (the daemon feeds the bus)
-and in replay (``obd-gateway replay``): nothing here reads a clock, so a recorded drive gives the same
-events and trips as the live run it was recorded from.
+trips they complete; ``feed_many(items)`` does the same for a run of items (the poll rounds the bus
+carries as :class:`~gateway.model.Samples`) in one call, with the same outputs as feeding them one by
+one; ``tick(now_ms)`` lets time-outs (the ignition-off confirmation, a ``mil:on`` waiting for its codes)
+fire while nothing arrives. The same code runs live (the daemon feeds the bus) and in replay
+(``obd-gateway replay``): nothing here reads a clock, so a recorded drive gives the same events and
+trips as the live run it was recorded from.
 
 The state of the open trip and of every detector is written to ``state_path`` (JSON, atomically, with
 fsync) on every transition and at most every ``state_save_interval_s`` of sample time otherwise, so a
@@ -38,7 +40,7 @@ from gateway.detectors.motion import MotionDetector
 from gateway.detectors.speeding import SpeedingDetector
 from gateway.detectors.turn import HardTurnDetector
 from gateway.location import geo
-from gateway.model import Event, LinkState, Position, Sample, TripRecord
+from gateway.model import Event, LinkState, Position, Sample, Samples, TripRecord
 from gateway.trips import TripAccumulator
 
 log = logging.getLogger(__name__)
@@ -123,15 +125,59 @@ class DetectionEngine:
 
     def feed(self, item: Item) -> list[Output]:
         """Events and finished trips completed by ``item`` (items must come in time order)."""
-        now = item.ts_ms
         out: list[Output] = []
+        self._feed(item, out)
+        self._hold(out)
+        # a fix changes no harsh episode: its flag waits for the next sample
+        force = bool(out) if isinstance(item, Position) else bool(out) or self._harsh_changed()
+        self._maybe_save(item.ts_ms, force=force)
+        return out
+
+    def feed_many(self, items: Iterable[Item | Samples]) -> list[Output]:
+        """What feeding ``items`` (and the samples of each :class:`Samples`) one by one returns, in one call.
+
+        The state-save check runs once for the run, and a sample of a name no detector or trip total reads
+        only moves time on (the ignition-off and ``mil:on`` time-outs), once per run of such samples of
+        one date: a poll round of 6 PIDs costs the detectors of its 2 or 3 relevant ones."""
+        out: list[Output] = []
+        used = self._used_names
+        ticked: int | None = None  # date of the latest time-only step, while nothing has changed since
+        now: int | None = None
+        for item in items:
+            for one in item if isinstance(item, Samples) else (item,):
+                now = one.ts_ms
+                if type(one) is Sample and one.name not in used:
+                    if now != ticked:
+                        self._pass_time(now, out)
+                        ticked = now
+                    for trip in (self._trip, self._trip_at_off):
+                        if trip is not None:
+                            trip.note_time(one)
+                else:
+                    self._feed(one, out)
+                    ticked = None
+        if now is None:
+            return out
+        self._hold(out)
+        self._maybe_save(now, force=bool(out) or self._harsh_changed())
+        return out
+
+    def _pass_time(self, now: int, out: list[Output]) -> None:
+        """What :meth:`_feed` does for a sample no detector reads: the time-outs up to ``now``."""
+        for ev in self.ignition.tick(now):
+            out.extend(self._ignition_off(ev))
+        if self.ignition.off_since is None:
+            self._trip_at_off = None
+        out.extend(self._stamp(self.mil.tick(now)))
+
+    def _feed(self, item: Item, out: list[Output]) -> None:
+        """One item into every detector and the trip totals; its outputs appended to ``out``."""
+        now = item.ts_ms
         for ev in self.ignition.tick(now):
             out.extend(self._ignition_off(ev))
         if isinstance(item, Position):
             out.extend(self._position(item))
-            self._hold(out)
-            self._maybe_save(now, force=bool(out))
-            return out
+            return
         off_before = self.ignition.off_since
         for ev in self.ignition.feed(item):
             if ev.type == "IGNITION_ON":
@@ -148,9 +194,6 @@ class DetectionEngine:
             self._trip_at_off = self._trip.copy()
         for detector in (self.motion, self.harsh, self.speeding, self.mil, self.battery):
             out.extend(self._stamp(detector.feed(item)))
-        self._hold(out)
-        self._maybe_save(now, force=bool(out) or self._harsh_changed())
-        return out
 
     def _position(self, raw: Position) -> list[Output]:
         """A fix: the trip's places and path, hard turns, the location heartbeat while driving."""
@@ -274,6 +317,11 @@ class DetectionEngine:
         )
         self._trip = None
         self._trip_at_off = None
+        # a sample of any other name changes no detector and no trip total (feed_many skips them)
+        self._used_names = frozenset().union(
+            *(d.SAMPLE_NAMES for d in (self.ignition, self.motion, self.harsh, self.speeding, self.mil, self.battery)),
+            TripAccumulator.SAMPLE_NAMES,
+        )
 
     def _harsh_changed(self) -> bool:
         """A harsh episode opened, grew or ended: save now, so that a SIGKILL cannot lose it."""
