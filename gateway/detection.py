@@ -26,12 +26,13 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gateway.common.ratelog import RateLimitedLog
 from gateway.config import DetectionConfig, LocationConfig
-from gateway.detectors.base import IdFactory, make_event, uuid4_str
+from gateway.detectors.base import Detector, IdFactory, make_event, uuid4_str
 from gateway.detectors.battery import LowBatteryDetector
 from gateway.detectors.harsh import HarshDetector
 from gateway.detectors.ignition import IgnitionDetector
@@ -126,7 +127,7 @@ class DetectionEngine:
     def feed(self, item: Item) -> list[Output]:
         """Events and finished trips completed by ``item`` (items must come in time order)."""
         out: list[Output] = []
-        self._feed(item, out)
+        self._feed(item, out, self._route_all)
         self._hold(out)
         # a fix changes no harsh episode: its flag waits for the next sample
         force = bool(out) if isinstance(item, Position) else bool(out) or self._harsh_changed()
@@ -140,7 +141,7 @@ class DetectionEngine:
         only moves time on (the ignition-off and ``mil:on`` time-outs), once per run of such samples of
         one date: a poll round of 6 PIDs costs the detectors of its 2 or 3 relevant ones."""
         out: list[Output] = []
-        used = self._used_names
+        used, all_ = self._used_names, self._route_all
         ticked: int | None = None  # date of the latest time-only step, while nothing has changed since
         now: int | None = None
         for item in items:
@@ -154,7 +155,8 @@ class DetectionEngine:
                         if trip is not None:
                             trip.note_time(one)
                 else:
-                    self._feed(one, out)
+                    route = self._routes.get(one.name, all_) if type(one) is Sample else all_
+                    self._feed(one, out, route)
                     ticked = None
         if now is None:
             return out
@@ -168,10 +170,14 @@ class DetectionEngine:
             out.extend(self._ignition_off(ev))
         if self.ignition.off_since is None:
             self._trip_at_off = None
-        out.extend(self._stamp(self.mil.tick(now)))
+        if evs := self.mil.tick(now):
+            out.extend(self._stamp(evs))
 
-    def _feed(self, item: Item, out: list[Output]) -> None:
-        """One item into every detector and the trip totals; its outputs appended to ``out``."""
+    def _feed(self, item: Item, out: list[Output], route: _Route) -> None:
+        """One item into the detectors and trip totals of ``route``; its outputs appended to ``out``.
+
+        :meth:`feed` sends every item everywhere (the reference); :meth:`feed_many` sends a sample only where
+        its name is read, which returns the same (tests/detection/test_feed_many.py compares the two)."""
         now = item.ts_ms
         for ev in self.ignition.tick(now):
             out.extend(self._ignition_off(ev))
@@ -179,21 +185,30 @@ class DetectionEngine:
             out.extend(self._position(item))
             return
         off_before = self.ignition.off_since
-        for ev in self.ignition.feed(item):
-            if ev.type == "IGNITION_ON":
-                out.extend(self._ignition_on(ev))
-            else:  # an off confirmed inside feed (cannot happen after the tick above, kept for safety)
-                out.extend(self._ignition_off(ev))
-        if self._trip is not None and isinstance(item, Sample):
-            self._trip.feed(item)
-            if self._trip_at_off is not None:
-                self._trip_at_off.feed(item)
+        if route.ignition:
+            for ev in self.ignition.feed(item):
+                if ev.type == "IGNITION_ON":
+                    out.extend(self._ignition_on(ev))
+                else:  # an off confirmed inside feed (cannot happen after the tick above, kept for safety)
+                    out.extend(self._ignition_off(ev))
+        if isinstance(item, Sample) and self._trip is not None:
+            self._to_trips(item, integrate=route.trip)
         if self.ignition.off_since is None:
             self._trip_at_off = None
         elif off_before is None and self._trip is not None:
             self._trip_at_off = self._trip.copy()
-        for detector in (self.motion, self.harsh, self.speeding, self.mil, self.battery):
-            out.extend(self._stamp(detector.feed(item)))
+        for detector in route.detectors:
+            if evs := detector.feed(item):
+                out.extend(self._stamp(evs))
+
+    def _to_trips(self, item: Sample, *, integrate: bool) -> None:
+        """A sample into the open trip and the trip as it stood at the running evidence's end."""
+        for trip in (self._trip, self._trip_at_off):
+            if trip is not None:
+                if integrate:
+                    trip.feed(item)
+                else:
+                    trip.note_time(item)
 
     def _position(self, raw: Position) -> list[Output]:
         """A fix: the trip's places and path, hard turns, the location heartbeat while driving."""
@@ -317,11 +332,21 @@ class DetectionEngine:
         )
         self._trip = None
         self._trip_at_off = None
+        # in the order their events come out; the MIL detector sees every sample (its feed runs its time-out)
+        detectors = (self.motion, self.harsh, self.speeding, self.mil, self.battery)
+        self._route_all = _Route(True, True, detectors)
         # a sample of any other name changes no detector and no trip total (feed_many skips them)
         self._used_names = frozenset().union(
-            *(d.SAMPLE_NAMES for d in (self.ignition, self.motion, self.harsh, self.speeding, self.mil, self.battery)),
-            TripAccumulator.SAMPLE_NAMES,
+            self.ignition.SAMPLE_NAMES, TripAccumulator.SAMPLE_NAMES, *(d.SAMPLE_NAMES for d in detectors)
         )
+        self._routes = {
+            name: _Route(
+                name in self.ignition.SAMPLE_NAMES,
+                name in TripAccumulator.SAMPLE_NAMES,
+                tuple(d for d in detectors if d is self.mil or name in d.SAMPLE_NAMES),
+            )
+            for name in self._used_names
+        }
 
     def _harsh_changed(self) -> bool:
         """A harsh episode opened, grew or ended: save now, so that a SIGKILL cannot lose it."""
@@ -495,6 +520,15 @@ class DetectionEngine:
         if self._trip is not None and self.ignition.on and self._trip_at_off is None:
             # load_state starts confirming an off from the last running moment: keep the trip as it was.
             self._trip_at_off = self._trip.copy()
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """Where a sample of one name goes: whether to the ignition and the trip totals, and which detectors."""
+
+    ignition: bool
+    trip: bool
+    detectors: tuple[Detector, ...]
 
 
 def _output_to_state(out: Output) -> dict[str, Any]:

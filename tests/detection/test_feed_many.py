@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -162,12 +163,18 @@ def test_unread_names_still_move_the_ignition_off_on(tmp_path: Path) -> None:
     assert out[0]["date"] == T0
 
 
-def test_unread_names_still_send_a_mil_on_that_waited_for_codes(tmp_path: Path) -> None:
+def speed_only(ts: int) -> Samples:
+    """A poll round of speed alone: a name the MIL detector does not read."""
+    return Samples([Sample(ts, "speed", 30.0, "km/h", 0x0D, 0x7E8)])
+
+
+@pytest.mark.parametrize("later", [unread, speed_only], ids=["unread", "speed"])
+def test_any_sample_sends_a_mil_on_that_waited_for_codes(later: Callable[[int], Samples], tmp_path: Path) -> None:
     twins = Twins(tmp_path)
     drive_start(twins)
     twins.call([Samples([Sample(T0 + 500, "mil", True), Sample(T0 + 500, "speed", 30.0)])])
-    assert twins.call([unread(T0 + 1000)]) == []
-    out = twins.call([unread(T0 + 1500)])  # mil_dtc_wait_s (1 s) without a code read
+    assert twins.call([later(T0 + 1000)]) == []
+    out = twins.call([later(T0 + 1500)])  # mil_dtc_wait_s (1 s) without a code read
     assert [o["type"] for o in out] == ["MIL_ON"] and out[0]["date"] == T0 + 500
 
 
