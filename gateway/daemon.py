@@ -35,7 +35,7 @@ from gateway import __version__, config, secrets
 from gateway.bus import Bus, Subscription
 from gateway.common import vocabulary
 from gateway.errors import ConfigError, GatewayError, TransportError
-from gateway.model import Event, LinkState, Position, Sample, TripRecord, now_ms
+from gateway.model import Event, LinkState, Position, Sample, Samples, TripRecord, now_ms
 from gateway.obd.custom import resolve
 from gateway.poller import parked as parked_policy
 
@@ -202,9 +202,13 @@ class ConsolePrinter:
                     self._print(line)
 
     def take(self, item: Any) -> None:
-        """One bus item: remember a value, print an event or a finished trip."""
+        """One bus item: remember a value (or a poll round's values), print an event or a finished trip."""
         if isinstance(item, Sample):
             self.latest[item.name] = (item.value, time.monotonic())
+        elif isinstance(item, Samples):
+            at = time.monotonic()
+            for s in item:
+                self.latest[s.name] = (s.value, at)
         elif isinstance(item, Position):
             self.latest["position"] = (f"{item.lat:.5f},{item.lon:.5f}", time.monotonic())
         elif isinstance(item, Event):
@@ -433,11 +437,15 @@ class Daemon:
         """
         await self._publish_outputs(self.engine.unconfirmed(), again=True)
         while True:
-            try:
-                item = await asyncio.wait_for(sub.get(), 1.0)
-                outputs = self.engine.feed(item)
-            except TimeoutError:
-                outputs = self.engine.tick(now_ms())
+            # everything queued in one call; a wait (a timer, no task) only when nothing is queued
+            items = sub.get_nowait_all()
+            if not items:
+                try:
+                    async with asyncio.timeout(1.0):
+                        items = [await sub.get(), *sub.get_nowait_all()]
+                except TimeoutError:
+                    pass
+            outputs = self.engine.feed_many(items) if items else self.engine.tick(now_ms())
             await self._publish_outputs(outputs)
             self._confirm_durable()
             want = "driving" if self.engine.ignition_on else "parked"
@@ -587,9 +595,10 @@ class Daemon:
         sup = self.supervisor = Supervisor()
         sup.install_signal_handlers(reload=self.reload)
 
-        store_sub = self._store_sub = self.bus.subscribe("store", maxsize=20_000, lossless=True)
+        # batches: a poll round is one queue item (its samples travel together)
+        store_sub = self._store_sub = self.bus.subscribe("store", maxsize=20_000, lossless=True, batches=True)
         detect_sub = self._detect_sub = self.bus.subscribe(
-            "detection", maxsize=5_000, lossless=True, kinds=(Sample, LinkState, Position)
+            "detection", maxsize=5_000, lossless=True, kinds=(Sample, LinkState, Position), batches=True
         )
         self.diag = DiagServer(
             DaemonStatus(self),
@@ -652,7 +661,7 @@ class Daemon:
         sup.add("status", self.status_loop)
         sup.add("power", self.power_loop)
         if self.console:
-            printer = ConsolePrinter(self.bus.subscribe("console", maxsize=1000))
+            printer = ConsolePrinter(self.bus.subscribe("console", maxsize=1000, batches=True))
             sup.add("console", printer.run)
 
     async def _diag_forever(self) -> None:

@@ -1,10 +1,12 @@
 """The detection engine: runs every detector and the trip accounting over one stream of samples.
 
 ``feed(item)`` takes samples and link states in time order and returns the events and finished
-trips they complete; ``tick(now_ms)`` lets time-outs (the ignition-off confirmation, a ``mil:on``
-waiting for its codes) fire while nothing arrives. The same code runs live (the daemon feeds the bus)
-and in replay (``obd-gateway replay``): nothing here reads a clock, so a recorded drive gives the same
-events and trips as the live run it was recorded from.
+trips they complete; ``feed_many(items)`` does the same for a run of items (the poll rounds the bus
+carries as :class:`~gateway.model.Samples`) in one call, with the same outputs as feeding them one by
+one; ``tick(now_ms)`` lets time-outs (the ignition-off confirmation, a ``mil:on`` waiting for its codes)
+fire while nothing arrives. The same code runs live (the daemon feeds the bus) and in replay
+(``obd-gateway replay``): nothing here reads a clock, so a recorded drive gives the same events and
+trips as the live run it was recorded from.
 
 The state of the open trip and of every detector is written to ``state_path`` (JSON, atomically, with
 fsync) on every transition and at most every ``state_save_interval_s`` of sample time otherwise, so a
@@ -24,12 +26,13 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gateway.common.ratelog import RateLimitedLog
 from gateway.config import DetectionConfig, LocationConfig
-from gateway.detectors.base import IdFactory, make_event, uuid4_str
+from gateway.detectors.base import Detector, IdFactory, make_event, uuid4_str
 from gateway.detectors.battery import LowBatteryDetector
 from gateway.detectors.harsh import HarshDetector
 from gateway.detectors.ignition import IgnitionDetector
@@ -38,7 +41,7 @@ from gateway.detectors.motion import MotionDetector
 from gateway.detectors.speeding import SpeedingDetector
 from gateway.detectors.turn import HardTurnDetector
 from gateway.location import geo
-from gateway.model import Event, LinkState, Position, Sample, TripRecord
+from gateway.model import Event, LinkState, Position, Sample, Samples, TripRecord
 from gateway.trips import TripAccumulator
 
 log = logging.getLogger(__name__)
@@ -123,34 +126,89 @@ class DetectionEngine:
 
     def feed(self, item: Item) -> list[Output]:
         """Events and finished trips completed by ``item`` (items must come in time order)."""
-        now = item.ts_ms
         out: list[Output] = []
+        self._feed(item, out, self._route_all)
+        self._hold(out)
+        # a fix changes no harsh episode: its flag waits for the next sample
+        force = bool(out) if isinstance(item, Position) else bool(out) or self._harsh_changed()
+        self._maybe_save(item.ts_ms, force=force)
+        return out
+
+    def feed_many(self, items: Iterable[Item | Samples]) -> list[Output]:
+        """What feeding ``items`` (and the samples of each :class:`Samples`) one by one returns, in one call.
+
+        The state-save check runs once for the run, and a sample of a name no detector or trip total reads
+        only moves time on (the ignition-off and ``mil:on`` time-outs), once per run of such samples of
+        one date: a poll round of 6 PIDs costs the detectors of its 2 or 3 relevant ones."""
+        out: list[Output] = []
+        used, all_ = self._used_names, self._route_all
+        ticked: int | None = None  # date of the latest time-only step, while nothing has changed since
+        now: int | None = None
+        for item in items:
+            for one in item if isinstance(item, Samples) else (item,):
+                now = one.ts_ms
+                if type(one) is Sample and one.name not in used:
+                    if now != ticked:
+                        self._pass_time(now, out)
+                        ticked = now
+                    for trip in (self._trip, self._trip_at_off):
+                        if trip is not None:
+                            trip.note_time(one)
+                else:
+                    route = self._routes.get(one.name, all_) if type(one) is Sample else all_
+                    self._feed(one, out, route)
+                    ticked = None
+        if now is None:
+            return out
+        self._hold(out)
+        self._maybe_save(now, force=bool(out) or self._harsh_changed())
+        return out
+
+    def _pass_time(self, now: int, out: list[Output]) -> None:
+        """What :meth:`_feed` does for a sample no detector reads: the time-outs up to ``now``."""
+        for ev in self.ignition.tick(now):
+            out.extend(self._ignition_off(ev))
+        if self.ignition.off_since is None:
+            self._trip_at_off = None
+        if evs := self.mil.tick(now):
+            out.extend(self._stamp(evs))
+
+    def _feed(self, item: Item, out: list[Output], route: _Route) -> None:
+        """One item into the detectors and trip totals of ``route``; its outputs appended to ``out``.
+
+        :meth:`feed` sends every item everywhere (the reference); :meth:`feed_many` sends a sample only where
+        its name is read, which returns the same (tests/detection/test_feed_many.py compares the two)."""
+        now = item.ts_ms
         for ev in self.ignition.tick(now):
             out.extend(self._ignition_off(ev))
         if isinstance(item, Position):
             out.extend(self._position(item))
-            self._hold(out)
-            self._maybe_save(now, force=bool(out))
-            return out
+            return
         off_before = self.ignition.off_since
-        for ev in self.ignition.feed(item):
-            if ev.type == "IGNITION_ON":
-                out.extend(self._ignition_on(ev))
-            else:  # an off confirmed inside feed (cannot happen after the tick above, kept for safety)
-                out.extend(self._ignition_off(ev))
-        if self._trip is not None and isinstance(item, Sample):
-            self._trip.feed(item)
-            if self._trip_at_off is not None:
-                self._trip_at_off.feed(item)
+        if route.ignition:
+            for ev in self.ignition.feed(item):
+                if ev.type == "IGNITION_ON":
+                    out.extend(self._ignition_on(ev))
+                else:  # an off confirmed inside feed (cannot happen after the tick above, kept for safety)
+                    out.extend(self._ignition_off(ev))
+        if isinstance(item, Sample) and self._trip is not None:
+            self._to_trips(item, integrate=route.trip)
         if self.ignition.off_since is None:
             self._trip_at_off = None
         elif off_before is None and self._trip is not None:
             self._trip_at_off = self._trip.copy()
-        for detector in (self.motion, self.harsh, self.speeding, self.mil, self.battery):
-            out.extend(self._stamp(detector.feed(item)))
-        self._hold(out)
-        self._maybe_save(now, force=bool(out) or self._harsh_changed())
-        return out
+        for detector in route.detectors:
+            if evs := detector.feed(item):
+                out.extend(self._stamp(evs))
+
+    def _to_trips(self, item: Sample, *, integrate: bool) -> None:
+        """A sample into the open trip and the trip as it stood at the running evidence's end."""
+        for trip in (self._trip, self._trip_at_off):
+            if trip is not None:
+                if integrate:
+                    trip.feed(item)
+                else:
+                    trip.note_time(item)
 
     def _position(self, raw: Position) -> list[Output]:
         """A fix: the trip's places and path, hard turns, the location heartbeat while driving."""
@@ -274,6 +332,21 @@ class DetectionEngine:
         )
         self._trip = None
         self._trip_at_off = None
+        # in the order their events come out; the MIL detector sees every sample (its feed runs its time-out)
+        detectors = (self.motion, self.harsh, self.speeding, self.mil, self.battery)
+        self._route_all = _Route(True, True, detectors)
+        # a sample of any other name changes no detector and no trip total (feed_many skips them)
+        self._used_names = frozenset().union(
+            self.ignition.SAMPLE_NAMES, TripAccumulator.SAMPLE_NAMES, *(d.SAMPLE_NAMES for d in detectors)
+        )
+        self._routes = {
+            name: _Route(
+                name in self.ignition.SAMPLE_NAMES,
+                name in TripAccumulator.SAMPLE_NAMES,
+                tuple(d for d in detectors if d is self.mil or name in d.SAMPLE_NAMES),
+            )
+            for name in self._used_names
+        }
 
     def _harsh_changed(self) -> bool:
         """A harsh episode opened, grew or ended: save now, so that a SIGKILL cannot lose it."""
@@ -447,6 +520,15 @@ class DetectionEngine:
         if self._trip is not None and self.ignition.on and self._trip_at_off is None:
             # load_state starts confirming an off from the last running moment: keep the trip as it was.
             self._trip_at_off = self._trip.copy()
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """Where a sample of one name goes: whether to the ignition and the trip totals, and which detectors."""
+
+    ignition: bool
+    trip: bool
+    detectors: tuple[Detector, ...]
 
 
 def _output_to_state(out: Output) -> dict[str, Any]:

@@ -39,6 +39,17 @@ class Sample:
     ecu: int = 0
 
 
+class Samples(tuple[Sample, ...]):
+    """The samples of one poll round, carried on the bus as one item.
+
+    One item per round instead of one per value: each bus hop, queue put and consumer wake-up is paid
+    once per round. Subscribers that did not ask for batches get the samples one by one
+    (:meth:`gateway.bus.Bus.subscribe`), so a batch is invisible outside the daemon's own consumers.
+    """
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True, slots=True)
 class LinkState:
     """What the adapter session saw of the car at ``ts_ms``: detectors use it for ignition-off.

@@ -55,7 +55,7 @@ from gateway.common.ratelog import RateLimitedLog
 from gateway.common.samplebatch import pack_samples
 from gateway.config import StoreConfig
 from gateway.errors import StoreError
-from gateway.model import Event, Position, RecordKind, Sample, TripRecord, now_ms
+from gateway.model import Event, Position, RecordKind, Sample, Samples, TripRecord, now_ms
 
 log = logging.getLogger("gateway.store")
 
@@ -296,15 +296,30 @@ class Store:
         self._db = None
 
     # -- writing ---------------------------------------------------------------------------------
-    async def append(self, items: Sequence[Sample | Event | TripRecord | Position]) -> None:
+    async def append(self, items: Sequence[Sample | Samples | Event | TripRecord | Position]) -> None:
         """Buffer items for the next group commit; samples are grouped into batches. Never raises.
 
-        A :class:`Position` is stored as its samples (``latitude``, ``longitude``, ``hdop`` …), which the
-        DRUST codec folds back into a Timeseries ``location`` object."""
+        A :class:`Samples` (one poll round) is stored as its samples, split across batches as if each had
+        come alone. A :class:`Position` is stored as its samples (``latitude``, ``longitude``, ``hdop`` …),
+        which the DRUST codec folds back into a Timeseries ``location`` object."""
         batch = self.cfg.batch_samples
         open_ = self._open
         for it in items:
-            # samples are nearly every item: the cheapest test first (an isinstance on a union costs more)
+            # samples are nearly every item: the cheapest tests first (an isinstance on a union costs more)
+            if type(it) is Samples:
+                room = max(batch - len(open_), 1)
+                if len(it) < room:
+                    open_.extend(it)
+                    continue
+                start = 0
+                while len(it) - start >= room:  # fill the open batch, seal it, go on with the rest
+                    open_.extend(it[start : start + room])
+                    start += room
+                    self._seal()
+                    open_ = self._open
+                    room = batch
+                open_.extend(it[start:])
+                continue
             if type(it) is Sample:
                 open_.append(it)
             elif isinstance(it, Position):

@@ -32,7 +32,7 @@ Scores, 0 to 100, higher is better (Automatic does not publish its formulas):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from gateway.detectors.base import KMH_PER_MPH, as_float, time_above
 from gateway.location import geo
@@ -47,6 +47,9 @@ _INTEGRATED = ("speed", "engine_fuel_rate", "maf")
 @dataclass(slots=True)
 class TripAccumulator:
     """The running totals of one trip."""
+
+    #: the sample names ``feed`` integrates; any other numeric sample only moves ``last_ms`` (:meth:`note_time`)
+    SAMPLE_NAMES: ClassVar[frozenset[str]] = frozenset({"engine_rpm", *_INTEGRATED})
 
     id: str
     start_ms: int
@@ -82,6 +85,11 @@ class TripAccumulator:
         self.last_ms = max(self.last_ms, self.start_ms)
         for mph in self.thresholds_mph:
             self.over_s.setdefault(_mph_key(mph), 0.0)
+
+    def note_time(self, sample: Sample) -> None:
+        """What :meth:`feed` does with a sample whose name is not in :data:`SAMPLE_NAMES`."""
+        if sample.ts_ms > self.last_ms and as_float(sample.value) is not None:
+            self.last_ms = sample.ts_ms
 
     def feed(self, sample: Sample) -> None:
         """Integrate one sample into the totals."""

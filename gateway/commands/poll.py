@@ -29,7 +29,7 @@ from typing import Any
 from gateway import config
 from gateway.common import jsonout
 from gateway.errors import ConfigError, TransportError
-from gateway.model import Sample
+from gateway.model import Sample, Samples
 from gateway.obd.custom import CustomPid, resolve
 
 DEFAULT_PIDS = "0C,0D,05,04,10,11"
@@ -176,7 +176,15 @@ class _Tally:
         self.custom_names: set[str] = set()
 
     async def publish(self, item: Any) -> None:
-        if not isinstance(item, Sample) or self.poller is None or self.poller.session is None:
+        """The poller's publish: a poll round (:class:`Samples`) counts as each of its samples."""
+        if isinstance(item, Samples):
+            for s in item:
+                self._count(s)
+        elif isinstance(item, Sample):
+            self._count(item)
+
+    def _count(self, item: Sample) -> None:
+        if self.poller is None or self.poller.session is None:
             return
         if item.pid is None and item.name not in self.custom_names:
             return

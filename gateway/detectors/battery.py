@@ -9,7 +9,7 @@ restart, so a restarted daemon in the same flat car does not report it again.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from gateway.detectors.base import IdFactory, as_float, make_event, uuid4_str
 from gateway.model import Event, LinkState, Sample
@@ -19,6 +19,9 @@ MARKER = "low_battery"
 
 class LowBatteryDetector:
     """One ``LOW_BATTERY`` per fall below the threshold (the poller's hysteresis decides the fall)."""
+
+    #: the only sample names ``feed`` reads; any other sample changes nothing
+    SAMPLE_NAMES: ClassVar[frozenset[str]] = frozenset({"battery_voltage", MARKER})
 
     def __init__(self, *, new_id: IdFactory = uuid4_str) -> None:
         self._new_id = new_id

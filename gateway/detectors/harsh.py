@@ -27,7 +27,7 @@ engine to save at once when an episode opens, grows or ends, so a SIGKILL cannot
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from gateway.detectors import plausibility as pl
 from gateway.detectors.base import IdFactory, as_float, make_event, uuid4_str
@@ -74,6 +74,9 @@ class Episode:
 
 class HarshDetector:
     """``HARD_BRAKE``, ``HARD_ACCELERATION`` and the ``DATA_QUALITY`` events of speed (module docstring)."""
+
+    #: the only sample names ``feed`` reads; any other sample changes nothing
+    SAMPLE_NAMES: ClassVar[frozenset[str]] = frozenset({"speed", "engine_rpm"})
 
     def __init__(
         self,

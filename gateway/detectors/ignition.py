@@ -13,7 +13,7 @@ just after the engine stopped (surface charge) must not hold the ignition on whi
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from gateway.detectors.base import IdFactory, as_float, make_event, uuid4_str
 from gateway.model import Event, LinkState, Sample
@@ -21,6 +21,9 @@ from gateway.model import Event, LinkState, Sample
 
 class IgnitionDetector:
     """``IGNITION_ON`` / ``IGNITION_OFF``. ``off_since`` is set while an off is being confirmed."""
+
+    #: the only sample names ``feed`` reads (any other sample only moves time on: :meth:`tick`)
+    SAMPLE_NAMES: ClassVar[frozenset[str]] = frozenset({"engine_rpm", "battery_voltage", "speed"})
 
     def __init__(
         self, *, confirm_s: float = 60.0, charging_voltage_v: float = 13.2, new_id: IdFactory = uuid4_str

@@ -13,7 +13,7 @@ marker a recording carries so that a replay knows about the clearing too).
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 from gateway.detectors.base import IdFactory, make_event, uuid4_str
 from gateway.model import Event, LinkState, Sample
@@ -42,6 +42,9 @@ def parse_dtcs(value: object) -> tuple[str, ...] | None:
 
 class MilDetector:
     """``MIL_ON`` / ``MIL_OFF`` from ``mil`` and ``dtcs`` samples."""
+
+    #: the only sample names ``feed`` reads (any other sample only moves time on: :meth:`tick`)
+    SAMPLE_NAMES: ClassVar[frozenset[str]] = frozenset({CLEARED_MARKER, "dtcs", "mil"})
 
     def __init__(self, *, dtc_wait_s: float = 10.0, new_id: IdFactory = uuid4_str) -> None:
         self.dtc_wait_ms = round(dtc_wait_s * 1000)

@@ -4,7 +4,7 @@ with the ignition on, ``PARKED`` when the ignition goes off (sent by the engine 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from gateway.detectors.base import IdFactory, as_float, make_event, uuid4_str
 from gateway.model import Event, LinkState, Sample
@@ -12,6 +12,9 @@ from gateway.model import Event, LinkState, Sample
 
 class MotionDetector:
     """``MOVING`` / ``STOPPED`` on speed transitions, ``PARKED`` on request."""
+
+    #: the only sample name ``feed`` reads; any other sample changes nothing
+    SAMPLE_NAMES: ClassVar[frozenset[str]] = frozenset({"speed"})
 
     def __init__(self, *, new_id: IdFactory = uuid4_str) -> None:
         self._new_id = new_id

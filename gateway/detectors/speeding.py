@@ -10,7 +10,7 @@ the trip ends (:meth:`SpeedingDetector.flush`). Its ``date`` is the moment of th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from gateway.detectors.base import KMH_PER_MPH, IdFactory, as_float, make_event, time_above, uuid4_str
 from gateway.model import Event, LinkState, Sample
@@ -26,6 +26,9 @@ class _Episode:
 
 class SpeedingDetector:
     """``SPEEDING`` / ``notification:speeding`` per threshold crossing."""
+
+    #: the only sample name ``feed`` reads; any other sample changes nothing
+    SAMPLE_NAMES: ClassVar[frozenset[str]] = frozenset({"speed"})
 
     def __init__(
         self,

@@ -12,7 +12,7 @@ pseudo-terminal, unplugged USB, dropped BLE link) is reconnected with the one ji
 recovery path (:meth:`Poller._recover`): a bus error makes the session detect the protocol again, an
 adapter that reset itself is initialised again, garbage or a lost prompt gets a resync. Whatever ends a
 connection — including a bug — closes the session's transport first. :class:`~gateway.model.LinkState` is
-published on every change and at least every 5 s, samples as they are read.
+published on every change and at least every 5 s, the samples of each poll round as one :class:`~gateway.model.Samples`.
 
 Plans: ``driving`` polls the configured PIDs at their rates; ``parked`` reads only the adapter's voltage
 (ATRV, nothing on the car's bus) and sends one request only when the voltage shows the engine started, or
@@ -49,7 +49,7 @@ from gateway.errors import (
     UnsupportedCommand,
 )
 from gateway.link.base import DtcReport, Session
-from gateway.model import LinkState, Sample, now_ms
+from gateway.model import LinkState, Sample, Samples, now_ms
 from gateway.obd import pids as catalogue
 from gateway.obd.custom import VIRTUAL_BASE, CustomPid, profile_for_vin, shipped_profiles
 from gateway.obd.protocols import ENGINE_ECU
@@ -516,10 +516,12 @@ class Poller:
         return [Sample(ts, r.name, r.value, r.unit, r.pid, r.ecu) for r in kept]
 
     async def _emit(self, samples: Sequence[Sample]) -> None:
+        """One round's samples: cached, counted and published as one :class:`Samples` item."""
+        if not samples:
+            return
         self.cache.put_many(samples)
         self.values += len(samples)
-        for s in samples:
-            await self.publish(s)
+        await self.publish(Samples(samples))
 
     # -- requests a caller waits for ----------------------------------------------------------------
     async def _submit(self, label: str, run: Callable[[Session, Request], Awaitable[Any]]) -> Any:

@@ -16,7 +16,7 @@ from firmware_sim import Simulator, ev
 from firmware_sim.ecu import default_ecus
 from gateway.config import AdapterConfig, PollingConfig
 from gateway.daemon import session_factory
-from gateway.model import Sample
+from gateway.model import Sample, Samples
 from gateway.obd.custom import parse_many
 from gateway.poller import Poller
 from gateway.poller.custom import UNSUPPORTED_AFTER
@@ -47,8 +47,9 @@ async def test_unsupported_bounds_and_shared_requests(tmp_path: Path) -> None:
     got: list[Sample] = []
 
     async def publish(item: Any) -> None:
-        if isinstance(item, Sample) and item.name in {p.name for p in PIDS}:
-            got.append(item)
+        for s in item if isinstance(item, Samples) else (item,):  # a poll round, or one item
+            if isinstance(s, Sample) and s.name in {p.name for p in PIDS}:
+                got.append(s)
 
     try:
         cfg = AdapterConfig(port=sim.serve_pty().path, timeout_s=2.0, reconnect_max_s=1.0, fast_baud=0)

@@ -16,7 +16,7 @@ from firmware_sim import Simulator, ev
 from firmware_sim.ecu import default_ecus
 from gateway.config import AdapterConfig, PollingConfig
 from gateway.daemon import session_factory
-from gateway.model import Sample
+from gateway.model import Sample, Samples
 from gateway.obd.custom import shipped_profiles
 from gateway.poller import Poller
 from tests.link.helpers import run_until
@@ -39,9 +39,10 @@ async def test_soc_agrees_over_a_drive(profile: str, kind: str, tmp_path: Path) 
     pairs: list[tuple[float, float]] = []
 
     async def publish(item: Any) -> None:
-        if isinstance(item, Sample) and item.name == "battery_soc":
-            with ecu.battery.lock:  # the battery as the ECU last encoded it
-                pairs.append((item.value, ecu.battery.soc_pct))  # type: ignore[arg-type]
+        for s in item if isinstance(item, Samples) else (item,):  # a poll round, or one item
+            if isinstance(s, Sample) and s.name == "battery_soc":
+                with ecu.battery.lock:  # the battery as the ECU last encoded it
+                    pairs.append((s.value, ecu.battery.soc_pct))  # type: ignore[arg-type]
 
     try:
         if kind == "can":

@@ -21,7 +21,7 @@ from firmware_sim import simulator
 from gateway import poller as poller_mod
 from gateway.config import AdapterConfig, DetectionConfig, PollingConfig, PowerConfig
 from gateway.detection import DetectionEngine
-from gateway.model import Event, LinkState, Sample, TripRecord
+from gateway.model import Event, LinkState, Sample, Samples, TripRecord
 from gateway.replay import read_csv, replay, write_csv
 from tests.detection.helpers import counter_ids
 
@@ -42,9 +42,10 @@ async def drive_live(tmp_path: Path) -> tuple[list[Sample | LinkState], list[Eve
     reading_dtcs: list[asyncio.Task[None]] = []
     poller: Any = None
 
-    def take(item: Sample | LinkState) -> None:
-        items.append(item)
-        out = engine.feed(item)
+    def take(item: Sample | Samples | LinkState) -> None:
+        # as the daemon does: a poll round in one call (the replay below feeds its samples one by one)
+        items.extend(item if isinstance(item, Samples) else (item,))
+        out = engine.feed_many([item])
         outputs.extend(out)
         after(out)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from gateway.config import AdapterConfig, PollingConfig, PowerConfig
 from gateway.daemon import session_factory
-from gateway.model import LinkState, Sample
+from gateway.model import LinkState, Sample, Samples
 from gateway.poller import Poller
 
 
@@ -24,7 +24,9 @@ class Collected:
     links: list[LinkState] = field(default_factory=list)
 
     async def publish(self, item: Any) -> None:
-        if isinstance(item, Sample):
+        if isinstance(item, Samples):  # one poll round
+            self.samples.extend(item)
+        elif isinstance(item, Sample):
             self.samples.append(item)
         elif isinstance(item, LinkState):
             self.links.append(item)

@@ -14,7 +14,7 @@ import pytest
 from gateway.bus import Bus
 from gateway.commands.diag_client import WatchView, render_pids, render_values
 from gateway.daemon import ConsolePrinter, describe_event, describe_trip
-from gateway.model import Event, Sample, TripRecord
+from gateway.model import Event, Sample, Samples, TripRecord
 from gateway.obd import pids as catalogue
 from gateway.replay import replay_file
 
@@ -34,7 +34,7 @@ def test_console_marks_stale_values_and_prints_human_lines() -> None:
     out = io.StringIO()
     printer = ConsolePrinter(Bus().subscribe("t", maxsize=10), out=out, stale_s=5.0)
     printer.take(Sample(1, "engine_rpm", 812.0, "rpm", 0x0C, 0x7E8))
-    printer.take(Sample(1, "speed", 42.0, "km/h", 0x0D, 0x7E8))
+    printer.take(Samples([Sample(1, "speed", 42.0, "km/h", 0x0D, 0x7E8)]))  # the daemon's subscription: rounds
     now = time.monotonic()
     assert printer.values_line(now) == "values: 812 rpm  42 km/h"
     stale = printer.values_line(now + 30)

@@ -11,7 +11,7 @@ import pytest
 from gateway.common.samplebatch import pack_samples, unpack_samples
 from gateway.config import StoreConfig
 from gateway.errors import StoreError
-from gateway.model import Event, Sample, TripRecord
+from gateway.model import Event, Sample, Samples, TripRecord
 from gateway.store import KIND_EVENT, KIND_TIMESERIES, KIND_TRIP, SCHEMA_VERSION, Store
 from gateway.uplink.drust import timeseries_items
 
@@ -303,3 +303,27 @@ async def test_failed_eviction_rolls_back_and_counts_nothing(tmp_path: Path) -> 
         assert st["queue"]["mqtt"] == {"records": len(kept), "samples": sum(r[3] for r in kept)}
     finally:  # a failure must not leave the connection thread running (pytest would hang)
         await store.close()
+
+
+async def test_poll_rounds_fill_batches_as_their_samples_would(tmp_path: Path) -> None:
+    # 25 samples in rounds of 1, 3, 7, 11 and 3 (one round straddles two batches, one spans a whole one)
+    # plus an event between rounds: the same rows, counts and samples as appending them one by one
+    flat = samples(25)
+    rounds, start = [], 0
+    for size in (1, 3, 7, 11, 3):
+        rounds.append(Samples(flat[start : start + size]))
+        start += size
+    ev = Event("ev-1", "HARD_BRAKE", "notification:hard_brake", 1_700_000_000_500, "trip-1", {"speed": 50})
+    got = []
+    for name, items in (("one", [*flat[:11], ev, *flat[11:]]), ("rounds", [*rounds[:3], ev, *rounds[3:]])):
+        store = Store(cfg(tmp_path, path=str(tmp_path / f"{name}.sqlite")), uplinks=["mqtt"])
+        await store.open()
+        await store.append(items[:4])
+        await store.append(items[4:])
+        await store.flush()
+        got.append([(r[2], r[3], r[4] if r[2] != KIND_TIMESERIES else unpack_samples(r[4]))
+                    for r in rows(Path(store.path))])
+        await store.close()
+    assert [(k, n) for k, n, _ in got[1]] == [(KIND_TIMESERIES, 10), (KIND_EVENT, 1), (KIND_TIMESERIES, 10),
+                                              (KIND_TIMESERIES, 5)]
+    assert got[1] == got[0]
