@@ -21,6 +21,7 @@ from gateway.elm327.lines import TIMED_LINES, TIMES_PER_LINE, AnswerTimes
 from gateway.elm327.session import Elm327Session
 from gateway.errors import OversizedAnswer, TransportError, TransportTimeout
 from gateway.transport.serial import SerialTransport
+from gateway.transport.tcp import TcpTransport
 
 ANSWER = [b"00F\r", b"0: 41 0C 1A F8 0D 00\r", b"1: 04 80 10 01 F4 11\r", b"2: 40 05 7B 00 00 00\r", b"\r>"]
 PIDS = [0x0C, 0x0D, 0x05, 0x04, 0x10, 0x11]
@@ -170,3 +171,31 @@ def test_settle_moves_with_late_and_early_answers_and_stays_below_the_answer_tim
     for _ in range(200):
         times.record(b"0100\r", 0.020, late=True)
     assert times.predict(b"0100\r") == 0.0  # never negative
+
+
+async def test_tcp_settled_read_returns_the_same_bytes_in_one_chunk() -> None:
+    done = asyncio.Event()
+
+    async def adapter(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for chunk in ANSWER:
+            writer.write(chunk)
+            await writer.drain()
+            await asyncio.sleep(0.002)
+        await done.wait()
+        writer.close()
+        await writer.wait_closed()
+
+    server = await asyncio.start_server(adapter, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport = TcpTransport("127.0.0.1", port)
+    try:
+        await transport.open()
+        before = transport.chunks_read
+        block = await transport.read_until(b">", 1.0, settle_s=0.05)
+        assert block == b"".join(ANSWER)
+        assert transport.chunks_read - before == 1
+    finally:
+        done.set()
+        await transport.close()
+        server.close()
+        await server.wait_closed()
