@@ -189,12 +189,16 @@ class ConsolePrinter:
         """Print a line of the latest values every interval and each event as it happens."""
         next_line = time.monotonic() + self.interval_s
         while True:
-            timeout = max(0.0, next_line - time.monotonic())
-            try:
-                item = await asyncio.wait_for(self.sub.get(), timeout)
-            except TimeoutError:
-                item = None
-            self.take(item)
+            items = self.sub.get_nowait_all()
+            if not items:
+                # a timer, not a task per item (as the detection loop)
+                try:
+                    async with asyncio.timeout(max(0.0, next_line - time.monotonic())):
+                        items = [await self.sub.get()]
+                except TimeoutError:
+                    items = [None]
+            for item in items:
+                self.take(item)
             if time.monotonic() >= next_line:
                 next_line = time.monotonic() + self.interval_s
                 line = self.values_line(time.monotonic())
@@ -595,10 +599,11 @@ class Daemon:
         sup = self.supervisor = Supervisor()
         sup.install_signal_handlers(reload=self.reload)
 
-        # batches: a poll round is one queue item (its samples travel together)
-        store_sub = self._store_sub = self.bus.subscribe("store", maxsize=20_000, lossless=True, batches=True)
+        # batches: a poll round is one queue item (its samples travel together); the bounds count items,
+        # so with rounds of up to 6 samples they hold about as many samples as before rounds (20,000 and 5,000)
+        store_sub = self._store_sub = self.bus.subscribe("store", maxsize=4_000, lossless=True, batches=True)
         detect_sub = self._detect_sub = self.bus.subscribe(
-            "detection", maxsize=5_000, lossless=True, kinds=(Sample, LinkState, Position), batches=True
+            "detection", maxsize=1_000, lossless=True, kinds=(Sample, LinkState, Position), batches=True
         )
         self.diag = DiagServer(
             DaemonStatus(self),
