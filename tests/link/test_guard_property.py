@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from firmware_sim import Simulator
@@ -95,6 +95,7 @@ fault_plans = st.lists(st.tuples(st.integers(0, 25), st.sampled_from(FAULTS)), m
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(plan=fault_plans)
+@example(plan=[(12, "unknown")])  # a "?" to a request-form probe during the bring-up (found by hypothesis)
 async def test_no_adapter_misbehaviour_makes_the_session_write_a_disallowed_line(plan: list[tuple[int, str]]) -> None:
     sim = Simulator(seed=5, fast=True)
     sim.advance(3.0)
@@ -106,8 +107,9 @@ async def test_no_adapter_misbehaviour_makes_the_session_write_a_disallowed_line
     refused = 0
     try:
         deadline = time.monotonic() + 40
-        # every fault played, then normal polling again (values flow after the misbehaviour)
-        while peer.faults or peer.after_faults < 30:
+        # every fault played, then normal polling again (values flow after the misbehaviour): a fault during
+        # the bring-up (a refused request-form probe) can take more than 30 exchanges before the first value
+        while peer.faults or peer.after_faults < 30 or not got.samples:
             assert not task.done(), f"the poller stopped: {task.exception()}"
             assert time.monotonic() < deadline, f"stuck with faults {peer.faults} left, {peer.after_faults} after"
             if poller.session is not None:
