@@ -19,6 +19,8 @@ Floors, measured in this process in the same run: ``parser_us_per_value`` (the s
 decoding the 6-PID answers the simulator sends), ``store_us_per_value`` (``Store.append`` + group commit
 of the same values in the groups a poll round makes), ``uplink_us_per_value`` (forwarding stored batches
 to the broker: lease, encode, publish, PUBACK, ack); ``cpu_vs_floor`` is ``cpu_us_per_value`` over their sum.
+``exchange_floor_us_per_value``: the least an asyncio program spends per value on the link itself (write a 6-PID
+request, sleep until about when the answer is whole, read to the prompt; no parsing: :func:`exchange_floor`).
 
     .venv/bin/python bench/daemon.py [--duration 30] [--warmup 5] [--json] [--profile FILE [--full-only]]
 
@@ -268,6 +270,60 @@ def parser_floor(rounds: int = 20_000) -> float:
     return (time.perf_counter() - t) / (rounds * n_values) * 1e6
 
 
+async def exchange_floor(duration_s: float = 8.0) -> float:
+    """µs of CPU per value for the least an asyncio program can do per 6-PID exchange with the simulated chip.
+
+    A fresh simulator (genuine, 38400 baud, no ATBRD), a few AT commands, then for ``duration_s``: write the
+    request, sleep until 1 ms before the last answer's time (the daemon's settle, without the prediction), read
+    to the prompt. No parsing, no session, no pipeline: one write and about one wake-up per exchange. Measured
+    with ``time.thread_time`` (this thread only: the subscriber's paho thread is not counted)."""
+    import serial
+
+    sim = Sim()
+    ser = serial.Serial(sim.port, 38400, timeout=0)
+    fd = ser.fileno()
+    os.set_blocking(fd, False)
+    loop = asyncio.get_running_loop()
+
+    async def exchange(line: bytes, settle_s: float = 0.0) -> None:
+        os.write(fd, line)
+        if settle_s > 0:
+            await asyncio.sleep(settle_s)
+        buf = b""
+        while not buf.endswith(b">"):
+            try:
+                buf += os.read(fd, 4096)
+                continue
+            except BlockingIOError:
+                pass
+            ready: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(fd, ready.set_result, None)
+            try:
+                await ready
+            finally:
+                loop.remove_reader(fd)
+
+    try:
+        for line in (b"ATZ\r", b"ATE0\r", b"ATL0\r", b"ATS0\r", b"ATH0\r", b"ATSP6\r", b"ATSH7E0\r", b"0100\r"):
+            await exchange(line)
+        request, last, n = b"010D0C040510111\r", 0.0, 0
+        for _ in range(10):
+            t = time.monotonic()
+            await exchange(request)
+            last = time.monotonic() - t
+        c, end = time.thread_time(), time.monotonic() + duration_s
+        while time.monotonic() < end:
+            t = time.monotonic()
+            await exchange(request, max(0.0, last - 0.001))
+            last = min(last, time.monotonic() - t) if n else time.monotonic() - t
+            n += 1
+        used = time.thread_time() - c
+    finally:
+        ser.close()
+        sim.stop()
+    return used / (n * len(FULL_PIDS)) * 1e6
+
+
 async def store_floor(work: Path, n: int = 120_000) -> float:
     """µs per value: Store.append of 6-value poll rounds, group commits, flush (CPU of this process)."""
     from gateway.config import StoreConfig
@@ -335,6 +391,7 @@ def main() -> int:
                                  duration=5.0 if args.full_only else args.duration)
             full = run_daemon(work, broker, sub, full=True, warmup=args.warmup, duration=args.duration,
                               profile=args.profile)
+            res["exchange_floor_us_per_value"] = asyncio.run(exchange_floor())
             res["parser_us_per_value"] = parser_floor()
             res["store_us_per_value"] = asyncio.run(store_floor(work))
             res["uplink_us_per_value"] = asyncio.run(uplink_floor(work, broker))
@@ -367,6 +424,9 @@ def main() -> int:
           f"{res['time_to_first_value_cold_s']:.2f} s searching")
     print(f"floors per value parser {res['parser_us_per_value']:.2f} µs, store {res['store_us_per_value']:.2f} µs, "
           f"uplink {res['uplink_us_per_value']:.2f} µs; daemon / floor = {res['cpu_vs_floor']:.1f}×")
+    print(f"                 a bare asyncio exchange loop (write, sleep, read to '>'): "
+          f"{res['exchange_floor_us_per_value']:.1f} µs/value; daemon / that = "
+          f"{res['cpu_us_per_value'] / res['exchange_floor_us_per_value']:.1f}×")
     return 0
 
 
