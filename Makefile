@@ -85,6 +85,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/parser.py
 	$(BIN)/python bench/link.py
 	$(BIN)/python bench/store.py
+	$(BIN)/python bench/stages.py
 	$(BIN)/python bench/daemon.py
 
 fuzz: $(STAMP)

@@ -56,9 +56,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 class Sim:
     """``python -m firmware_sim`` (genuine personality, default timing) as a child process."""
 
-    def __init__(self) -> None:
+    def __init__(self, *extra: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "firmware_sim", "--adapter", "genuine"],
+            [sys.executable, "-m", "firmware_sim", "--adapter", "genuine", *extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -273,14 +273,15 @@ def parser_floor(rounds: int = 20_000) -> float:
 async def exchange_floor(duration_s: float = 8.0) -> float:
     """µs of CPU per value for the least an asyncio program can do per 6-PID exchange with the simulated chip.
 
-    A fresh simulator (genuine, 38400 baud, no ATBRD), a few AT commands, then for ``duration_s``: write the
+    A fresh simulator (genuine, started at 115200 baud: the rate the daemon switches to with ATBRD), a few AT
+    commands, then for ``duration_s``: write the
     request, sleep until 1 ms before the last answer's time (the daemon's settle, without the prediction), read
     to the prompt. No parsing, no session, no pipeline: one write and about one wake-up per exchange. Measured
     with ``time.thread_time`` (this thread only: the subscriber's paho thread is not counted)."""
     import serial
 
-    sim = Sim()
-    ser = serial.Serial(sim.port, 38400, timeout=0)
+    sim = Sim("--baud", "115200")
+    ser = serial.Serial(sim.port, 115200, timeout=0)
     fd = ser.fileno()
     os.set_blocking(fd, False)
     loop = asyncio.get_running_loop()
