@@ -49,33 +49,11 @@ import paho.mqtt.client as paho
 
 from tests.fixtures.broker import Broker
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from link import SimProcess  # bench/ is not a package: found through the path set just above
+
 FULL_PIDS = ["0C", "0D", "04", "10", "11", "05"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-class Sim:
-    """``python -m firmware_sim`` (genuine personality, default timing) as a child process."""
-
-    def __init__(self, *extra: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "firmware_sim", "--adapter", "genuine", *extra],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        assert self.proc.stdout is not None
-        self.port = self.proc.stdout.readline().strip()
-        if not self.port:
-            raise SystemExit("the simulator did not start")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def write_config(work: Path, port: str, broker: Broker, *, full: bool) -> Path:
@@ -191,7 +169,7 @@ def run_daemon(
     """One daemon run: start, wait for the first value, measure over the window, SIGTERM.
 
     ``profile``: also record the window with py-spy (collapsed stacks, one line per stack: ``--format raw``)."""
-    sim = Sim()
+    sim = SimProcess("genuine")
     cfg = write_config(work, sim.port, broker, full=full)
     sock = work / "diag.sock"
     started = time.monotonic()
@@ -280,7 +258,7 @@ async def exchange_floor(duration_s: float = 8.0) -> float:
     with ``time.thread_time`` (this thread only: the subscriber's paho thread is not counted)."""
     import serial
 
-    sim = Sim("--baud", "115200")
+    sim = SimProcess("genuine", "--baud", "115200")
     ser = serial.Serial(sim.port, 115200, timeout=0)
     fd = ser.fileno()
     os.set_blocking(fd, False)

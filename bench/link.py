@@ -46,9 +46,9 @@ from gateway.config import AdapterConfig, PollingConfig
 class SimProcess:
     """``python -m firmware_sim --adapter NAME`` (default timing) as a child process; ``port`` is its pty."""
 
-    def __init__(self, adapter: str = "genuine") -> None:
+    def __init__(self, adapter: str = "genuine", *extra: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "firmware_sim", "--adapter", adapter],
+            [sys.executable, "-m", "firmware_sim", "--adapter", adapter, *extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

@@ -143,6 +143,20 @@ def test_default_rate_and_pid_name_from_the_catalogue() -> None:
     assert default_rate(unknown) == DEFAULT_RATE_HZ and pid_name(unknown) == ""
 
 
+def requests_sent(policy: SchedulerPolicy, seconds: float, request_s: float) -> int:
+    """Requests in ``seconds`` on a link taking ``request_s`` each, recorded with the time they were sent."""
+    now, n = 0.0, 0
+    while now < seconds:
+        batch = policy.next_batch(now)
+        if batch is None:
+            now += max(policy.next_due_in(now), 0.0005)
+            continue
+        sent, now = now, now + request_s
+        policy.record(batch, now, batch.pids, sent=sent)
+        n += 1
+    return n
+
+
 def test_a_pids_period_counts_from_the_request_not_the_answer() -> None:
     """6 PIDs at 100 Hz on a link that takes 22 ms per 6-PID request: the link never idles (45 requests/s).
 
@@ -151,26 +165,8 @@ def test_a_pids_period_counts_from_the_request_not_the_answer() -> None:
     for pid in (0x0C, 0x0D, 0x05, 0x04, 0x10, 0x11):
         p.set_pid(pid, 0x7E8, 100.0)
     p.set_max_pids(0x7E8, 6)
-    now, n = 0.0, 0
-    while now < 10.0:
-        batch = p.next_batch(now)
-        if batch is None:
-            now += max(p.next_due_in(now), 0.0005)
-            continue
-        sent, now = now, now + 0.022
-        p.record(batch, now, batch.pids, sent=sent)
-        n += 1
-    assert 450 <= n <= 455
+    assert 450 <= requests_sent(p, 10.0, 0.022) <= 455
     # a 5 Hz PID on the same link: every 200 ms, not every 222 ms
     q = SchedulerPolicy()
     q.set_pid(0x05, 0x7E8, 5.0)
-    now, n = 0.0, 0
-    while now < 10.0:
-        batch = q.next_batch(now)
-        if batch is None:
-            now += max(q.next_due_in(now), 0.0005)
-            continue
-        sent, now = now, now + 0.022
-        q.record(batch, now, batch.pids, sent=sent)
-        n += 1
-    assert 49 <= n <= 51
+    assert 49 <= requests_sent(q, 10.0, 0.022) <= 51
