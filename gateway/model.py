@@ -40,10 +40,12 @@ class Sample:
 
 
 class Samples(tuple[Sample, ...]):
-    """The samples of one poll round, carried on the bus as one item.
+    """The samples of one poll round, or of a burst's rounds in the order they were read, carried on the
+    bus as one item.
 
-    One item per round instead of one per value: each bus hop, queue put and consumer wake-up is paid
-    once per round. Subscribers that did not ask for batches get the samples one by one
+    One item per round (per burst of the link pump, a few hundred ms of rounds) instead of one per value:
+    each bus hop, queue put and consumer wake-up is paid once per item. Subscribers that did not ask for
+    batches get the samples one by one
     (:meth:`gateway.bus.Bus.subscribe`), so a batch is invisible outside the daemon's own consumers.
     """
 

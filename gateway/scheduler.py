@@ -242,6 +242,56 @@ class SchedulerPolicy:
             chosen += extra[: limit - len(chosen)]
         return Batch(ecu, tuple(e.pid for e in chosen))
 
+    def plan(self, now: float, round_trip_s: float, count: int) -> list[Batch]:
+        """The next ``count`` requests back to back (a burst of the link pump, issue 19): what
+        :meth:`next_batch` would return at ``now``, ``now + round_trip_s``, … if every PID asked for
+        answered. Stops at the first time nothing is due (a gap: the link would idle there). Changes
+        nothing; the answers are recorded one by one with :meth:`record` as for any request."""
+        if count > 1 and (steady := self._steady(now, round_trip_s, count)) is not None:
+            return steady
+        saved = [(e, e.last_polled) for e in self.entries.values()]
+        started = self.started
+        out: list[Batch] = []
+        t = now
+        try:
+            for _ in range(count):
+                batch = self.next_batch(t)
+                if batch is None:
+                    break
+                out.append(batch)
+                for pid in batch.pids:
+                    entry = self.entries.get((batch.ecu, pid))
+                    if entry is not None:
+                        entry.last_polled = t
+                t += round_trip_s
+        finally:
+            for entry, last in saved:
+                entry.last_polled = last
+            self.started = started
+        return out
+
+    def _steady(self, now: float, round_trip_s: float, count: int) -> list[Batch] | None:
+        """:meth:`plan` without stepping, where the answer is sure: the link's full rate (what a burst is for).
+
+        The first batch holds every PID there is, all configured (no asked-for PID that may lapse), and
+        each one is due again after one round trip. Then every later step finds all of them polled at the
+        same time and picks the same batch as the second step: one ``next_batch`` call, not ``count``."""
+        first = self.next_batch(now)
+        if first is None or len(first.pids) != len(self.entries):
+            return None
+        entries = list(self.entries.values())
+        if not all(e.always and e.supported and e.rate * round_trip_s >= DUE for e in entries):
+            return None
+        saved = [(e, e.last_polled) for e in entries]
+        try:
+            for e in entries:
+                e.last_polled = now
+            second = self.next_batch(now + round_trip_s)
+        finally:
+            for e, last in saved:
+                e.last_polled = last
+        return None if second is None else [first] + [second] * (count - 1)
+
     def next_due_in(self, now: float) -> float:
         """Seconds until some PID becomes due (0 if one is due now; ∞ if none is active)."""
         best = math.inf

@@ -19,11 +19,14 @@ import logging
 import statistics
 import time
 from collections import OrderedDict, deque
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from gateway.elm327 import commands as cmd
 from gateway.elm327.responses import Answer, Kind, classify, raise_for
-from gateway.errors import OversizedAnswer, TransportTimeout, UnsupportedCommand
+from gateway.errors import GatewayError, OversizedAnswer, TransportError, TransportTimeout, UnsupportedCommand
 from gateway.obd.guard import request_service
+from gateway.transport import pump
 from gateway.transport.base import DEFAULT_MAX_ANSWER_BYTES, ISOTP_MAX_ANSWER_BYTES, Transport
 
 log = logging.getLogger("gateway.elm327")
@@ -42,7 +45,7 @@ TIMES_PER_LINE = 4
 SETTLE_MARGIN_S = 0.001
 #: the share of settles meant to end after the answer is whole (then it waited for us); the rest
 #: end while it arrives and cost a second wake-up. Chosen by measurement (docs/link.md).
-LATE_SHARE = 0.3
+LATE_SHARE = 0.7
 #: how far one exchange moves a line's settle (late: earlier by STEP×(1−share); early: later by STEP×share)
 SETTLE_STEP_S = 0.0005
 
@@ -104,6 +107,15 @@ def answer_cap(line: bytes) -> int:
     if parsed is not None and parsed[0] in LONG_ANSWER_SERVICES:
         return ISOTP_MAX_ANSWER_BYTES
     return DEFAULT_MAX_ANSWER_BYTES
+
+
+class Exchanged(NamedTuple):
+    """One line of a burst: its classified answer, or the error that ended the burst on it."""
+
+    answer: Answer | None
+    error: GatewayError | None
+    written: float
+    done: float
 
 
 class ElmLine:
@@ -174,16 +186,73 @@ class ElmLine:
             self.count("oversized")
             await self.transport.drain_input(0.05, 0.5)
             raise
-        except TransportTimeout:
-            pending = self.transport.peek().upper()
-            self.heard = self.heard or bool(pending)
-            if wait_s < self.timeout_s and (b"SEARCHING" in pending or b"BUS INIT" in pending):
-                try:
-                    return await self.transport.read_until(cmd.PROMPT, self.timeout_s, max_bytes=max_bytes)
-                except TransportTimeout:
-                    pass
-            self.count("timeout")
-            raise
+        except TransportTimeout as exc:
+            return await self._after_timeout(wait_s, max_bytes, exc)
+
+    async def _after_timeout(self, wait_s: float, max_bytes: int, exc: TransportTimeout) -> bytes:
+        """No prompt within ``wait_s``: a search in progress gets the adapter time-out; else re-raise."""
+        pending = self.transport.peek().upper()
+        self.heard = self.heard or bool(pending)
+        if wait_s < self.timeout_s and (b"SEARCHING" in pending or b"BUS INIT" in pending):
+            try:
+                return await self.transport.read_until(cmd.PROMPT, self.timeout_s, max_bytes=max_bytes)
+            except TransportTimeout:
+                pass
+        self.count("timeout")
+        raise exc
+
+    async def burst(self, lines: Sequence[bytes], wait_s: float) -> list[Exchanged] | None:
+        """Request lines through the transport's link pump (see :mod:`gateway.transport.pump`).
+
+        One :class:`Exchanged` per line written, in order: its classified answer, or the exception the
+        ordinary :meth:`exchange` would have raised for it (a time-out, an oversized answer, a closed
+        device; always the last one). None when the transport cannot run a burst now (nothing written).
+        The answer times, the latency and the error counts are kept as :meth:`exchange` keeps them."""
+        async with self.lock:
+            if self.transport.discard_pending():
+                self.count("stale_bytes")
+            settles = [self.answer_times.predict(line) if timed(line) else 0.0 for line in lines]
+            cap = max(answer_cap(line) for line in lines)
+            burst = await self.transport.exchange_burst(lines, settles, wait_s, cap)
+            if burst is None:
+                return None
+            out: list[Exchanged] = []
+            for i, block in enumerate(burst.answers):
+                written, end = burst.written[i], burst.done[i]
+                self.heard = True
+                self.latency.append(end - written)
+                if timed(lines[i]):
+                    self.answer_times.record(lines[i], end - written, late=burst.late[i] if settles[i] > 0 else None)
+                answer = classify(block[:-1], lines[i])
+                if answer.kind is Kind.RESET:
+                    self.count("reset")
+                out.append(Exchanged(answer, None, written, end))
+            if burst.status in (pump.TIMEOUT, pump.OVERSIZED, pump.CLOSED, pump.FAILED):
+                out.append(await self._unanswered(burst, lines[len(burst.answers)], wait_s, cap))
+            return out
+
+    async def _unanswered(self, burst: pump.Burst, line: bytes, wait_s: float, cap: int) -> Exchanged:
+        """The line a burst ended on without its answer, as :meth:`exchange` would have ended it."""
+        written = burst.written[-1] if burst.sent > len(burst.answers) else time.monotonic()
+        error: GatewayError
+        try:
+            if burst.status == pump.OVERSIZED:
+                self.heard = True
+                self.count("oversized")
+                await self.transport.drain_input(0.05, 0.5)
+                raise OversizedAnswer(f"{self.transport.description}: an answer of more than {cap} bytes")
+            if burst.status == pump.TIMEOUT:
+                what = self.transport.description or "transport"
+                timeout = TransportTimeout(f"{what}: no {cmd.PROMPT!r} within {wait_s:.2f} s")
+                block = await self._after_timeout(wait_s, cap, timeout)
+                self.heard = True
+                end = time.monotonic()
+                self.latency.append(end - written)
+                return Exchanged(classify(block[:-1], line), None, written, end)
+            raise TransportError(f"{self.transport.description}: the link failed during a burst")
+        except GatewayError as exc:
+            error = exc
+        return Exchanged(None, error, written, time.monotonic())
 
     async def at(self, line: bytes, wait_s: float | None = None, *, required: bool = False) -> Answer:
         """An AT/ST command; a reset or STOPPED raises, ``?`` raises only when ``required``.

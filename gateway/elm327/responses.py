@@ -118,9 +118,45 @@ def _error(lines: list[str], upper: list[str], sent_s: str, echo: bool) -> Answe
     return None
 
 
+#: the bytes of plain hex data answers (digits, spaces, ``0:`` segment indices, line ends)
+_PLAIN = frozenset(b"0123456789ABCDEFabcdef :\r\n")
+
+
 def classify(block: bytes, sent: bytes = b"") -> Answer:
     """Classify the output for one command ``sent`` (without the prompt)."""
     sent_s = sent.decode("ascii", errors="replace").strip().replace(" ", "").upper()
+    if _PLAIN.issuperset(block) and not sent_s.startswith(("AT", "ST")):
+        return _classify_plain(block, sent_s)
+    return _classify(block, sent_s)
+
+
+def _classify_plain(block: bytes, sent_s: str) -> Answer:
+    """:func:`classify` of a block of plain hex characters, the common case (issue 19: ~5× faster).
+
+    Every message of the chip (STOPPED, NO DATA, ``?``, the bus errors, a banner, the progress lines)
+    holds a letter beyond F, a ``?`` or a ``<``, so such a block holds none: only the echo, data lines
+    and noise are left to tell apart. The result is the same Answer (tests/link/test_responses_plain.py)."""
+    raw = [ln.strip() for ln in block.decode("ascii").replace("\n", "\r").split("\r")]
+    lines = [ln for ln in raw if ln]
+    echo = bool(lines) and _is_echo(lines[0], sent_s)
+    if echo:
+        del lines[0]
+    if not lines:
+        return Answer(Kind.EMPTY, (), echo=echo)
+    data_lines: list[str] = []
+    noise: list[str] = []
+    for ln in lines:
+        up = ln.upper()
+        if _HEX_LINE.match(up):
+            data_lines.append(up)
+        else:
+            noise.append(ln)
+    if not data_lines:
+        return Answer(Kind.TEXT, tuple(lines), noise=tuple(noise), echo=echo)
+    return Answer(Kind.DATA, tuple(lines), data="\r".join(data_lines).encode("ascii"), noise=tuple(noise), echo=echo)
+
+
+def _classify(block: bytes, sent_s: str) -> Answer:
     lines, echo = _meaningful(split_lines(block), sent_s)
     if not lines:
         return Answer(Kind.EMPTY, (), echo=echo)

@@ -32,7 +32,7 @@ from pathlib import Path
 from gateway import obd
 from gateway.elm327 import bringup
 from gateway.elm327 import commands as cmd
-from gateway.elm327.lines import ElmLine
+from gateway.elm327.lines import ElmLine, Exchanged
 from gateway.elm327.memory import ProtocolMemory
 from gateway.elm327.responses import (
     Answer,
@@ -55,7 +55,7 @@ from gateway.errors import (
     TransportTimeout,
     UnsupportedCommand,
 )
-from gateway.link.base import LinkInfo, RequestForm, Session, pick_answer, raw_message
+from gateway.link.base import LinkInfo, Polled, RequestForm, Session, pick_answer, raw_message
 from gateway.link.forms import FormKeeper, probe_order
 from gateway.obd.protocols import PROTOCOL_NAMES, functional_id, is_extended, request_id
 from gateway.obd.types import ObdMessage, Reading
@@ -66,6 +66,7 @@ log = logging.getLogger("gateway.elm327")
 INIT_ATTEMPTS = 4
 # the ST time-out (204.8 ms) bounds an answer's wait; a search in progress extends it (see ElmLine.read_prompt)
 REQUEST_TIMEOUT_S = 0.6
+MODE01_LINES_KEPT = 64  # request lines remembered for bursts (the PID sets of one plan)
 BRT_WINDOW = 0x28  # ATBRT 28: 200 ms to confirm a new baud rate (default 75 ms)
 
 
@@ -109,6 +110,7 @@ class Elm327Session(Session):
         # (truncated output) must not stall polling for the whole adapter time-out.
         self.request_timeout_s = min(timeout_s, REQUEST_TIMEOUT_S)
         self._search_from = ""
+        self._lines: dict[tuple[tuple[int, ...], bool], bytes] = {}  # mode 01 request lines built (bounded)
 
     # -- the link ---------------------------------------------------------------------------------
     @property
@@ -595,8 +597,9 @@ class Elm327Session(Session):
         names = [(r.pid, r.name) for r in readings if r.service == 0x01]
         if len(names) != len(set(names)):
             raise ParseError("a PID appears twice in one answer")
-        # with headers off the parser cannot know the ECU; we addressed it, so we do
-        return [r if r.ecu else r._replace(ecu=ecu) for r in readings]
+        # with headers off the parser cannot know the ECU; we addressed it, so we do (a new tuple: 5× faster
+        # than namedtuple's _replace, measured)
+        return [r if r.ecu else Reading(ecu, *r[1:]) for r in readings]
 
     async def _read_group(self, ecu: int, pids: Sequence[int], form: RequestForm) -> list[Reading]:
         """One mode 01 request of ``pids`` to ``ecu`` in ``form``."""
@@ -631,6 +634,62 @@ class Elm327Session(Session):
         if not out:
             raise NoDataError("NO DATA")
         return out
+
+    async def read_pids_burst(self, ecu: int, requests: Sequence[Sequence[int]]) -> list[Polled] | None:
+        """Mode 01 requests to ``ecu`` through the link pump, each handled as :meth:`read_pids` handles a
+        one-group read (see :meth:`Session.read_pids_burst`). Only once the ECU is addressed and for
+        requests that fit its request form; otherwise None (nothing written)."""
+        form = self.forms.current(ecu)
+        if not requests or any(not 0 < len(p) <= form.pids for p in requests):
+            return None
+        if self.info.is_can and self._header != request_id(ecu, is_extended(self.info.protocol)):
+            return None  # the ordinary path addresses the ECU first
+        lines = [self._mode01_line(tuple(p), form.count) for p in requests]
+        exchanged = await self.line.burst(lines, self.request_timeout_s)
+        if exchanged is None:
+            return None
+        out: list[Polled] = []
+        for pids, ex in zip(requests, exchanged, strict=False):
+            readings, error = self._burst_outcome(ecu, pids, form, ex)
+            out.append(Polled(tuple(pids), readings, error, ex.written, ex.done))
+        return out
+
+    def _mode01_line(self, pids: tuple[int, ...], count: bool) -> bytes:
+        """The request line of ``pids`` (kept: a burst at the link's full rate repeats a few lines)."""
+        key = (pids, count)
+        line = self._lines.get(key)
+        if line is None:
+            if len(self._lines) >= MODE01_LINES_KEPT:
+                self._lines.clear()
+            line = self._lines[key] = cmd.mode01(pids, count=1 if count else None)
+        return line
+
+    def _burst_outcome(
+        self, ecu: int, pids: Sequence[int], form: RequestForm, ex: Exchanged
+    ) -> tuple[list[Reading], GatewayError | None]:
+        """What :meth:`read_pids` returns or raises for a one-group read whose exchange gave ``ex``."""
+        try:
+            if ex.error is not None:
+                raise ex.error
+            assert ex.answer is not None
+            self.requests += 1
+            readings = self._decode_pids(ex.answer, pids, ecu, form.count)
+        except NoDataError:
+            return [], NoDataError("NO DATA")
+        except AdapterReset as exc:
+            return [], exc
+        except (AdapterError, ParseError) as exc:
+            if not isinstance(exc, ProtocolNotFound):
+                self._form_failed(ecu, form, exc)
+            return [], exc
+        except GatewayError as exc:
+            return [], exc  # the link itself (a time-out, a closed device): read_pids raises these as they are
+        self._form_answered(ecu)
+        return readings, None
+
+    def interrupt(self) -> None:
+        """Halt a burst in progress before its next request."""
+        self.transport.halt_burst()
 
     def _form_failed(self, ecu: int, form: RequestForm, exc: GatewayError) -> None:
         if form == RequestForm(1, False):

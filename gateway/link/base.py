@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypedDict
 
-from gateway.errors import NegativeResponse, NoDataError, UnsupportedCommand
+from gateway.errors import GatewayError, NegativeResponse, NoDataError, UnsupportedCommand
 from gateway.obd.protocols import CAN_PROTOCOLS, protocol_name
 from gateway.obd.types import ObdMessage, Reading
 
@@ -142,6 +142,19 @@ class LinkInfo:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Polled:
+    """One request of a burst (:meth:`Session.read_pids_burst`): what :meth:`Session.read_pids` would
+    have returned for it (``readings``) or raised (``error``), and when it was written and answered
+    (``time.monotonic()``)."""
+
+    pids: tuple[int, ...]
+    readings: list[Reading]
+    error: GatewayError | None
+    sent: float
+    done: float
+
+
 class Link(Protocol):
     """What a session needs of its transport to open and close it (byte streams and CAN buses alike)."""
 
@@ -240,6 +253,19 @@ class Session(abc.ABC):
     async def read_pids(self, ecu: int, pids: Sequence[int]) -> list[Reading]:
         """Mode 01 ``pids`` from ``ecu`` in the request form kept for it; readings of the PIDs that
         answered. ``NoDataError`` when none did."""
+
+    async def read_pids_burst(self, ecu: int, requests: Sequence[Sequence[int]]) -> list[Polled] | None:
+        """Several :meth:`read_pids` requests back to back, each of at most :meth:`LinkInfo.max_pids` PIDs,
+        the event loop not woken between them where the link can (the ELM327 link pump, issue 19).
+
+        One :class:`Polled` per request that was written, in order (fewer than asked when the burst ended
+        early: an error answer, a time-out, :meth:`interrupt`); None when no burst can run now (nothing
+        was written: the caller reads one request with :meth:`read_pids`). The default: never."""
+        return None
+
+    def interrupt(self) -> None:
+        """Ask a burst in progress to stop before its next request (a caller's request is waiting)."""
+        return
 
     @abc.abstractmethod
     async def query(self, service: int, data: Sequence[int] = (), ecu: int | None = None) -> list[Reading]:

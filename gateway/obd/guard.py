@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
 
 from gateway.errors import DisallowedRequest
@@ -133,6 +133,33 @@ class ElmWriteGuard:
         clear = self._request(body)
         self.requests += 1
         self._written(clear=clear)
+
+    def check_burst(self, lines: Sequence[bytes]) -> None:
+        """Check a link-pump burst before any of it is written (see :mod:`gateway.transport.pump`).
+
+        Only OBD read-service request lines (no AT/ST line, never service 04, no bare CR), each passing
+        :meth:`check` as if written at a prompt, and the first one at a prompt the guard saw: the pump
+        writes each following line only after the previous answer's prompt. Nothing is noted as written
+        here; :meth:`burst_written` does that after the burst."""
+        if self._prompt_seen is not True:
+            self._refuse("a burst must start at the adapter's prompt")
+        for data in lines:
+            if not data.endswith(b"\r") or b"\r" in data[:-1] or b"\n" in data or len(data) > MAX_LINE_CHARS + 1:
+                self._refuse(f"one request line ending in CR per burst line, got {data[:MAX_LINE_CHARS]!r}")
+            body = _normalise(data[:-1])
+            parsed = request_service(body)
+            if parsed is None or body.startswith(("AT", "ST")):
+                self._refuse(f"{body!r}: a burst carries OBD requests only")
+            service, size = parsed
+            if service not in READ_SERVICES or size > MAX_REQUEST_BYTES:
+                self._refuse(f"{body!r}: a burst carries read-service requests of at most {MAX_REQUEST_BYTES} bytes")
+
+    def burst_written(self, sent: int, answered: int) -> None:
+        """A burst wrote ``sent`` lines and read ``answered`` prompts (each after its own line)."""
+        self.requests += sent
+        if sent:
+            self._prompt_seen = answered >= sent
+            self._last_was_clear = False
 
     def _bare_cr(self) -> None:
         # ATBRD's handshake answer; on a chip at its prompt a bare CR repeats the last command

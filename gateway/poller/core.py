@@ -12,7 +12,8 @@ pseudo-terminal, unplugged USB, dropped BLE link) is reconnected with the one ji
 recovery path (:meth:`Poller._recover`): a bus error makes the session detect the protocol again, an
 adapter that reset itself is initialised again, garbage or a lost prompt gets a resync. Whatever ends a
 connection — including a bug — closes the session's transport first. :class:`~gateway.model.LinkState` is
-published on every change and at least every 5 s, the samples of each poll round as one :class:`~gateway.model.Samples`.
+published on every change and at least every 5 s, the samples of each poll round (or of each burst's rounds, in
+order) as one :class:`~gateway.model.Samples`.
 
 Plans: ``driving`` polls the configured PIDs at their rates; ``parked`` reads only the adapter's voltage
 (ATRV, nothing on the car's bus) and sends one request only when the voltage shows the engine started, or
@@ -63,6 +64,10 @@ log = logging.getLogger("gateway.poller")
 
 LINK_STATE_EVERY_S = 5.0
 TUNE_EVERY = 256  # batches between adaptive-timing updates
+# A burst of the link pump (issue 19) plans this long ahead: the event loop wakes ~5 times a second at
+# the link's full rate instead of once per request; a caller's request halts a burst at the next prompt.
+BURST_S = 0.5
+MAX_BURST = 32
 BATTERY_EVERY_S = 5.0  # ATRV while driving
 SILENT_AFTER_S = 2.0  # no answer from any ECU for this long: the ECU is not responding
 SILENT_RETRY_S = 1.0
@@ -156,8 +161,11 @@ class Poller:
 
     def _now(self) -> float:
         """The poller's clock (monotonic seconds; scaled by ``time_scale`` under a fast simulator)."""
-        now = time.monotonic()
-        return self._t0 + (now - self._t0) * self.time_scale if self.time_scale != 1.0 else now
+        return self._clock(time.monotonic())
+
+    def _clock(self, monotonic: float) -> float:
+        """A ``time.monotonic()`` reading on the poller's clock."""
+        return self._t0 + (monotonic - self._t0) * self.time_scale if self.time_scale != 1.0 else monotonic
 
     # -- public API -------------------------------------------------------------------------------
     def set_plan(self, plan: Literal["driving", "parked"]) -> None:
@@ -398,7 +406,8 @@ class Poller:
                 await self._publish_link()
                 await self._sleep_or_wake(min(self.policy.next_due_in(now), 0.5))
                 continue
-            await self._poll_batch(batch)
+            if not await self._poll_burst(batch, now):
+                await self._poll_batch(batch)
 
     async def _sleep_or_wake(self, seconds: float) -> None:
         """Wait ``seconds`` of the poller's clock, or less when something wakes the loop."""
@@ -468,6 +477,74 @@ class Poller:
         if self._batches % TUNE_EVERY == 0:
             await self._tune()
 
+    async def _poll_burst(self, first: Batch, now: float) -> bool:
+        """``first`` and the requests planned back to back after it, as one burst of the link pump; False
+        when no burst ran (nothing sent: the caller sends ``first`` the ordinary way). Each answer is
+        handled as :meth:`_poll_mode01` handles its own, in order; the loop is woken once per burst."""
+        session = self._session()
+        plan = self._plan_burst(session, first, now)
+        if len(plan) < 2:
+            return False
+        polled = await session.read_pids_burst(first.ecu, [b.pids for b in plan])
+        if polled is None:
+            return False
+        self.policy.set_max_pids(first.ecu, session.info.max_pids(first.ecu))
+        mono, wall = time.monotonic(), now_ms()
+        rounds: list[list[Sample]] = []
+        failure: AdapterError | ParseError | TransportTimeout | None = None
+        silent = False
+        for batch, got in zip(plan, polled, strict=False):
+            done = self._clock(got.done)
+            error = got.error
+            if error is None:
+                samples = self._samples(got.readings, wall - int((mono - got.done) * 1000))
+                answered = {s.pid for s in samples if s.pid is not None}
+                self.policy.record(batch, done, answered, sent=self._clock(got.sent))
+                self._last_answer = done
+                rounds.append(samples)
+            elif isinstance(error, NoDataError):
+                silent = done - self._last_answer > SILENT_AFTER_S
+                if silent:
+                    self.policy.record_failure(batch, done)
+                else:
+                    self.policy.record(batch, done, ())
+            elif isinstance(error, (AdapterError, ParseError, TransportTimeout)):
+                self.policy.record_failure(batch, done)
+                failure = error
+            else:
+                raise error  # the link itself failed: the connection loop decides (as from _poll_mode01)
+        await self._emit_rounds(rounds)
+        if failure is not None:
+            await self._recover(failure)
+        elif silent:
+            await self._set_ecu_responding(False)
+            await self._sleep_or_wake(SILENT_RETRY_S)
+        return True
+
+    def _plan_burst(self, session: Session, first: Batch, now: float) -> list[Batch]:
+        """The requests after ``first`` that go back to back to the same ECU in its request form."""
+        round_trip = session.latency_ms / 1000
+        if round_trip <= 0:
+            return []  # nothing measured yet: the first requests go one by one
+        limit = session.info.max_pids(first.ecu)
+        plan: list[Batch] = []
+        for batch in self.policy.plan(now, round_trip * self.time_scale, min(MAX_BURST, int(BURST_S / round_trip))):
+            if batch.ecu != first.ecu or len(batch.pids) > limit or any(p >= VIRTUAL_BASE for p in batch.pids):
+                break
+            plan.append(batch)
+        return plan if plan and plan[0] == first else []
+
+    async def _emit_rounds(self, rounds: Sequence[Sequence[Sample]]) -> None:
+        """A burst's answered rounds, in order, published as one :class:`Samples` (one bus item per burst)."""
+        if not rounds:
+            return
+        await self._set_ecu_responding(True)
+        await self._emit([s for samples in rounds for s in samples])
+        tune = (self._batches + len(rounds)) // TUNE_EVERY > self._batches // TUNE_EVERY
+        self._batches += len(rounds)
+        if tune:
+            await self._tune()
+
     async def _recover(self, exc: AdapterError | ParseError | TransportTimeout) -> None:
         """The one recovery path for a failed request (NO DATA is not a failure and never comes here)."""
         if isinstance(exc, AdapterReset):
@@ -532,6 +609,7 @@ class Poller:
             raise NoDataError("the car's ECU is not answering (is the ignition on?)")
         fut = self.requests.submit(label, run)
         self._wake.set()
+        self.session.interrupt()  # a burst in progress stops at the next prompt
         return await fut  # a caller that gives up cancels fut: the request is then dropped unsent
 
     async def _serve_requests(self) -> bool:

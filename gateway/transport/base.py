@@ -20,6 +20,15 @@ skip ends at the separator, when the line goes quiet for :data:`QUIET_S` (in
 :meth:`Transport.discard_pending` drops the separator. Memory held is the cap plus one received chunk
 (at most 16 KiB), whatever streams.
 
+Bursts
+------
+:meth:`Transport.exchange_burst` hands a burst of OBD request lines to the link pump
+(:mod:`gateway.transport.pump`) in the transport's worker thread, where transports with a file descriptor
+offer one (serial); the event loop is not woken until the burst is over. Every line of a burst passes the
+write guard (:meth:`~gateway.obd.guard.ElmWriteGuard.check_burst`) before the first one is written, and
+the pump writes each line only at the ``>`` prompt. While a burst runs, nothing else reads or writes the
+transport: :meth:`Transport.write`, :meth:`Transport.read_until` and :meth:`Transport.close` wait for it.
+
 Settling
 --------
 Each chunk that arrives while :meth:`Transport.read_until` waits is one wake-up of the process, and
@@ -52,11 +61,16 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
+import functools
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 
 from gateway.errors import OversizedAnswer, TransportError, TransportTimeout
 from gateway.obd.guard import ElmWriteGuard
+from gateway.transport import pump
 
 #: Bytes kept per answer unless the caller asks for more: mode 01 and AT answers (module docstring).
 DEFAULT_MAX_ANSWER_BYTES = 4 * 1024
@@ -89,6 +103,14 @@ class Transport(abc.ABC):
         #: whether the last read_until's answer was whole when its first settle ended (then its
         #: duration only bounds the answer time from above; see gateway.elm327.lines.AnswerTimes)
         self.settle_was_late = False
+        #: the burst in the worker thread, while one runs; its halt flag (see gateway.transport.pump)
+        self._burst: asyncio.Future[pump.Burst] | None = None
+        self._halt = bytearray(1)
+        self._pump_thread: ThreadPoolExecutor | None = None
+        self._burst_cap = 0
+        #: bursts run, and the pump build they ran with (``status`` and the benchmarks show them)
+        self.bursts = 0
+        self.pump_build = pump.PUMP_BUILD
 
     # -- primitives a transport implements -------------------------------------------------------
     @abc.abstractmethod
@@ -118,6 +140,14 @@ class Transport(abc.ABC):
         Raises like :meth:`_read_chunk` when the stream ended and nothing is left."""
         return b""
 
+    def _burst_fd(self) -> int | None:
+        """The descriptor the link pump may read and write now, or None (no bursts on this transport)."""
+        return None
+
+    def _burst_failed(self, why: str) -> None:
+        """The pump saw the stream end or fail: fail the transport as a read would have."""
+        return
+
     # -- public API -------------------------------------------------------------------------------
     @property
     def is_open(self) -> bool:
@@ -135,14 +165,20 @@ class Transport(abc.ABC):
         self._is_open = True
 
     async def close(self) -> None:
-        """Disconnect (idempotent)."""
+        """Disconnect (idempotent). A burst in progress is halted and waited for first."""
         if not self._is_open:
             return
+        self._halt[0] = 1
+        await self._burst_over()
         self._is_open = False
         await self._close()
+        if self._pump_thread is not None:
+            self._pump_thread.shutdown(wait=False)
+            self._pump_thread = None
 
     async def write(self, data: bytes) -> None:
         """Send ``data`` to the adapter, if the write guard lets it (DisallowedRequest otherwise)."""
+        await self._burst_over()
         if not self._is_open:
             raise TransportError(f"{self.description or 'transport'}: not open")
         self.guard.check(data)  # the lowest write point of every byte transport: nothing gets past it
@@ -185,6 +221,7 @@ class Transport(abc.ABC):
         limit = self.max_answer_bytes if max_bytes is None else max_bytes
         if limit < len(separator):
             raise ValueError(f"max_bytes={limit} is shorter than the separator")
+        await self._burst_over()
         deadline = time.monotonic() + wait_s
         if self._skip_until is not None:
             await self._skip_oversized(deadline, wait_s)
@@ -228,6 +265,69 @@ class Transport(abc.ABC):
 
     def _what(self) -> str:
         return self.description or "transport"
+
+    # -- bursts (see the module docstring) ----------------------------------------------------------
+    def halt_burst(self) -> None:
+        """Ask a running burst to stop before its next request (it finishes the one in progress)."""
+        self._halt[0] = 1
+
+    async def exchange_burst(
+        self, lines: Sequence[bytes], settles: Sequence[float], wait_s: float, max_bytes: int
+    ) -> pump.Burst | None:
+        """Run ``lines`` through the link pump; None when this transport cannot now (nothing was written).
+
+        The write guard checks every line first (DisallowedRequest before any byte leaves). After the
+        burst the bytes it left unread (the rest of an answer that timed out, stray bytes after a prompt)
+        are buffered as :meth:`read_until` would have left them, and an oversized answer is being skipped
+        as it would be there. A cancelled caller does not stop the burst: the transport finishes it (and
+        its bookkeeping) before any other read, write or close."""
+        fd = self._burst_fd()
+        if fd is None or not self._is_open or not lines or self._buffer or self._skip_until is not None:
+            return None
+        if self.queued_bytes:
+            return None  # bytes nobody asked for are waiting: the ordinary path counts and drops them
+        self.guard.check_burst(lines)
+        self._pause_input()
+        self._halt[0] = 0
+        self._burst_cap = max_bytes
+        if self._pump_thread is None:
+            self._pump_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="link-pump")
+        loop = asyncio.get_running_loop()
+        job = functools.partial(
+            pump.run, pump.pump, fd, lines, settles=settles, wait_s=wait_s, max_bytes=max_bytes, halt=self._halt
+        )
+        future = loop.run_in_executor(self._pump_thread, job)
+        self._burst = future
+        future.add_done_callback(self._burst_finished)  # runs first, cancelled caller or not
+        return await asyncio.shield(future)
+
+    def _burst_finished(self, future: asyncio.Future[pump.Burst]) -> None:
+        self._burst = None
+        self.bursts += 1
+        if future.cancelled() or future.exception() is not None:
+            self.guard.burst_written(1, 0)  # unknown: as if a line went out unanswered (AT lines only now)
+            self._resume_input()
+            return
+        burst = future.result()
+        self.chunks_read += burst.reads
+        self.guard.burst_written(burst.sent, len(burst.answers))
+        if burst.partial:
+            self.guard.saw_input(burst.partial)
+            self._buffer += burst.partial
+        if burst.status == pump.OVERSIZED:
+            self._refused(self._burst_cap)
+            self._skip_until = b">"  # the rest of that answer is skipped by later reads
+        if burst.status in (pump.CLOSED, pump.FAILED):
+            why = "device closed" if burst.status == pump.CLOSED else f"read failed: errno {burst.err}"
+            self._burst_failed(f"{self._what()}: {why}")
+        self._resume_input()
+
+    async def _burst_over(self) -> None:
+        """Wait for a burst still running in the worker thread (a cancelled caller left it)."""
+        burst = self._burst
+        if burst is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(burst)
 
     def _refused(self, n: int) -> None:
         self.oversized += 1

@@ -11,7 +11,8 @@ capped by :meth:`~gateway.transport.base.Transport.read_until`.
 
 A settle (see :mod:`gateway.transport.base`) removes the descriptor from the event loop; the kernel
 holds what arrives meanwhile, and the end of the settle reads it all at once (until the queue's
-backpressure limit), then watches the descriptor again unless backpressure keeps it paused.
+backpressure limit), then watches the descriptor again unless backpressure keeps it paused. A burst of
+the link pump (see :mod:`gateway.transport.base`) does the same around the whole burst, in the worker thread.
 """
 
 from __future__ import annotations
@@ -103,10 +104,25 @@ class SerialTransport(Transport):
 
     def _readable(self) -> bool:
         ser = self._ser
-        return ser is not None and bool(select.select([ser.fileno()], [], [], 0)[0])
+        if ser is None:
+            return False
+        # poll, not select: select fails for descriptors at or above FD_SETSIZE (1024)
+        poller = select.poll()
+        poller.register(ser.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
 
     def _read_ready(self) -> bytes:
         return self._rx.get_nowait()
+
+    def _burst_fd(self) -> int | None:
+        ser = self._ser
+        if ser is None or self._rx.failed is not None or self._rx.paused:
+            return None
+        return int(ser.fileno())
+
+    def _burst_failed(self, why: str) -> None:
+        self._stop_reading()
+        self._rx.fail(TransportError(why))
 
     def _stop_reading(self) -> None:
         if self._ser is not None and self._loop is not None:

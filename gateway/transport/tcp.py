@@ -5,7 +5,9 @@ Bytes kept: asyncio's StreamReader pauses reading the socket once it holds more 
 backpressure, nothing dropped, rather than a queue that grows while nobody reads. Each read takes at
 most :data:`READ_CHUNK_BYTES`, and answers are capped by
 :meth:`~gateway.transport.base.Transport.read_until`. A settle (see :mod:`gateway.transport.base`)
-pauses reading the socket unless the StreamReader already paused it.
+pauses reading the socket unless the StreamReader already paused it. A burst of the link pump (see
+:mod:`gateway.transport.base`) pauses it the same way and reads and writes the socket from the worker
+thread, only when asyncio holds no unread and no unsent bytes of it.
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ class TcpTransport(Transport):
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._settle_paused = False  # a settle paused the socket (the StreamReader may pause it too)
+        self._failed: TransportError | None = None  # a burst saw the connection end
         self.description = f"tcp:{host}:{port}"
 
     async def _open(self) -> None:
+        self._failed = None
         try:
             async with asyncio.timeout(self.connect_timeout_s):
                 self._reader, self._writer = await asyncio.open_connection(
@@ -55,6 +59,8 @@ class TcpTransport(Transport):
                 pass  # the peer is already gone
 
     async def _write(self, data: bytes) -> None:
+        if self._failed is not None:
+            raise self._failed
         if self._writer is None:
             raise TransportError(f"{self.description}: not open")
         try:
@@ -83,7 +89,24 @@ class TcpTransport(Transport):
             transport.resume_reading()
         self._settle_paused = False
 
+    def _burst_fd(self) -> int | None:
+        transport = self._socket_transport()
+        reader, writer = self._reader, self._writer
+        if transport is None or reader is None or writer is None or self._failed is not None:
+            return None
+        # StreamReader has no public count of what it holds; a burst must not overtake those bytes
+        unread = len(getattr(reader, "_buffer", b"x"))
+        if not transport.is_reading() or writer.transport.get_write_buffer_size() or unread or reader.at_eof():
+            return None
+        sock = transport.get_extra_info("socket")
+        return int(sock.fileno()) if sock is not None else None
+
+    def _burst_failed(self, why: str) -> None:
+        self._failed = TransportError(why)
+
     async def _read_chunk(self) -> bytes:
+        if self._failed is not None:
+            raise self._failed
         if self._reader is None:
             raise TransportError(f"{self.description}: not open")
         try:

@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from firmware_sim import Simulator
+from firmware_sim.timing import TimingModel
 from gateway.config import AdapterConfig, PollingConfig, PowerConfig
 from gateway.daemon import session_factory
+from gateway.elm327.session import Elm327Session
 from gateway.model import LinkState, Sample, Samples
 from gateway.poller import Poller
+from gateway.transport.serial import SerialTransport
 
 
 @dataclass
@@ -69,3 +73,24 @@ async def run_until(poller: Poller, cond: Callable[[], bool], timeout: float) ->
         with contextlib.suppress(asyncio.CancelledError):
             await task
     return ok
+
+
+@contextlib.asynccontextmanager
+async def sim_session(
+    seed: int = 1, *, jitter: float = 0.002, protocol: str = "6"
+) -> AsyncIterator[tuple[Simulator, SerialTransport, Elm327Session]]:
+    """The simulator served on a pty (real time), a SerialTransport on it and an initialised session."""
+    sim = Simulator(seed=seed, fast=False, timing=TimingModel(jitter=jitter))
+    sim.advance(3)
+    try:
+        server = sim.serve_pty()
+        transport = SerialTransport(server.path, 38400)
+        await transport.open()
+        try:
+            session = Elm327Session(transport, protocol=protocol, timeout_s=2.0)
+            await session.initialize()
+            yield sim, transport, session
+        finally:
+            await transport.close()
+    finally:
+        sim.stop()

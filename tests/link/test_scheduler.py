@@ -1,6 +1,7 @@
 """The scheduler policy with plain numbers for time."""
 
 import math
+from collections.abc import Callable
 
 from gateway.scheduler import Batch, SchedulerPolicy
 
@@ -170,3 +171,80 @@ def test_a_pids_period_counts_from_the_request_not_the_answer() -> None:
     q = SchedulerPolicy()
     q.set_pid(0x05, 0x7E8, 5.0)
     assert 49 <= requests_sent(q, 10.0, 0.022) <= 51
+
+
+def test_a_burst_plan_is_what_requests_one_by_one_would_send_and_changes_nothing() -> None:
+    def policy() -> SchedulerPolicy:
+        p = SchedulerPolicy()
+        rates = ((0x0C, 100.0), (0x0D, 100.0), (0x04, 20.0), (0x05, 1.0), (0x10, 50.0), (0x11, 10.0), (0x2F, 0.5))
+        for pid, hz in rates:
+            p.set_pid(pid, 0x7E8, hz)
+        p.set_max_pids(0x7E8, 3)
+        return p
+
+    planned, stepped = policy(), policy()
+    drive(planned, 1.0, 0.022)
+    drive(stepped, 1.0, 0.022)
+    before = {k: (e.last_polled, e.values) for k, e in planned.entries.items()}
+    plan = planned.plan(1.0, 0.022, 9)
+    assert {k: (e.last_polled, e.values) for k, e in planned.entries.items()} == before  # nothing changed
+    expected, now = [], 1.0
+    for _ in range(9):
+        batch = stepped.next_batch(now)
+        assert batch is not None
+        expected.append(batch)
+        stepped.record(batch, now + 0.022, batch.pids, sent=now)
+        now += 0.022
+    assert plan == expected
+    assert len({b.pids for b in plan}) > 1  # the mix of rates makes the batches differ
+
+
+def test_a_burst_plan_stops_where_the_link_would_idle() -> None:
+    p = SchedulerPolicy()
+    p.set_pid(0x0C, 0x7E8, 10.0)
+    p.set_max_pids(0x7E8, 6)
+    assert p.plan(0.0, 0.022, 9) == [Batch(0x7E8, (0x0C,))]  # due again only 100 ms later
+    assert p.plan(0.0, 0.022, 0) == []
+
+
+def _stepwise(p: SchedulerPolicy, now: float, round_trip_s: float, count: int) -> list[Batch]:
+    out = []
+    for _ in range(count):
+        batch = p.next_batch(now)
+        assert batch is not None
+        out.append(batch)
+        p.record(batch, now + round_trip_s, batch.pids, sent=now)
+        now += round_trip_s
+    return out
+
+
+def test_the_full_rate_plan_takes_the_short_cut_and_is_still_what_stepping_gives() -> None:
+    def policy(asked: bool = False) -> SchedulerPolicy:
+        p = SchedulerPolicy()
+        for i, pid in enumerate((0x0C, 0x0D, 0x04, 0x10, 0x11, 0x05)):
+            p.set_pid(pid, 0x7E8, 100.0 - i, priority=i % 3)  # different weights: the order inside a batch moves
+        if asked:
+            p.set_pid(0x2F, 0x7E8, 100.0, always=False)
+            p.note_interest(0x2F, 0.0)
+        p.set_max_pids(0x7E8, 6 if not asked else 7)
+        return p
+
+    for asked in (False, True):
+        planned, stepped = policy(asked), policy(asked)
+        drive(planned, 0.5, 0.022)
+        drive(stepped, 0.5, 0.022)
+        calls = 0
+
+        def counting(now: float, next_batch: Callable[[float], Batch | None] = planned.next_batch) -> Batch | None:
+            nonlocal calls
+            calls += 1
+            return next_batch(now)
+
+        planned.next_batch = counting  # type: ignore[method-assign]
+        plan = planned.plan(1.0, 0.022, 20)
+        if asked:
+            # an asked-for PID may lapse: no short cut (the on-demand share is not stepped, so no equality)
+            assert calls > 2 and len(plan) == 20
+        else:
+            assert calls == 2  # the short cut: two calls, not twenty
+            assert plan == _stepwise(stepped, 1.0, 0.022, 20)

@@ -15,13 +15,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from firmware_sim import Simulator
-from firmware_sim.timing import TimingModel
 from gateway.elm327.lines import TIMED_LINES, TIMES_PER_LINE, AnswerTimes
-from gateway.elm327.session import Elm327Session
 from gateway.errors import OversizedAnswer, TransportError, TransportTimeout
 from gateway.transport.serial import SerialTransport
 from gateway.transport.tcp import TcpTransport
+from tests.link.helpers import sim_session
 
 ANSWER = [b"00F\r", b"0: 41 0C 1A F8 0D 00\r", b"1: 04 80 10 01 F4 11\r", b"2: 40 05 7B 00 00 00\r", b"\r>"]
 PIDS = [0x0C, 0x0D, 0x05, 0x04, 0x10, 0x11]
@@ -120,33 +118,21 @@ async def test_guard_sees_the_prompt_read_in_a_settle(pty_serial: tuple[int, Ser
 
 
 async def test_exchanges_after_warm_up_read_the_answer_in_fewer_chunks() -> None:
-    sim = Simulator(seed=1, fast=False, timing=TimingModel(jitter=0.002))
-    sim.advance(3)
-    try:
-        server = sim.serve_pty()
-        transport = SerialTransport(server.path, 38400)
-        await transport.open()
-        try:
-            session = Elm327Session(transport, protocol="6", timeout_s=2.0)
-            await session.initialize()
-            for _ in range(40):  # the settle converges
-                await session.read_pids(0x7E8, PIDS)
-            chunks: list[int] = []
-            values = []
-            for _ in range(20):
-                before = transport.chunks_read
-                values.append(await session.read_pids(0x7E8, PIDS))
-                chunks.append(transport.chunks_read - before)
-        finally:
-            await transport.close()
-        assert all(len(v) == len(PIDS) for v in values)  # same answers as ever
-        # unsettled: ~5 per exchange (4.5 measured at 115200 baud); settled: 1 for the 30 % of answers
-        # whole when the settle ends, the chunks still to come for the others (2.2 on average measured)
-        assert sum(chunks) / len(chunks) <= 3.0, chunks
-        assert chunks.count(1) >= 2, chunks
-        assert max(chunks) <= 5, chunks
-    finally:
-        sim.stop()
+    async with sim_session(seed=1) as (_sim, transport, session):
+        for _ in range(40):  # the settle converges
+            await session.read_pids(0x7E8, PIDS)
+        chunks: list[int] = []
+        values = []
+        for _ in range(20):
+            before = transport.chunks_read
+            values.append(await session.read_pids(0x7E8, PIDS))
+            chunks.append(transport.chunks_read - before)
+    assert all(len(v) == len(PIDS) for v in values)  # same answers as ever
+    # unsettled: ~5 per exchange (4.5 measured at 115200 baud); settled: 1 for the 30 % of answers
+    # whole when the settle ends, the chunks still to come for the others (2.2 on average measured)
+    assert sum(chunks) / len(chunks) <= 3.0, chunks
+    assert chunks.count(1) >= 2, chunks
+    assert max(chunks) <= 5, chunks
 
 
 def test_answer_times_are_bounded_and_only_known_lines_get_a_settle() -> None:
