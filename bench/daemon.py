@@ -22,7 +22,9 @@ to the broker: lease, encode, publish, PUBACK, ack); ``cpu_vs_floor`` is ``cpu_u
 ``exchange_floor_us_per_value``: the least an asyncio program spends per value on the link itself (write a 6-PID
 request, sleep until about when the answer is whole, read to the prompt; no parsing: :func:`exchange_floor`).
 ``pump_floor_us_per_value``: the same exchanges through the link pump in 0.2 s bursts, as the daemon runs them
-(:func:`pump_floor`).
+(:func:`pump_floor`). ``burst_share``: the share of the full run's requests the daemon sent in bursts of the link
+pump (docs/link.md, "Bursts"). The CPU window closes before the last status request (answering one costs the
+daemon tens of ms, a technician's command, not the pipeline).
 
     .venv/bin/python bench/daemon.py [--duration 30] [--warmup 5] [--json] [--profile FILE [--full-only]]
 
@@ -231,7 +233,16 @@ def run_daemon(
         "rss_peak_mb": hwm,
         "time_to_first_value_s": first,
         "mqtt_values_per_s": (m1 - m0) / wall,
+        # the share of requests the link pump carried in bursts (docs/link.md, "Bursts")
+        "burst_share": _burst_share(st0["adapter"], st1["adapter"]),
+        "pump_build": st1["adapter"].get("bursts", {}).get("build", ""),
     }
+
+
+def _burst_share(a0: dict[str, Any], a1: dict[str, Any]) -> float:
+    requests = a1["requests"] - a0["requests"]
+    bursts0, bursts1 = a0.get("bursts", {}), a1.get("bursts", {})
+    return (bursts1.get("requests", 0) - bursts0.get("requests", 0)) / requests if requests else 0.0
 
 
 # -- floors -----------------------------------------------------------------------------------------
@@ -430,7 +441,7 @@ def main() -> int:
             broker.stop()
     res.update({k: full[k] for k in ("values_per_s", "cpu_us_per_value", "cpu_percent", "rss_mb", "rss_peak_mb",
                                       "time_to_first_value_s", "mqtt_values_per_s",
-                                      "wakeups_per_value")})
+                                      "wakeups_per_value", "burst_share")})
     res["cpu_percent_default"] = default["cpu_percent"]
     res["values_per_s_default"] = default["values_per_s"]
     res["cpu_us_per_value_default"] = default["cpu_us_per_value"]
@@ -446,7 +457,7 @@ def main() -> int:
     print(f"full link rate   {res['values_per_s']:8.1f} values/s  {res['cpu_us_per_value']:7.1f} µs CPU/value  "
           f"{res['cpu_percent']:5.1f} % CPU  RSS {res['rss_mb']:.1f} MB (peak {res['rss_peak_mb']:.1f})")
     print(f"                 {res['mqtt_values_per_s']:8.1f} values/s reached the broker; "
-          f"{res['wakeups_per_value']:.2f} wake-ups per value")
+          f"{res['wakeups_per_value']:.2f} wake-ups per value; {res['burst_share'] * 100:.0f} % of requests in bursts")
     print(f"default rates    {res['values_per_s_default']:8.1f} values/s  "
           f"{res['cpu_us_per_value_default']:7.1f} µs CPU/value  {res['cpu_percent_default']:5.1f} % CPU  "
           f"RSS {res['rss_mb_default']:.1f} MB")

@@ -45,7 +45,7 @@ TIMES_PER_LINE = 4
 SETTLE_MARGIN_S = 0.001
 #: the share of settles meant to end after the answer is whole (then it waited for us); the rest
 #: end while it arrives and cost a second wake-up. Chosen by measurement (docs/link.md).
-LATE_SHARE = 0.7
+LATE_SHARE = 0.3
 #: how far one exchange moves a line's settle (late: earlier by STEP×(1−share); early: later by STEP×share)
 SETTLE_STEP_S = 0.0005
 

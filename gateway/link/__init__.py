@@ -4,6 +4,6 @@ The ELM327 session lives in :mod:`gateway.elm327`; both implement :class:`~gatew
 Sessions are built only by the composition root (``gateway.daemon.session_factory``).
 """
 
-from gateway.link.base import DtcReport, LinkInfo, RequestForm, Session
+from gateway.link.base import DtcReport, LinkInfo, Polled, RequestForm, Session
 
-__all__ = ["DtcReport", "LinkInfo", "RequestForm", "Session"]
+__all__ = ["DtcReport", "LinkInfo", "Polled", "RequestForm", "Session"]

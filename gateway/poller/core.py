@@ -59,6 +59,7 @@ from gateway.poller.custom import CustomPids
 from gateway.poller.parked import ADAPTER_SLEEP_MIN_S, ParkedPlan, Sign
 from gateway.poller.requests import Request, RequestQueue
 from gateway.scheduler import Batch, SchedulerPolicy
+from gateway.transport.pump import PUMP_BUILD
 
 log = logging.getLogger("gateway.poller")
 
@@ -158,6 +159,9 @@ class Poller:
         self.auto_profile = auto_profile and not custom
         self.profile = ""
         self._bus_closed = 0  # bus requests of the sessions already closed
+        #: bursts of the link pump run, and the requests they carried (status)
+        self.bursts = 0
+        self.burst_requests = 0
 
     def _now(self) -> float:
         """The poller's clock (monotonic seconds; scaled by ``time_scale`` under a fast simulator)."""
@@ -271,6 +275,7 @@ class Poller:
             "reconnects": self.reconnects,
             "values": self.values,
             "requests": session.requests if session is not None else 0,
+            "bursts": {"build": PUMP_BUILD, "bursts": self.bursts, "requests": self.burst_requests},
             "abandoned_requests": self.requests.abandoned,
             "errors": dict(self.errors) | (dict(session.errors) if session is not None else {}),
             "adapter_info": info.as_dict() if info is not None else {},
@@ -488,10 +493,13 @@ class Poller:
         polled = await session.read_pids_burst(first.ecu, [b.pids for b in plan])
         if polled is None:
             return False
+        self.bursts += 1
+        self.burst_requests += len(polled)
         self.policy.set_max_pids(first.ecu, session.info.max_pids(first.ecu))
         mono, wall = time.monotonic(), now_ms()
         rounds: list[list[Sample]] = []
         failure: AdapterError | ParseError | TransportTimeout | None = None
+        fatal: GatewayError | None = None
         silent = False
         for batch, got in zip(plan, polled, strict=False):
             done = self._clock(got.done)
@@ -512,8 +520,10 @@ class Poller:
                 self.policy.record_failure(batch, done)
                 failure = error
             else:
-                raise error  # the link itself failed: the connection loop decides (as from _poll_mode01)
-        await self._emit_rounds(rounds)
+                fatal = error  # the link itself failed: the connection loop decides (as from _poll_mode01)
+        await self._emit_rounds(rounds)  # the answers read before a failure are values like any other
+        if fatal is not None:
+            raise fatal
         if failure is not None:
             await self._recover(failure)
         elif silent:
