@@ -49,7 +49,7 @@ from gateway.errors import (
     TransportTimeout,
     UnsupportedCommand,
 )
-from gateway.link.base import DtcReport, Session
+from gateway.link.base import DtcReport, Polled, Session
 from gateway.model import LinkState, Sample, Samples, now_ms
 from gateway.obd import pids as catalogue
 from gateway.obd.custom import VIRTUAL_BASE, CustomPid, profile_for_vin, shipped_profiles
@@ -159,6 +159,7 @@ class Poller:
         self.auto_profile = auto_profile and not custom
         self.profile = ""
         self._bus_closed = 0  # bus requests of the sessions already closed
+        self._parked_at = -math.inf  # time.monotonic() of the last switch to the parked plan
         #: bursts of the link pump run, and the requests they carried (status)
         self.bursts = 0
         self.burst_requests = 0
@@ -185,10 +186,13 @@ class Poller:
         else:
             self.parked.leave()
         self._wake.set()
+        if self.session is not None:
+            self.session.interrupt()  # a burst in progress stops at the next prompt
 
     def _enter_parked(self) -> None:
         power = self.power_cfg
         timed = power.wake_check or not self._battery_ok  # no voltage to watch: the timer is all there is
+        self._parked_at = time.monotonic()
         self.parked.enter(
             self._now(), wake_interval_s=power.wake_check_interval_s if timed else None, bus_requests=self.bus_requests
         )
@@ -490,11 +494,11 @@ class Poller:
         plan = self._plan_burst(session, first, now)
         if len(plan) < 2:
             return False
+        started = time.monotonic()
         polled = await session.read_pids_burst(first.ecu, [b.pids for b in plan])
         if polled is None:
             return False
-        self.bursts += 1
-        self.burst_requests += len(polled)
+        self._count_burst(polled, started)
         self.policy.set_max_pids(first.ecu, session.info.max_pids(first.ecu))
         mono, wall = time.monotonic(), now_ms()
         rounds: list[list[Sample]] = []
@@ -530,6 +534,14 @@ class Poller:
             await self._set_ecu_responding(False)
             await self._sleep_or_wake(SILENT_RETRY_S)
         return True
+
+    def _count_burst(self, polled: Sequence[Polled], started: float) -> None:
+        self.bursts += 1
+        self.burst_requests += len(polled)
+        if self.plan == "parked" and self._parked_at > started:
+            # the guard counts a burst's requests when it ends: those written before the car was parked
+            # are not "since parking"
+            self.parked.requests_at_entry += sum(1 for got in polled if got.sent < self._parked_at)
 
     def _plan_burst(self, session: Session, first: Batch, now: float) -> list[Batch]:
         """The requests after ``first`` that go back to back to the same ECU in its request form."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware_sim import Simulator
+from firmware_sim.server import PtyServer
 from firmware_sim.timing import TimingModel
 from gateway.config import AdapterConfig, PollingConfig, PowerConfig
 from gateway.daemon import session_factory
@@ -78,8 +79,8 @@ async def run_until(poller: Poller, cond: Callable[[], bool], timeout: float) ->
 @contextlib.asynccontextmanager
 async def sim_session(
     seed: int = 1, *, jitter: float = 0.002, protocol: str = "6"
-) -> AsyncIterator[tuple[Simulator, SerialTransport, Elm327Session]]:
-    """The simulator served on a pty (real time), a SerialTransport on it and an initialised session."""
+) -> AsyncIterator[tuple[Simulator, PtyServer, SerialTransport, Elm327Session]]:
+    """The simulator served on a pty (real time), its server, a SerialTransport on it and an initialised session."""
     sim = Simulator(seed=seed, fast=False, timing=TimingModel(jitter=jitter))
     sim.advance(3)
     try:
@@ -89,7 +90,7 @@ async def sim_session(
         try:
             session = Elm327Session(transport, protocol=protocol, timeout_s=2.0)
             await session.initialize()
-            yield sim, transport, session
+            yield sim, server, transport, session
         finally:
             await transport.close()
     finally:

@@ -26,7 +26,7 @@ def _pids(readings: list[Reading]) -> list[int | None]:
 
 
 async def test_a_burst_answers_as_requests_one_by_one_do() -> None:
-    async with sim_session(seed=1) as (sim, transport, session):
+    async with sim_session(seed=1) as (sim, _server, transport, session):
         alone = [await session.read_pids(0x7E8, PIDS) for _ in range(10)]  # also measures the round trip
         mark = len(sim.log)
         polled = await session.read_pids_burst(0x7E8, [PIDS] * 8)
@@ -46,7 +46,7 @@ async def test_a_burst_answers_as_requests_one_by_one_do() -> None:
 
 
 async def test_no_data_ends_the_burst_and_is_the_answer_of_that_request() -> None:
-    async with sim_session(seed=2) as (sim, _transport, session):
+    async with sim_session(seed=2) as (sim, _server, _transport, session):
         await session.read_pids(0x7E8, PIDS)
         mark = len(sim.log)
         sim.faults.set("no_data", True)
@@ -61,7 +61,7 @@ async def test_no_data_ends_the_burst_and_is_the_answer_of_that_request() -> Non
 
 
 async def test_stopped_ends_the_burst_and_the_session_recovers_as_from_one_request() -> None:
-    async with sim_session(seed=3) as (sim, transport, session):
+    async with sim_session(seed=3) as (sim, _server, transport, session):
         await session.read_pids(0x7E8, PIDS)
         sim.faults.set("stopped", True)
         polled = await session.read_pids_burst(0x7E8, [PIDS] * 6)
@@ -75,7 +75,7 @@ async def test_stopped_ends_the_burst_and_the_session_recovers_as_from_one_reque
 
 
 async def test_a_lost_prompt_times_out_the_burst_on_that_request() -> None:
-    async with sim_session(seed=4) as (sim, transport, session):
+    async with sim_session(seed=4) as (sim, _server, transport, session):
         await session.read_pids(0x7E8, PIDS)
         sim.faults.set("truncate", True)  # the answer cut short, its prompt lost on the line
         mark = len(sim.log)

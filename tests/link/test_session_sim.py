@@ -10,10 +10,9 @@ from pathlib import Path
 
 from firmware_sim import Simulator
 from firmware_sim.elm327 import LogEntry
-from firmware_sim.timing import TimingModel
 from gateway.elm327.session import Elm327Session
 from gateway.transport.serial import SerialTransport
-from tests.link.helpers import make_poller, run_until
+from tests.link.helpers import make_poller, run_until, sim_session
 
 
 def _after(sim: Simulator, mark: int) -> list[LogEntry]:
@@ -48,30 +47,18 @@ async def test_bus_errors_trigger_protocol_redetection(sim: Simulator, sim_pty: 
 
 
 async def test_atst_is_set_from_measured_latency() -> None:
-    sim = Simulator(seed=1, fast=False, timing=TimingModel(jitter=0.0))
-    sim.advance(3)
-    try:
-        server = sim.serve_pty()
-        transport = SerialTransport(server.path, 38400)
-        await transport.open()
-        try:
-            session = Elm327Session(transport, protocol="6", timeout_s=2.0)
-            await session.initialize()
-            for _ in range(45):  # most of the 64-entry latency window: polling round trips
-                await session.read_pids(0x7E8, [0x0C, 0x0D, 0x05, 0x04, 0x10, 0x11])
-            latency_ms = session.latency_ms
-            mark = len(sim.log)
-            st = await session.tune_timeout()
-        finally:
-            await transport.close()
+    async with sim_session(seed=1, jitter=0.0) as (sim, server, _transport, session):
+        for _ in range(45):  # most of the 64-entry latency window: polling round trips
+            await session.read_pids(0x7E8, [0x0C, 0x0D, 0x05, 0x04, 0x10, 0x11])
+        latency_ms = session.latency_ms
+        mark = len(sim.log)
+        st = await session.tune_timeout()
         # 6 PIDs at 38400 baud take ~34 ms: four times that, inside the 50-200 ms bounds
         assert 25 < latency_ms < 45, latency_ms
         assert st is not None and abs(st - 4 * latency_ms) < 0.01
         units = round(st / 4.096)
         assert [e.command for e in _after(sim, mark)] == [f"ATST{units:02X}"]
         assert server.elm.settings.st == units  # the chip took it
-    finally:
-        sim.stop()
 
 
 async def test_mode09_calibration_cvn_and_ecu_name(sim: Simulator, sim_pty: str) -> None:

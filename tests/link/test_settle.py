@@ -118,7 +118,7 @@ async def test_guard_sees_the_prompt_read_in_a_settle(pty_serial: tuple[int, Ser
 
 
 async def test_exchanges_after_warm_up_read_the_answer_in_fewer_chunks() -> None:
-    async with sim_session(seed=1) as (_sim, transport, session):
+    async with sim_session(seed=1) as (_sim, _server, transport, session):
         for _ in range(40):  # the settle converges
             await session.read_pids(0x7E8, PIDS)
         chunks: list[int] = []
