@@ -247,7 +247,7 @@ class SchedulerPolicy:
         :meth:`next_batch` would return at ``now``, ``now + round_trip_s``, … if every PID asked for
         answered. Stops at the first time nothing is due (a gap: the link would idle there). Changes
         nothing; the answers are recorded one by one with :meth:`record` as for any request."""
-        if count > 1 and (steady := self._steady(now, round_trip_s, count)) is not None:
+        if count > 1 and (steady := self.steady_plan(now, round_trip_s, count)) is not None:
             return steady
         saved = [(e, e.last_polled) for e in self.entries.values()]
         started = self.started
@@ -270,8 +270,9 @@ class SchedulerPolicy:
             self.started = started
         return out
 
-    def _steady(self, now: float, round_trip_s: float, count: int) -> list[Batch] | None:
-        """:meth:`plan` without stepping, where the answer is sure: the link's full rate (what a burst is for).
+    def steady_plan(self, now: float, round_trip_s: float, count: int) -> list[Batch] | None:
+        """:meth:`plan` without stepping, where the answer is sure: the link's full rate (what a burst is for);
+        None when the PIDs are not all due at every round trip.
 
         The first batch holds every PID there is, all configured (no asked-for PID that may lapse), and
         each one is due again after one round trip. Then every later step finds all of them polled at the

@@ -550,7 +550,11 @@ class Poller:
             return []  # nothing measured yet: the first requests go one by one
         limit = session.info.max_pids(first.ecu)
         plan: list[Batch] = []
-        for batch in self.policy.plan(now, round_trip * self.time_scale, min(MAX_BURST, int(BURST_S / round_trip))):
+        # only at the link's full rate, every PID due at every round trip: below it, requests go one by one so
+        # that each sample reaches the bus when it is read (a burst holds its rounds back up to BURST_S, which
+        # would reorder them against other sources on the bus, the GPS's positions)
+        steady = self.policy.steady_plan(now, round_trip * self.time_scale, min(MAX_BURST, int(BURST_S / round_trip)))
+        for batch in steady or ():
             if batch.ecu != first.ecu or len(batch.pids) > limit or any(p >= VIRTUAL_BASE for p in batch.pids):
                 break
             plan.append(batch)
