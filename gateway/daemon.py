@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from gateway import __version__, config, secrets
 from gateway.bus import Bus, Subscription
 from gateway.common import vocabulary
+from gateway.common.aio import wait_for
 from gateway.errors import ConfigError, GatewayError, TransportError
 from gateway.model import Event, LinkState, Position, Sample, Samples, TripRecord, now_ms
 from gateway.obd.custom import resolve
@@ -130,7 +131,7 @@ class SimProcess:
         self.proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE)
         assert self.proc.stdout is not None
         try:
-            line = await asyncio.wait_for(self.proc.stdout.readline(), 15)
+            line = await wait_for(self.proc.stdout.readline(), 15)
         except TimeoutError:
             await self.stop()
             raise TransportError("the simulator did not print its port within 15 s") from None
@@ -140,7 +141,7 @@ class SimProcess:
             raise TransportError(f"the simulator exited without a port (exit code {self.proc.returncode})")
         if self.gps:
             try:
-                gps_line = await asyncio.wait_for(self.proc.stdout.readline(), 15)
+                gps_line = await wait_for(self.proc.stdout.readline(), 15)
             except TimeoutError:
                 gps_line = b""
             text = gps_line.decode(errors="replace").strip()
@@ -153,7 +154,7 @@ class SimProcess:
             return
         self.proc.terminate()
         try:
-            await asyncio.wait_for(self.proc.wait(), 3)
+            await wait_for(self.proc.wait(), 3)
         except TimeoutError:
             self.proc.kill()
             await self.proc.wait()
@@ -519,7 +520,7 @@ class Daemon:
             log.warning("%s: running the shutdown command: %s", why, power.shutdown_command)
             try:
                 proc = await asyncio.create_subprocess_exec(*shlex.split(power.shutdown_command))
-                code = await asyncio.wait_for(proc.wait(), SHUTDOWN_COMMAND_WAIT_S)
+                code = await wait_for(proc.wait(), SHUTDOWN_COMMAND_WAIT_S)
             except (OSError, ValueError) as exc:
                 log.error("the shutdown command could not run: %s", exc)
                 continue
@@ -548,7 +549,7 @@ class Daemon:
             return
         self._last_dtc_read = now
         try:
-            dtcs = await asyncio.wait_for(self.poller.read_dtcs(), 10)
+            dtcs = await wait_for(self.poller.read_dtcs(), 10)
         except (GatewayError, TimeoutError) as exc:
             log.warning("reading DTCs for mil:on failed: %s", exc)
             return
@@ -644,7 +645,7 @@ class Daemon:
         await self.diag.close()
         for uplink in self.uplinks.values():
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(uplink.close(), 0.5)
+                await wait_for(uplink.close(), 0.5)
         self.notifier.close()
         return int(sup.exit_code)
 
@@ -684,7 +685,7 @@ class Daemon:
             await self.store.close()
 
         try:
-            await asyncio.wait_for(finish(), SHUTDOWN_DEADLINE_S - 2.5)
+            await wait_for(finish(), SHUTDOWN_DEADLINE_S - 2.5)
         except TimeoutError:
             log.error("store flush did not finish in time")
 

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from gateway.common import vocabulary
+from gateway.common.aio import wait_for
 from gateway.common.diagwire import (
     MAX_LINE,
     PROTOCOL_VERSION,
@@ -252,7 +253,7 @@ class _Client:
                     break
                 self.writer.write(line)
                 try:
-                    await asyncio.wait_for(self.writer.drain(), self.server.write_timeout_s)
+                    await wait_for(self.writer.drain(), self.server.write_timeout_s)
                 except TimeoutError:
                     self.server.disconnected_stuck += 1
                     _errors.warning("slow", "diagnostic client did not read for %.0f s; disconnecting it",
@@ -284,7 +285,7 @@ class _Client:
             try:
                 # While a loss is unreported, look again soon even if the bus is quiet.
                 timeout = _DROP_REPORT_RETRY_S if lost != self.reported_dropped else None
-                item = await asyncio.wait_for(feed.get(), timeout)
+                item = await wait_for(feed.get(), timeout)
             except TimeoutError:
                 continue
             wire = item_to_wire(item)
@@ -313,7 +314,7 @@ class _Client:
         while not self.closing:
             try:
                 # a subscriber may legitimately stay silent; anyone else holding a slot must ask something
-                chunk = await asyncio.wait_for(self.reader.read(65536), None if self.feed is not None else idle)
+                chunk = await wait_for(self.reader.read(65536), None if self.feed is not None else idle)
             except TimeoutError:
                 self.server.disconnected_idle += 1
                 self.send(_error(None, None, "idle", f"no request for {idle:.0f} s; closing the connection"))
@@ -498,7 +499,7 @@ class DiagServer:
             await asyncio.wait(list(self._tasks), timeout=2.0)
         for server in self._servers:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 2.0)
+                await wait_for(server.wait_closed(), 2.0)
         self._servers.clear()
         with contextlib.suppress(FileNotFoundError):
             if self.socket_path.is_socket():
@@ -548,7 +549,7 @@ class DiagServer:
                 what = "TCP clients" if client.tcp else "clients on the Unix socket"
                 writer.write(encode(_error(None, None, "busy", f"too many {what} (max {limit})")))
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(writer.drain(), 1.0)
+                    await wait_for(writer.drain(), 1.0)
                 return
             self._clients.add(client)
             client.writer_task = asyncio.create_task(client.write_loop())
@@ -561,7 +562,7 @@ class DiagServer:
                 if not client.out.full():
                     client.out.put_nowait(None)
                 with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                    await asyncio.wait_for(asyncio.shield(client.writer_task), 2.0)
+                    await wait_for(asyncio.shield(client.writer_task), 2.0)
         except (ConnectionError, OSError):
             pass
         except asyncio.CancelledError:
@@ -625,7 +626,7 @@ class DiagServer:
             req = self._checked(req, client, remote_unsafe_ok=remote_unsafe_ok)
             handler = self._handlers[cmd]
             try:
-                data = await asyncio.wait_for(handler(client, req), self.request_timeout_s)  # type: ignore[arg-type]
+                data = await wait_for(handler(client, req), self.request_timeout_s)  # type: ignore[arg-type]
             except TimeoutError:
                 raise RequestError("timeout", f"{cmd} took longer than {self.request_timeout_s:.0f} s") from None
             return {"id": req_id, "ok": True, "cmd": cmd, "data": data}

@@ -51,6 +51,7 @@ from typing import Any
 import aiosqlite
 import msgpack
 
+from gateway.common.aio import wait_for
 from gateway.common.ratelog import RateLimitedLog
 from gateway.common.samplebatch import pack_samples
 from gateway.config import StoreConfig
@@ -604,7 +605,7 @@ class Store:
         ev = self._new_data.setdefault(uplink, asyncio.Event())
         if not ev.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ev.wait(), wait_s)
+                await wait_for(ev.wait(), wait_s)
         return ev.is_set()
 
     async def lease(self, uplink: str, limit: int) -> list[StoredRow]:

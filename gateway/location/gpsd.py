@@ -24,6 +24,7 @@ import json
 import math
 from typing import Any
 
+from gateway.common.aio import wait_for
 from gateway.common.backoff import Backoff
 from gateway.config import LocationConfig
 from gateway.errors import BadFix, LocationError
@@ -155,7 +156,7 @@ class GpsdSource(Reconnecting):
 
     async def _session(self) -> None:
         try:
-            reader, writer = await asyncio.wait_for(
+            reader, writer = await wait_for(
                 asyncio.open_connection(self.host, self.port, limit=MAX_LINE), CONNECT_TIMEOUT_S
             )
         except (OSError, TimeoutError) as exc:
@@ -171,14 +172,14 @@ class GpsdSource(Reconnecting):
         finally:
             writer.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+                await wait_for(writer.wait_closed(), 1.0)
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         buf = bytearray()
         skipping = False
         while True:
             try:
-                chunk = await asyncio.wait_for(reader.read(4096), SILENCE_S)
+                chunk = await wait_for(reader.read(4096), SILENCE_S)
             except TimeoutError:
                 raise LocationError(f"gpsd silent for {SILENCE_S:.0f} s") from None
             if not chunk:

@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 from gateway.cache import Cache
+from gateway.common.aio import wait_for
 from gateway.common.backoff import Backoff
 from gateway.config import AdapterConfig, PollingConfig, PowerConfig
 from gateway.errors import (
@@ -424,7 +425,7 @@ class Poller:
             return
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds / self.time_scale)
+            await wait_for(self._wake.wait(), seconds / self.time_scale)
 
     async def _poll_batch(self, batch: Batch) -> None:
         custom = tuple(p for p in batch.pids if p >= VIRTUAL_BASE)
