@@ -67,9 +67,11 @@ radius_m = 60.0
 kind = "ignition_on"
 crank_s = 1.0
 
+# the daemon needs ~8 s to its first sample on a loaded machine (no remembered protocol: a search);
+# the trip's start is where the car stood when the ignition was seen, so it must still stand then
 [[phase]]
 kind = "idle"
-duration = 4
+duration = 15
 
 [[phase]]
 kind = "accelerate"
