@@ -111,10 +111,12 @@ async def test_recovers_from_fault_and_values_stay_right(
             marks.append(n)
         elif len(marks) == 1 and n >= marks[0] + 60:
             held.faults.clear()
-            errors.update(poller.status()["errors"])
             marks.append(n)
-        elif len(marks) == 2:
-            return n >= marks[1] + 30
+        elif len(marks) == 2 and n >= marks[1] + 30:
+            # the counts once the poller recovered: a strike just before the clear (a truncated answer
+            # still waiting out its time-out) is counted only when the poller has handled it
+            errors.update(poller.status()["errors"])
+            return True
         return False
 
     assert await run_until(poller, script, 40), f"stuck under {fault} after {marks}"
