@@ -165,17 +165,26 @@ async def test_endless_stream_over_tcp_is_refused_and_memory_stays_flat() -> Non
             try:
                 with pytest.raises(OversizedAnswer, match=f"more than {DEFAULT_MAX_ANSWER_BYTES} bytes without"):
                     await t.read_until(b">", 5.0)
+                states: list[str] = []
                 while t.bytes_discarded < 200 * MB:
                     # the rest of that answer is skipped, never kept; the wait ends with the stream still on
-                    with pytest.raises(OversizedAnswer, match="still streaming"):
+                    with pytest.raises(OversizedAnswer) as err:
                         await t.read_until(b">", 0.5)
+                    states.append(str(err.value))
                 _, peak = tracemalloc.get_traced_memory()
             finally:
                 tracemalloc.stop()
             grown = vmrss() - rss0
             print(f"tcp endless: {t.bytes_discarded / MB:.0f} MB through, tracemalloc peak {peak / 1024:.0f} KiB, "
                   f"VmRSS grew {grown / MB:.1f} MB")
-            assert t.oversized == 1
+            streaming = [m for m in states if m.endswith("still streaming; discarded")]
+            # a loaded machine can stall this peer (the same event loop) for QUIET_S: the skipping ends
+            # ("then quiet") and the stream that goes on is a new oversized answer, refused the same way
+            fresh = [m for m in states if f"more than {DEFAULT_MAX_ANSWER_BYTES} bytes without" in m]
+            quiet = [m for m in states if m.endswith("then quiet; discarded")]
+            assert len(streaming) + len(fresh) + len(quiet) == len(states), states[:3]
+            assert len(streaming) > len(states) / 2, states[:3]
+            assert t.oversized == 1 + len(fresh)
             assert peak < 1 * MB, peak  # the cap, one chunk, and the peer's own send buffer
             assert grown < 20 * MB, grown
             # the adapter stops; after a drain the line is usable and the next answer is read whole
