@@ -583,10 +583,8 @@ class Elm327Session(Session):
             # garbage on the line may also have landed inside a data line: trust nothing of it
             self.line.count("noise")
             raise ParseError(f"noise in the answer: {answer.noise[0][:20]!r}")
-        messages = self._parse(answer, self.headers)
-        seen = [m.pid for m in messages if m.service == 0x01]
-        if count and len(seen) != len(set(seen)):
-            raise ParseError("the same PID answered twice to one physical request")
+        # one decode, no separate parse into messages: a PID answered twice (by two messages, or twice in
+        # one) gives the same (PID, name) twice, which the check below refuses whatever the request form
         readings = self._decode(answer, self.headers)
         got = {r.pid for r in readings if r.service == 0x01}
         if not got:
@@ -596,7 +594,7 @@ class Elm327Session(Session):
             raise ParseError(f"answer carries PIDs that were not asked for: {sorted(p for p in got - set(pids) if p)}")
         names = [(r.pid, r.name) for r in readings if r.service == 0x01]
         if len(names) != len(set(names)):
-            raise ParseError("a PID appears twice in one answer")
+            raise ParseError("a PID appears twice in one answer" + (" to one physical request" if count else ""))
         # with headers off the parser cannot know the ECU; we addressed it, so we do (a new tuple: 5× faster
         # than namedtuple's _replace, measured)
         return [r if r.ecu else Reading(ecu, *r[1:]) for r in readings]
