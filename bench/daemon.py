@@ -27,6 +27,10 @@ pump (docs/link.md, "Bursts"). The CPU window closes before the last status requ
 daemon tens of ms, a technician's command, not the pipeline).
 
     .venv/bin/python bench/daemon.py [--duration 30] [--warmup 5] [--json] [--profile FILE [--full-only]]
+                                     [--components [--full-only]]
+
+``--components``: the full run's daemon runs under ``bench/loop_accounting.py``; ``components_us_per_value``
+gives the window's CPU per value by event-loop component (the task a callback steps) and by thread.
 
 ``--profile`` needs py-spy on the PATH (``pip install py-spy``; wheels for x86-64 and aarch64).
 """
@@ -169,16 +173,21 @@ class Subscriber:
 
 
 def run_daemon(
-    work: Path, broker: Broker, sub: Subscriber, *, full: bool, warmup: float, duration: float, profile: str = ""
-) -> dict[str, float]:
+    work: Path, broker: Broker, sub: Subscriber, *, full: bool, warmup: float, duration: float, profile: str = "",
+    components: bool = False,
+) -> dict[str, Any]:
     """One daemon run: start, wait for the first value, measure over the window, SIGTERM.
 
-    ``profile``: also record the window with py-spy (collapsed stacks, one line per stack: ``--format raw``)."""
+    ``profile``: also record the window with py-spy (collapsed stacks, one line per stack: ``--format raw``).
+    ``components``: run the daemon under ``loop_accounting.py`` and report where the window's CPU went."""
     sim = SimProcess("genuine")
     cfg = write_config(work, sim.port, broker, full=full)
     sock = work / "diag.sock"
     started = time.monotonic()
     prefix = ["-m", "cProfile", "-o", os.environ["BENCH_CPROFILE"]] if full and os.environ.get("BENCH_CPROFILE") else []
+    accounting = work / ("loop-full.jsonl" if full else "loop-default.jsonl")
+    if components:
+        prefix = [str(Path(__file__).resolve().parent / "loop_accounting.py"), str(accounting)]
     proc = subprocess.Popen(
         [sys.executable, *prefix, "-m", "gateway", "run", "--config", str(cfg)],
         stdout=subprocess.DEVNULL,
@@ -236,7 +245,24 @@ def run_daemon(
         # the share of requests the link pump carried in bursts (docs/link.md, "Bursts")
         "burst_share": _burst_share(st0["adapter"], st1["adapter"]),
         "pump_build": st1["adapter"].get("bursts", {}).get("build", ""),
+        **({"components": _components(accounting, t0, t1, values / wall)} if components else {}),
     }
+
+
+def _components(path: Path, t0: float, t1: float, values_per_s: float) -> dict[str, dict[str, float]]:
+    """µs of CPU per value by loop component and by thread, between the accounting lines nearest the window."""
+    lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    inside = [x for x in lines if t0 <= x["t"] <= t1]
+    if len(inside) < 2:
+        return {}
+    a, b = inside[0], inside[-1]
+    per_value = 1e6 / ((b["t"] - a["t"]) * values_per_s)
+
+    def diff(key: str, top: int) -> dict[str, float]:
+        d = {k: (v - a[key].get(k, 0.0)) * per_value for k, v in b[key].items()}
+        return {k: round(v, 2) for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:top] if v > 0}
+
+    return {"loop": diff("handles", 12), "threads": diff("threads", 8)}
 
 
 def _burst_share(a0: dict[str, Any], a1: dict[str, Any]) -> float:
@@ -415,6 +441,8 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--profile", default="", help="record the full-rate window with py-spy into this file")
     ap.add_argument("--full-only", action="store_true", help="skip the default-rate run (profiling)")
+    ap.add_argument("--components", action="store_true",
+                    help="the full run under loop_accounting.py: CPU per value by loop component and thread")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     from gateway.obd import PARSER_BUILD
@@ -430,7 +458,7 @@ def main() -> int:
             default = run_daemon(work, broker, sub, full=False, warmup=args.warmup,
                                  duration=5.0 if args.full_only else args.duration)
             full = run_daemon(work, broker, sub, full=True, warmup=args.warmup, duration=args.duration,
-                              profile=args.profile)
+                              profile=args.profile, components=args.components)
             res["exchange_floor_us_per_value"] = asyncio.run(exchange_floor())
             res["pump_floor_us_per_value"] = asyncio.run(pump_floor())
             res["parser_us_per_value"] = parser_floor()
@@ -442,6 +470,8 @@ def main() -> int:
     res.update({k: full[k] for k in ("values_per_s", "cpu_us_per_value", "cpu_percent", "rss_mb", "rss_peak_mb",
                                       "time_to_first_value_s", "mqtt_values_per_s",
                                       "wakeups_per_value", "burst_share")})
+    if args.components:
+        res["components_us_per_value"] = full.get("components", {})
     res["cpu_percent_default"] = default["cpu_percent"]
     res["values_per_s_default"] = default["values_per_s"]
     res["cpu_us_per_value_default"] = default["cpu_us_per_value"]
@@ -471,6 +501,8 @@ def main() -> int:
     print(f"                 the link pump alone ({res['pump_build']} build, 0.2 s bursts): "
           f"{res['pump_floor_us_per_value']:.1f} µs/value; daemon / that = "
           f"{res['cpu_us_per_value'] / res['pump_floor_us_per_value']:.1f}×")
+    for part, figures in res.get("components_us_per_value", {}).items():
+        print(f"by {part:<14} " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()) + " (µs/value)")
     return 0
 
 

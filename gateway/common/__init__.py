@@ -1,4 +1,5 @@
-"""Small helpers more than one stage uses: backoff with one jitter rule, strict JSON output, the diagnostic
+"""Small helpers more than one stage uses: backoff with one jitter rule, a ``wait_for`` that never loses a
+cancellation (``aio``), strict JSON output, the diagnostic
 socket's wire codec (server and CLI), the stored timeseries batch layout (store and uplinks).
 
 They sit beside :mod:`gateway.errors` and :mod:`gateway.model` at the bottom of the import graph:
