@@ -277,20 +277,22 @@ class SchedulerPolicy:
         The first batch holds every PID there is, all configured (no asked-for PID that may lapse), and
         each one is due again after one round trip. Then every later step finds all of them polled at the
         same time and picks the same batch as the second step: one ``next_batch`` call, not ``count``."""
-        first = self.next_batch(now)
-        if first is None or len(first.pids) != len(self.entries):
-            return None
+        started = self.started  # next_batch notes the first request's time: a plan changes nothing
         entries = list(self.entries.values())
-        if not all(e.always and e.supported and e.rate * round_trip_s >= DUE for e in entries):
-            return None
         saved = [(e, e.last_polled) for e in entries]
         try:
+            first = self.next_batch(now)
+            if first is None or len(first.pids) != len(self.entries):
+                return None
+            if not all(e.always and e.supported and e.rate * round_trip_s >= DUE for e in entries):
+                return None
             for e in entries:
                 e.last_polled = now
             second = self.next_batch(now + round_trip_s)
         finally:
             for e, last in saved:
                 e.last_polled = last
+            self.started = started
         return None if second is None else [first] + [second] * (count - 1)
 
     def next_due_in(self, now: float) -> float:

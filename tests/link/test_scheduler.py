@@ -248,3 +248,15 @@ def test_the_full_rate_plan_takes_the_short_cut_and_is_still_what_stepping_gives
         else:
             assert calls == 2  # the short cut: two calls, not twenty
             assert plan == _stepwise(stepped, 1.0, 0.022, 20)
+
+
+def test_a_plan_leaves_the_policy_as_it_was_even_before_the_first_request() -> None:
+    p = SchedulerPolicy()
+    for pid in (0x0C, 0x0D):
+        p.set_pid(pid, 0x7E8, 100.0)
+    p.set_max_pids(0x7E8, 6)
+    before = {k: (e.last_polled, e.values) for k, e in p.entries.items()}
+    assert p.steady_plan(5.0, 0.022, 10) == [Batch(0x7E8, (0x0C, 0x0D))] * 10
+    assert p.plan(5.0, 0.022, 10) == [Batch(0x7E8, (0x0C, 0x0D))] * 10
+    assert p.started is None  # the on-demand share's window starts with the first real request
+    assert {k: (e.last_polled, e.values) for k, e in p.entries.items()} == before
