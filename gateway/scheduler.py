@@ -242,41 +242,16 @@ class SchedulerPolicy:
             chosen += extra[: limit - len(chosen)]
         return Batch(ecu, tuple(e.pid for e in chosen))
 
-    def plan(self, now: float, round_trip_s: float, count: int) -> list[Batch]:
-        """The next ``count`` requests back to back (a burst of the link pump, issue 19): what
-        :meth:`next_batch` would return at ``now``, ``now + round_trip_s``, … if every PID asked for
-        answered. Stops at the first time nothing is due (a gap: the link would idle there). Changes
-        nothing; the answers are recorded one by one with :meth:`record` as for any request."""
-        if count > 1 and (steady := self.steady_plan(now, round_trip_s, count)) is not None:
-            return steady
-        saved = [(e, e.last_polled) for e in self.entries.values()]
-        started = self.started
-        out: list[Batch] = []
-        t = now
-        try:
-            for _ in range(count):
-                batch = self.next_batch(t)
-                if batch is None:
-                    break
-                out.append(batch)
-                for pid in batch.pids:
-                    entry = self.entries.get((batch.ecu, pid))
-                    if entry is not None:
-                        entry.last_polled = t
-                t += round_trip_s
-        finally:
-            for entry, last in saved:
-                entry.last_polled = last
-            self.started = started
-        return out
-
     def steady_plan(self, now: float, round_trip_s: float, count: int) -> list[Batch] | None:
-        """:meth:`plan` without stepping, where the answer is sure: the link's full rate (what a burst is for);
-        None when the PIDs are not all due at every round trip.
+        """The next ``count`` requests back to back (a burst of the link pump, issue 19) at the link's full rate:
+        what :meth:`next_batch` would return at ``now``, ``now + round_trip_s``, … if every PID answered. None
+        when the PIDs are not all due at every round trip (then requests go one by one). Changes nothing; the
+        answers are recorded one by one with :meth:`record` as for any request.
 
         The first batch holds every PID there is, all configured (no asked-for PID that may lapse), and
         each one is due again after one round trip. Then every later step finds all of them polled at the
-        same time and picks the same batch as the second step: one ``next_batch`` call, not ``count``."""
+        same time and picks the same batch as the second step: two ``next_batch`` calls, not ``count``
+        (tests/link/test_scheduler.py compares the plan with stepping)."""
         started = self.started  # next_batch notes the first request's time: a plan changes nothing
         entries = list(self.entries.values())
         saved = [(e, e.last_polled) for e in entries]

@@ -173,38 +173,20 @@ def test_a_pids_period_counts_from_the_request_not_the_answer() -> None:
     assert 49 <= requests_sent(q, 10.0, 0.022) <= 51
 
 
-def test_a_burst_plan_is_what_requests_one_by_one_would_send_and_changes_nothing() -> None:
-    def policy() -> SchedulerPolicy:
-        p = SchedulerPolicy()
-        rates = ((0x0C, 100.0), (0x0D, 100.0), (0x04, 20.0), (0x05, 1.0), (0x10, 50.0), (0x11, 10.0), (0x2F, 0.5))
-        for pid, hz in rates:
-            p.set_pid(pid, 0x7E8, hz)
-        p.set_max_pids(0x7E8, 3)
-        return p
-
-    planned, stepped = policy(), policy()
-    drive(planned, 1.0, 0.022)
-    drive(stepped, 1.0, 0.022)
-    before = {k: (e.last_polled, e.values) for k, e in planned.entries.items()}
-    plan = planned.plan(1.0, 0.022, 9)
-    assert {k: (e.last_polled, e.values) for k, e in planned.entries.items()} == before  # nothing changed
-    expected, now = [], 1.0
-    for _ in range(9):
-        batch = stepped.next_batch(now)
-        assert batch is not None
-        expected.append(batch)
-        stepped.record(batch, now + 0.022, batch.pids, sent=now)
-        now += 0.022
-    assert plan == expected
-    assert len({b.pids for b in plan}) > 1  # the mix of rates makes the batches differ
-
-
-def test_a_burst_plan_stops_where_the_link_would_idle() -> None:
+def test_below_the_full_rate_there_is_no_burst_plan_and_nothing_changes() -> None:
     p = SchedulerPolicy()
-    p.set_pid(0x0C, 0x7E8, 10.0)
-    p.set_max_pids(0x7E8, 6)
-    assert p.plan(0.0, 0.022, 9) == [Batch(0x7E8, (0x0C,))]  # due again only 100 ms later
-    assert p.plan(0.0, 0.022, 0) == []
+    rates = ((0x0C, 100.0), (0x0D, 100.0), (0x04, 20.0), (0x05, 1.0), (0x10, 50.0), (0x11, 10.0), (0x2F, 0.5))
+    for pid, hz in rates:
+        p.set_pid(pid, 0x7E8, hz)
+    p.set_max_pids(0x7E8, 3)
+    drive(p, 1.0, 0.022)
+    before = {k: (e.last_polled, e.values) for k, e in p.entries.items()}
+    assert p.steady_plan(1.0, 0.022, 9) is None  # the mix of rates: requests go one by one
+    assert {k: (e.last_polled, e.values) for k, e in p.entries.items()} == before  # nothing changed
+    q = SchedulerPolicy()
+    q.set_pid(0x0C, 0x7E8, 10.0)
+    q.set_max_pids(0x7E8, 6)
+    assert q.steady_plan(0.0, 0.022, 9) is None  # due again only 100 ms later: the link would idle
 
 
 def _stepwise(p: SchedulerPolicy, now: float, round_trip_s: float, count: int) -> list[Batch]:
@@ -241,10 +223,9 @@ def test_the_full_rate_plan_takes_the_short_cut_and_is_still_what_stepping_gives
             return next_batch(now)
 
         planned.next_batch = counting  # type: ignore[method-assign]
-        plan = planned.plan(1.0, 0.022, 20)
+        plan = planned.steady_plan(1.0, 0.022, 20)
         if asked:
-            # an asked-for PID may lapse: no short cut (the on-demand share is not stepped, so no equality)
-            assert calls > 2 and len(plan) == 20
+            assert plan is None  # an asked-for PID may lapse: no short cut, requests go one by one
         else:
             assert calls == 2  # the short cut: two calls, not twenty
             assert plan == _stepwise(stepped, 1.0, 0.022, 20)
@@ -257,6 +238,5 @@ def test_a_plan_leaves_the_policy_as_it_was_even_before_the_first_request() -> N
     p.set_max_pids(0x7E8, 6)
     before = {k: (e.last_polled, e.values) for k, e in p.entries.items()}
     assert p.steady_plan(5.0, 0.022, 10) == [Batch(0x7E8, (0x0C, 0x0D))] * 10
-    assert p.plan(5.0, 0.022, 10) == [Batch(0x7E8, (0x0C, 0x0D))] * 10
     assert p.started is None  # the on-demand share's window starts with the first real request
     assert {k: (e.last_polled, e.values) for k, e in p.entries.items()} == before
